@@ -1,0 +1,171 @@
+//! In-process RPC through the embedded transport, against a bare tokio
+//! channel request/reply doing the same JSON work.
+//!
+//! Run with: `cargo bench --bench rpc_memory`
+//!
+//! Both sides keep 64 calls in flight from one client for the same time on
+//! a 2-thread runtime:
+//! - **enoki**: `GreeterClient::hello("Ann")` → `greeter.hello` (the example
+//!   service, `max_workers = 64`) on the memory transport: request and reply
+//!   encoded and decoded as JSON, headers, call ids, routing, workers, acks.
+//! - **baseline**: the client encodes the same request body, sends it with a
+//!   oneshot over an mpsc channel; one server task decodes it, formats the
+//!   greeting and encodes the same reply body; the client decodes it.
+//!
+//! The last line is `rpc_memory: N calls/s, baseline M calls/s, ratio R`.
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/greeter.rs"]
+mod greeter;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use enoki::prelude::*;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+const IN_FLIGHT: usize = 64;
+const WARMUP: Duration = Duration::from_millis(500);
+const MEASURE: Duration = Duration::from_secs(3);
+
+/// Runs `call` from `IN_FLIGHT` tasks for `WARMUP + MEASURE`; returns the
+/// calls per second during `MEASURE`.
+async fn drive<F, Fut>(call: F) -> f64
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let call = Arc::new(call);
+    let count = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..IN_FLIGHT)
+        .map(|_| {
+            let (call, count, done) = (call.clone(), count.clone(), done.clone());
+            tokio::spawn(async move {
+                while !done.load(Ordering::Relaxed) {
+                    call().await;
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(WARMUP).await;
+    let start_count = count.load(Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(MEASURE).await;
+    let calls = count.load(Ordering::Relaxed) - start_count;
+    let elapsed = start.elapsed();
+    done.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.expect("bench task");
+    }
+    calls as f64 / elapsed.as_secs_f64()
+}
+
+async fn enoki_rps() -> f64 {
+    let transport = enoki::transport::MemoryTransport::new();
+    let settings = Settings::new().with("max_workers", 64.into());
+    let mut runner = ServiceRunner::new(transport.clone(), settings.clone());
+    runner.add(enoki::service::<greeter::Greeter>());
+    runner.start().await.expect("start greeter");
+    let rpc = ClusterRpc::connect(transport, &settings)
+        .await
+        .expect("client");
+    let client = greeter::GreeterClient::new(&rpc);
+    let rps = drive(move || {
+        let client = client.clone();
+        async move {
+            let reply = client.hello("Ann".to_owned()).await.expect("hello");
+            assert_eq!(reply.len(), 11);
+        }
+    })
+    .await;
+    runner.stop().await;
+    rps
+}
+
+#[derive(Serialize)]
+struct RequestOut<'a> {
+    args: (&'a str,),
+    kwargs: Empty,
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
+#[derive(Deserialize)]
+struct RequestIn {
+    args: (String,),
+    #[allow(dead_code)]
+    kwargs: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct ReplyOut {
+    result: String,
+    error: Option<()>,
+}
+
+#[derive(Deserialize)]
+struct ReplyIn {
+    result: String,
+    #[allow(dead_code)]
+    error: Option<serde_json::Value>,
+}
+
+type Call = (Vec<u8>, oneshot::Sender<Vec<u8>>);
+
+async fn baseline_rps() -> f64 {
+    let (tx, mut rx) = mpsc::channel::<Call>(1024);
+    let server = tokio::spawn(async move {
+        while let Some((body, reply)) = rx.recv().await {
+            let request: RequestIn = serde_json::from_slice(&body).expect("request");
+            let result = format!("Hello, {}!", request.args.0);
+            let body = serde_json::to_vec(&ReplyOut {
+                result,
+                error: None,
+            })
+            .expect("reply");
+            let _ = reply.send(body);
+        }
+    });
+    let rps = drive(move || {
+        let tx = tx.clone();
+        async move {
+            let body = serde_json::to_vec(&RequestOut {
+                args: ("Ann",),
+                kwargs: Empty {},
+            })
+            .expect("request");
+            let (reply_tx, reply_rx) = oneshot::channel();
+            tx.send((body, reply_tx)).await.expect("send");
+            let reply: ReplyIn =
+                serde_json::from_slice(&reply_rx.await.expect("reply")).expect("decode");
+            assert_eq!(reply.result.len(), 11);
+        }
+    })
+    .await;
+    server.abort();
+    rps
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (enoki, baseline) = runtime.block_on(async {
+        let baseline = baseline_rps().await;
+        let enoki = enoki_rps().await;
+        (enoki, baseline)
+    });
+    println!(
+        "rpc_memory: {:.0} calls/s, baseline {:.0} calls/s, ratio {:.2}",
+        enoki,
+        baseline,
+        enoki / baseline
+    );
+}

@@ -1,0 +1,518 @@
+//! Clients: [`ClusterRpc`] (nameko's `ClusterRpcProxy`, async) and
+//! [`EventPublisher`] (nameko's standalone `event_dispatcher`).
+//!
+//! A `ClusterRpc` owns one reply queue, `rpc.reply-<owner>-<uuid>`
+//! (durable, `x-expires` 300000), bound to the RPC exchange with the bare
+//! uuid, which is what requests carry in `reply_to`. Many calls are in
+//! flight at once over it, matched by correlation id. Requests are
+//! published `mandatory`: when no queue is bound for `<service>.*` the call
+//! fails at once with [`Error::UnknownService`].
+//!
+//! ```
+//! # use enoki::prelude::*;
+//! # use enoki::transport::MemoryTransport;
+//! # #[tokio::main] async fn main() -> enoki::Result<()> {
+//! let transport = MemoryTransport::new();
+//! let rpc = ClusterRpc::connect(transport, &Settings::new()).await?;
+//! let err = rpc.call("nosuch", "method", serde_json::json!([]), Default::default()).await;
+//! assert!(matches!(err, Err(enoki::Error::UnknownService(ref s)) if s == "nosuch"));
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+use crate::config::Settings;
+use crate::context::{WorkerCtx, encode_headers, new_uuid};
+use crate::error::{Error, Result};
+use crate::message::{Headers, Message, REPLY_QUEUE_TTL_MS, ReplyBody, STANDALONE_OWNER, names};
+use crate::transport::{ConsumeOptions, ExchangeSpec, PublishOptions, QueueSpec, Transport};
+
+type Pending = Mutex<HashMap<String, oneshot::Sender<Result<Bytes>>>>;
+
+/// An RPC client with its own reply queue. Cheap to clone; clones share
+/// the reply queue.
+///
+/// The client inside a worker (from the [`RpcProxy`](crate::RpcProxy)
+/// provider) is bound to the worker's context, so calls carry its context
+/// data and extend its call-id stack.
+#[derive(Clone)]
+pub struct ClusterRpc {
+    listener: Arc<ReplyListener>,
+    context: CallContext,
+    timeout: Option<Duration>,
+}
+
+#[derive(Clone)]
+enum CallContext {
+    /// A standalone client: its own context data, a fresh call id per call.
+    Standalone(Arc<Map<String, Value>>),
+    /// A client inside a worker.
+    Worker(WorkerCtx),
+}
+
+struct ReplyListener {
+    transport: Arc<dyn Transport>,
+    exchange: String,
+    owner: String,
+    routing_key: String,
+    queue: String,
+    pending: Arc<Pending>,
+    closed: Arc<AtomicBool>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl fmt::Debug for ClusterRpc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterRpc")
+            .field("reply_queue", &self.listener.queue)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`ClusterRpc`].
+#[derive(Debug)]
+pub struct ClusterRpcBuilder {
+    transport: Arc<dyn Transport>,
+    owner: String,
+    exchange: String,
+    context_data: Map<String, Value>,
+    timeout: Option<Duration>,
+}
+
+impl ClusterRpcBuilder {
+    /// The reply-queue owner: the calling service's name
+    /// (`standalone_rpc_proxy` by default).
+    #[must_use]
+    pub fn owner(mut self, owner: &str) -> Self {
+        self.owner = owner.to_owned();
+        self
+    }
+
+    /// Takes the RPC exchange and default timeout from settings.
+    #[must_use]
+    pub fn settings(mut self, settings: &Settings) -> Self {
+        self.exchange = settings.rpc_exchange().to_owned();
+        if self.timeout.is_none() {
+            self.timeout = settings.rpc_timeout();
+        }
+        self
+    }
+
+    /// Context data sent with every call (`user_id`, `language`, ...).
+    #[must_use]
+    pub fn context_data(mut self, data: Map<String, Value>) -> Self {
+        self.context_data = data;
+        self
+    }
+
+    /// A timeout for every call.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Declares the reply queue and starts listening.
+    pub async fn connect(self) -> Result<ClusterRpc> {
+        let transport = self.transport;
+        let uuid = new_uuid();
+        let queue = names::reply_queue(&self.owner, &uuid);
+        transport
+            .declare_exchange(&ExchangeSpec::topic(&self.exchange))
+            .await?;
+        transport
+            .declare_queue(&QueueSpec::durable(&queue).expires_after_ms(REPLY_QUEUE_TTL_MS))
+            .await?;
+        transport.bind(&queue, &self.exchange, &uuid).await?;
+        let mut consumer = transport
+            .consume(&queue, ConsumeOptions { prefetch: 0 })
+            .await?;
+
+        let pending: Arc<Pending> = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let pending = pending.clone();
+            let closed = closed.clone();
+            let queue = queue.clone();
+            async move {
+                while let Some(delivery) = consumer.next().await {
+                    let waiter = delivery
+                        .message
+                        .properties
+                        .correlation_id
+                        .as_deref()
+                        .and_then(|id| pending.lock().remove(id));
+                    match waiter {
+                        Some(waiter) => {
+                            let _ = waiter.send(Ok(delivery.message.body.clone()));
+                        }
+                        None => tracing::debug!(
+                            queue = %queue,
+                            correlation_id = ?delivery.message.properties.correlation_id,
+                            "reply for an unknown call dropped"
+                        ),
+                    }
+                    if let Err(err) = delivery.ack().await {
+                        tracing::warn!(error = %err, "could not ack a reply");
+                    }
+                }
+                // The consumer ended: the connection is gone or we closed.
+                let lost = !closed.load(Ordering::Acquire);
+                for (_, waiter) in pending.lock().drain() {
+                    let _ = waiter.send(Err(if lost {
+                        Error::ConnectionLost(format!("reply queue {queue} stopped consuming"))
+                    } else {
+                        Error::TransportClosed
+                    }));
+                }
+            }
+        });
+
+        Ok(ClusterRpc {
+            listener: Arc::new(ReplyListener {
+                transport,
+                exchange: self.exchange,
+                owner: self.owner,
+                routing_key: uuid,
+                queue,
+                pending,
+                closed,
+                task: Mutex::new(Some(task)),
+            }),
+            context: CallContext::Standalone(Arc::new(self.context_data)),
+            timeout: self.timeout,
+        })
+    }
+}
+
+impl ClusterRpc {
+    /// A builder for a client on `transport`.
+    pub fn builder(transport: Arc<dyn Transport>) -> ClusterRpcBuilder {
+        ClusterRpcBuilder {
+            transport,
+            owner: STANDALONE_OWNER.to_owned(),
+            exchange: crate::message::DEFAULT_RPC_EXCHANGE.to_owned(),
+            context_data: Map::new(),
+            timeout: None,
+        }
+    }
+
+    /// A standalone client with the given settings.
+    pub async fn connect(transport: Arc<dyn Transport>, settings: &Settings) -> Result<Self> {
+        ClusterRpc::builder(transport)
+            .settings(settings)
+            .connect()
+            .await
+    }
+
+    /// The same client with a timeout for every call.
+    #[must_use]
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        ClusterRpc {
+            timeout: Some(timeout),
+            ..self.clone()
+        }
+    }
+
+    /// The same client with other context data (standalone calls).
+    #[must_use]
+    pub fn with_context_data(&self, data: Map<String, Value>) -> Self {
+        ClusterRpc {
+            context: CallContext::Standalone(Arc::new(data)),
+            ..self.clone()
+        }
+    }
+
+    /// The same client, calling on behalf of a worker: calls carry the
+    /// worker's context data and call-id stack.
+    #[must_use]
+    pub fn bind(&self, worker: &WorkerCtx) -> Self {
+        ClusterRpc {
+            context: CallContext::Worker(worker.clone()),
+            ..self.clone()
+        }
+    }
+
+    /// The name of the reply queue.
+    pub fn reply_queue(&self) -> &str {
+        &self.listener.queue
+    }
+
+    /// Calls `service.method` with positional and keyword arguments.
+    pub async fn call(
+        &self,
+        service: &str,
+        method: &str,
+        args: Value,
+        kwargs: Map<String, Value>,
+    ) -> Result<Value> {
+        let args = match args {
+            Value::Null => Value::Array(vec![]),
+            array @ Value::Array(_) => array,
+            other => Value::Array(vec![other]),
+        };
+        let body = crate::message::encode_request(&args, &kwargs);
+        let raw = self.call_raw(service, method, body).await?;
+        Ok(serde_json::from_str(raw.get())?)
+    }
+
+    /// Calls `service.method` with positional arguments serialised from
+    /// `args` (a tuple or array), decoding the result as `R`.
+    pub async fn call_typed<A, R>(&self, service: &str, method: &str, args: &A) -> Result<R>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        #[derive(Serialize)]
+        struct Request<'a, A: ?Sized> {
+            args: &'a A,
+            kwargs: Empty,
+        }
+        #[derive(Serialize)]
+        struct Empty {}
+        let body = serde_json::to_vec(&Request {
+            args,
+            kwargs: Empty {},
+        })?;
+        let raw = self.call_raw(service, method, body).await?;
+        Ok(serde_json::from_str(raw.get())?)
+    }
+
+    /// A handle for dynamic calls to one service.
+    pub fn service(&self, name: &str) -> ServiceProxy {
+        ServiceProxy {
+            rpc: self.clone(),
+            service: name.to_owned(),
+        }
+    }
+
+    /// Calls `service.method` with an encoded request body
+    /// (`{"args": [...], "kwargs": {...}}`), returning the encoded result.
+    pub async fn call_raw(
+        &self,
+        service: &str,
+        method: &str,
+        body: Vec<u8>,
+    ) -> Result<Box<RawValue>> {
+        let reply = self.request(service, method, body).await?;
+        ReplyBody::decode(&reply)
+            .map_err(|err| {
+                Error::Transport(format!("malformed reply from {service}.{method}: {err}"))
+            })?
+            .map_err(Error::Remote)
+    }
+
+    /// Publishes a request and waits for the raw reply body.
+    async fn request(&self, service: &str, method: &str, body: Vec<u8>) -> Result<Bytes> {
+        let listener = &self.listener;
+        if listener.closed.load(Ordering::Acquire) {
+            return Err(Error::TransportClosed);
+        }
+        let correlation_id = new_uuid();
+        let (tx, rx) = oneshot::channel();
+        listener.pending.lock().insert(correlation_id.clone(), tx);
+        let _guard = PendingGuard {
+            pending: &listener.pending,
+            id: &correlation_id,
+        };
+
+        let message = Message::json(body)
+            .with_headers(self.headers())
+            .with_correlation_id(correlation_id.as_str())
+            .with_reply_to(listener.routing_key.as_str());
+        let routing_key = names::rpc_routing_key(service, method);
+        listener
+            .transport
+            .publish(
+                &listener.exchange,
+                &routing_key,
+                message,
+                PublishOptions { mandatory: true },
+            )
+            .await
+            .map_err(|err| match err {
+                Error::Unroutable { .. } => Error::UnknownService(service.to_owned()),
+                other => other,
+            })?;
+
+        let reply = match self.timeout {
+            Some(timeout) => {
+                tokio::time::timeout(timeout, rx)
+                    .await
+                    .map_err(|_| Error::RpcTimeout {
+                        service: service.to_owned(),
+                        method: method.to_owned(),
+                        timeout,
+                    })?
+            }
+            None => rx.await,
+        };
+        reply.unwrap_or(Err(Error::TransportClosed))
+    }
+
+    fn headers(&self) -> Headers {
+        match &self.context {
+            CallContext::Worker(worker) => worker.headers(),
+            CallContext::Standalone(data) => {
+                let call_id = format!("{}.call.{}", self.listener.owner, new_uuid());
+                encode_headers(data, &[call_id])
+            }
+        }
+    }
+
+    /// Stops listening for replies; pending calls fail. The reply queue
+    /// itself expires on the broker after five minutes, as in nameko.
+    pub async fn close(&self) {
+        self.listener.closed.store(true, Ordering::Release);
+        let task = self.listener.task.lock().take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+        for (_, waiter) in self.listener.pending.lock().drain() {
+            let _ = waiter.send(Err(Error::TransportClosed));
+        }
+    }
+}
+
+impl AsRef<ClusterRpc> for ClusterRpc {
+    fn as_ref(&self) -> &ClusterRpc {
+        self
+    }
+}
+
+impl Drop for ReplyListener {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.get_mut().take() {
+            task.abort();
+        }
+    }
+}
+
+/// Removes a call from the pending table when the caller stops waiting.
+struct PendingGuard<'a> {
+    pending: &'a Pending,
+    id: &'a str,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.pending.lock().remove(self.id);
+    }
+}
+
+/// Dynamic calls to one service: `rpc.service("greeter").call("hello", ...)`.
+#[derive(Debug, Clone)]
+pub struct ServiceProxy {
+    rpc: ClusterRpc,
+    service: String,
+}
+
+impl ServiceProxy {
+    /// Calls a method with positional arguments.
+    pub async fn call(&self, method: &str, args: Value) -> Result<Value> {
+        self.rpc.call(&self.service, method, args, Map::new()).await
+    }
+
+    /// Calls a method with keyword arguments.
+    pub async fn call_kwargs(&self, method: &str, kwargs: Map<String, Value>) -> Result<Value> {
+        self.rpc
+            .call(&self.service, method, Value::Array(vec![]), kwargs)
+            .await
+    }
+}
+
+// ===== events =====
+
+/// Publishes events as a given source service (nameko's standalone
+/// `event_dispatcher`): `<service>.events` exchange, routing key = event
+/// type, body = the payload itself.
+///
+/// Unlike nameko's standalone dispatcher, it declares the exchange first
+/// (unless `DECLARE_EVENT_EXCHANGES` is false), so dispatching from a
+/// source that never ran does not fail with a 404.
+#[derive(Debug, Clone)]
+pub struct EventPublisher {
+    transport: Arc<dyn Transport>,
+    settings: Settings,
+}
+
+impl EventPublisher {
+    /// A publisher on `transport`.
+    pub fn new(transport: Arc<dyn Transport>, settings: &Settings) -> Self {
+        EventPublisher {
+            transport,
+            settings: settings.clone(),
+        }
+    }
+
+    /// Dispatches `event_type` from `source` with no context headers.
+    pub async fn dispatch(
+        &self,
+        source: &str,
+        event_type: &str,
+        payload: &impl Serialize,
+    ) -> Result<()> {
+        let body = serde_json::to_vec(payload)?;
+        publish_event(
+            &self.transport,
+            &self.settings,
+            source,
+            event_type,
+            body,
+            Headers::new(),
+        )
+        .await
+    }
+}
+
+/// Declares `<source>.events` (per settings) and publishes one event.
+pub(crate) async fn publish_event(
+    transport: &Arc<dyn Transport>,
+    settings: &Settings,
+    source: &str,
+    event_type: &str,
+    body: Vec<u8>,
+    headers: Headers,
+) -> Result<()> {
+    let exchange = names::event_exchange(source);
+    declare_event_exchange(transport, settings, &exchange).await?;
+    transport
+        .publish(
+            &exchange,
+            event_type,
+            Message::json(body).with_headers(headers),
+            PublishOptions::default(),
+        )
+        .await
+}
+
+/// Declares an event exchange with the flags the settings ask for.
+pub(crate) async fn declare_event_exchange(
+    transport: &Arc<dyn Transport>,
+    settings: &Settings,
+    exchange: &str,
+) -> Result<()> {
+    if settings.declare_event_exchanges() {
+        let spec = ExchangeSpec {
+            name: exchange.to_owned(),
+            durable: true,
+            auto_delete: settings.auto_delete_event_exchanges(),
+        };
+        transport.declare_exchange(&spec).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,401 @@
+//! Worker context: the call-id stack and the context data that travel with
+//! every RPC call and event (`nameko-wire.md` §2).
+//!
+//! Every worker gets a [`WorkerCtx`]. Its call id is
+//! `<service>.<method>.<uuid4>`, pushed onto the stack it received (keeping
+//! at most `parent_calls_tracked + 1` entries). Context data (`user_id`,
+//! `language`, `auth_token`, any other key) arrives as `nameko.<key>`
+//! headers and is passed on, unchanged, to the calls and events the worker
+//! makes.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::RemoteError;
+use crate::message::{HEADER_PREFIX, Headers};
+
+/// The context-data key of the call-id stack.
+pub const CALL_ID_STACK: &str = "call_id_stack";
+/// The default `parent_calls_tracked`.
+pub const DEFAULT_PARENT_CALLS_TRACKED: usize = 10;
+
+/// Context data: every key except the call-id stack, plus the stack itself.
+///
+/// Decoded from headers the way nameko does: **every** header is taken, a
+/// leading `nameko.` is stripped, other headers are kept as they are.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContextData {
+    /// Context keys and values, without `call_id_stack`.
+    pub data: Map<String, Value>,
+    /// The call-id stack received (the parent calls).
+    pub call_id_stack: Vec<String>,
+}
+
+impl ContextData {
+    /// Context data with the given keys and an empty stack.
+    pub fn new(data: Map<String, Value>) -> Self {
+        ContextData {
+            data,
+            call_id_stack: Vec::new(),
+        }
+    }
+
+    /// Decodes context data from message headers. A `nameko.call_id_stack`
+    /// that is not an array of strings is a `MalformedRequest` (nameko would
+    /// split a string into characters).
+    pub fn from_headers(headers: &Headers) -> Result<Self, RemoteError> {
+        let mut context = ContextData::default();
+        for (key, value) in headers {
+            let key = key.strip_prefix(HEADER_PREFIX).unwrap_or(key);
+            if key == CALL_ID_STACK {
+                context.call_id_stack = parse_stack(value)?;
+            } else if !value.is_null() {
+                context.data.insert(key.to_owned(), value.clone());
+            }
+        }
+        Ok(context)
+    }
+}
+
+fn parse_stack(value: &Value) -> Result<Vec<String>, RemoteError> {
+    let malformed = || {
+        RemoteError::malformed_request(format!(
+            "`{HEADER_PREFIX}{CALL_ID_STACK}` header must be an array of strings, got {value}"
+        ))
+    };
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned).ok_or_else(malformed))
+            .collect(),
+        Value::Null => Ok(Vec::new()),
+        _ => Err(malformed()),
+    }
+}
+
+/// Encodes context data and a call-id stack as `nameko.*` headers.
+pub fn encode_headers(data: &Map<String, Value>, call_id_stack: &[String]) -> Headers {
+    let mut headers = Headers::new();
+    for (key, value) in data {
+        if !value.is_null() {
+            headers.insert(format!("{HEADER_PREFIX}{key}"), value.clone());
+        }
+    }
+    headers.insert(
+        format!("{HEADER_PREFIX}{CALL_ID_STACK}"),
+        Value::Array(call_id_stack.iter().cloned().map(Value::String).collect()),
+    );
+    headers
+}
+
+/// A fresh uuid4, as nameko's `new_call_id()`.
+pub(crate) fn new_uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The context of one worker: who is running, on whose behalf, with what
+/// context data. Cheap to clone.
+///
+/// ```
+/// use enoki::context::{ContextData, WorkerCtx};
+/// use serde_json::json;
+///
+/// let mut incoming = ContextData::default();
+/// incoming.data.insert("user_id".into(), json!(42));
+/// incoming.call_id_stack.push("standalone_rpc_proxy.call.1".into());
+///
+/// let ctx = WorkerCtx::new("greeter", "hello", incoming, 10);
+/// assert!(ctx.call_id().starts_with("greeter.hello."));
+/// assert_eq!(ctx.call_id_stack().len(), 2);
+/// assert_eq!(ctx.user_id(), Some(&json!(42)));
+/// assert_eq!(ctx.origin_call_id(), Some("standalone_rpc_proxy.call.1"));
+/// ```
+#[derive(Clone, Debug)]
+pub struct WorkerCtx {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    service_name: String,
+    entrypoint: String,
+    call_id_stack: Vec<String>,
+    data: Map<String, Value>,
+    cancel: CancellationToken,
+}
+
+impl WorkerCtx {
+    /// A worker context for `service.entrypoint`, continuing the incoming
+    /// context.
+    pub fn new(
+        service_name: &str,
+        entrypoint: &str,
+        incoming: ContextData,
+        parent_calls_tracked: usize,
+    ) -> Self {
+        WorkerCtx::with_cancel(
+            service_name,
+            entrypoint,
+            incoming,
+            parent_calls_tracked,
+            CancellationToken::new(),
+        )
+    }
+
+    pub(crate) fn with_cancel(
+        service_name: &str,
+        entrypoint: &str,
+        incoming: ContextData,
+        parent_calls_tracked: usize,
+        cancel: CancellationToken,
+    ) -> Self {
+        let ContextData {
+            data,
+            call_id_stack: mut stack,
+        } = incoming;
+        let keep = parent_calls_tracked;
+        if stack.len() > keep {
+            stack.drain(..stack.len() - keep);
+        }
+        let mut call_id = String::with_capacity(service_name.len() + entrypoint.len() + 38);
+        call_id.push_str(service_name);
+        call_id.push('.');
+        call_id.push_str(entrypoint);
+        call_id.push('.');
+        call_id.push_str(&new_uuid());
+        stack.push(call_id);
+        WorkerCtx {
+            inner: Arc::new(Inner {
+                service_name: service_name.to_owned(),
+                entrypoint: entrypoint.to_owned(),
+                call_id_stack: stack,
+                data,
+                cancel,
+            }),
+        }
+    }
+
+    /// The service this worker belongs to.
+    pub fn service_name(&self) -> &str {
+        &self.inner.service_name
+    }
+
+    /// The entrypoint method this worker runs.
+    pub fn entrypoint(&self) -> &str {
+        &self.inner.entrypoint
+    }
+
+    /// This worker's call id: `<service>.<method>.<uuid4>`.
+    pub fn call_id(&self) -> &str {
+        self.inner
+            .call_id_stack
+            .last()
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+
+    /// The call-id stack: the parent calls, then this worker's call id.
+    pub fn call_id_stack(&self) -> &[String] {
+        &self.inner.call_id_stack
+    }
+
+    /// The first call of the chain, if this worker has a parent.
+    pub fn origin_call_id(&self) -> Option<&str> {
+        let stack = &self.inner.call_id_stack;
+        (stack.len() > 1).then(|| stack[0].as_str())
+    }
+
+    /// The call that caused this worker, if any.
+    pub fn immediate_parent_call_id(&self) -> Option<&str> {
+        let stack = &self.inner.call_id_stack;
+        (stack.len() > 1).then(|| stack[stack.len() - 2].as_str())
+    }
+
+    /// All context data (without the call-id stack).
+    pub fn context_data(&self) -> &Map<String, Value> {
+        &self.inner.data
+    }
+
+    /// One context-data value.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.inner.data.get(key)
+    }
+
+    /// `user_id` context data (nameko's `UserId`).
+    pub fn user_id(&self) -> Option<&Value> {
+        self.get("user_id")
+    }
+
+    /// `language` context data (nameko's `Language`), if it is a string.
+    pub fn language(&self) -> Option<&str> {
+        self.get("language").and_then(Value::as_str)
+    }
+
+    /// `auth_token` context data (nameko's `AuthToken`), if it is a string.
+    pub fn auth_token(&self) -> Option<&str> {
+        self.get("auth_token").and_then(Value::as_str)
+    }
+
+    /// `user_agent` context data (nameko's `UserAgent`), if it is a string.
+    pub fn user_agent(&self) -> Option<&str> {
+        self.get("user_agent").and_then(Value::as_str)
+    }
+
+    /// The headers that calls and events made by this worker carry.
+    pub fn headers(&self) -> Headers {
+        encode_headers(&self.inner.data, &self.inner.call_id_stack)
+    }
+
+    /// Context data to continue from in a call made by this worker.
+    pub fn outgoing(&self) -> ContextData {
+        ContextData {
+            data: self.inner.data.clone(),
+            call_id_stack: self.inner.call_id_stack.clone(),
+        }
+    }
+
+    /// Whether the container is being killed; long-running workers should
+    /// check this and return early.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
+    /// Resolves when the container is being killed.
+    pub async fn cancelled(&self) {
+        self.inner.cancel.cancelled().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn decodes_headers_like_nameko() {
+        let headers: Headers = serde_json::from_value(json!({
+            "nameko.language": "en-gb",
+            "nameko.user_id": 42,
+            "nameko.call_id_stack": ["standalone_rpc_proxy.call.1", "greeter.emit.2"],
+            "x-foo": "bar"
+        }))
+        .unwrap();
+        let ctx = ContextData::from_headers(&headers).unwrap();
+        assert_eq!(
+            ctx.call_id_stack,
+            vec!["standalone_rpc_proxy.call.1", "greeter.emit.2"]
+        );
+        assert_eq!(ctx.data["language"], "en-gb");
+        assert_eq!(ctx.data["user_id"], 42);
+        // Unprefixed headers are kept verbatim and re-prefixed downstream.
+        assert_eq!(ctx.data["x-foo"], "bar");
+        let out = encode_headers(&ctx.data, &ctx.call_id_stack);
+        assert_eq!(out["nameko.x-foo"], "bar");
+    }
+
+    #[test]
+    fn rejects_a_stack_that_is_not_an_array_of_strings() {
+        for bad in [json!("abc"), json!([1, 2]), json!({"a": 1})] {
+            let mut headers = Headers::new();
+            headers.insert("nameko.call_id_stack".into(), bad);
+            let err = ContextData::from_headers(&headers).unwrap_err();
+            assert_eq!(err.exc_type, "MalformedRequest");
+        }
+    }
+
+    #[test]
+    fn stack_is_bounded_by_parent_calls_tracked() {
+        let incoming = ContextData {
+            data: Map::new(),
+            call_id_stack: (0..15).map(|i| format!("svc.m.{i}")).collect(),
+        };
+        let ctx = WorkerCtx::new("greeter", "hello", incoming, 10);
+        assert_eq!(ctx.call_id_stack().len(), 11);
+        assert_eq!(ctx.call_id_stack()[0], "svc.m.5");
+        assert_eq!(ctx.immediate_parent_call_id(), Some("svc.m.14"));
+        assert!(ctx.call_id().starts_with("greeter.hello."));
+    }
+}
+
+/// What a container shares with its providers and entrypoints: the service
+/// name, the settings, the transport, and the container's RPC client (one
+/// reply queue per container, as nameko's shared `ReplyListener`). Cheap to
+/// clone.
+#[derive(Clone, Debug)]
+pub struct ContainerCtx {
+    inner: Arc<ContainerInner>,
+}
+
+#[derive(Debug)]
+struct ContainerInner {
+    service_name: String,
+    settings: crate::config::Settings,
+    transport: Arc<dyn crate::transport::Transport>,
+    rpc: tokio::sync::OnceCell<crate::client::ClusterRpc>,
+    kill: CancellationToken,
+}
+
+impl ContainerCtx {
+    /// A context for the container of `service_name`.
+    pub fn new(
+        service_name: &str,
+        settings: crate::config::Settings,
+        transport: Arc<dyn crate::transport::Transport>,
+    ) -> Self {
+        ContainerCtx {
+            inner: Arc::new(ContainerInner {
+                service_name: service_name.to_owned(),
+                settings,
+                transport,
+                rpc: tokio::sync::OnceCell::new(),
+                kill: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// The service name.
+    pub fn service_name(&self) -> &str {
+        &self.inner.service_name
+    }
+
+    /// The container's settings.
+    pub fn settings(&self) -> &crate::config::Settings {
+        &self.inner.settings
+    }
+
+    /// The transport the container runs on.
+    pub fn transport(&self) -> &Arc<dyn crate::transport::Transport> {
+        &self.inner.transport
+    }
+
+    /// The container's RPC client, created (with its reply queue
+    /// `rpc.reply-<service>-<uuid>`) on first use and shared by every
+    /// provider of the container.
+    pub async fn rpc(&self) -> crate::error::Result<crate::client::ClusterRpc> {
+        self.inner
+            .rpc
+            .get_or_try_init(|| {
+                crate::client::ClusterRpc::builder(self.inner.transport.clone())
+                    .owner(&self.inner.service_name)
+                    .settings(&self.inner.settings)
+                    .connect()
+            })
+            .await
+            .cloned()
+    }
+
+    /// Cancelled when the container is killed; workers see it through
+    /// [`WorkerCtx::cancelled`].
+    pub(crate) fn kill_token(&self) -> &CancellationToken {
+        &self.inner.kill
+    }
+
+    /// Closes the container's RPC client, if it was created.
+    pub(crate) async fn close_rpc(&self) {
+        if let Some(rpc) = self.inner.rpc.get() {
+            rpc.close().await;
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! The `enoki` binary: the example services, hosted exactly as a user's own
+//! binary hosts theirs, through [`enoki::cli::main`].
+//!
+//! Run with: `cargo run` (everything embedded), or see `cargo run -- --help`.
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/clock.rs"]
+mod clock;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/greeter.rs"]
+mod greeter;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/listener.rs"]
+mod listener;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/manual_service.rs"]
+mod manual_service;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    enoki::cli::main([
+        enoki::service::<greeter::Greeter>(),
+        enoki::service::<listener::Listener>(),
+        enoki::service::<clock::Clock>(),
+        enoki::service::<manual_service::ManualService>(),
+    ])
+    .await
+}

@@ -1,0 +1,349 @@
+//! The wire envelope: [`Message`] and its [`Properties`], nameko's naming
+//! rules for exchanges and queues, and the JSON bodies of requests and
+//! replies (`nameko-wire.md` §0–§3).
+//!
+//! This module is the "frame" of enoki (mini-redis's `frame.rs` role): every
+//! byte a transport carries is built or read here.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::error::RemoteError;
+
+/// The AMQP headers table of a message. Values are JSON values; a transport
+/// maps them onto AMQP field types (strings → `S`, integers → `I`/`L`,
+/// arrays → `A`, objects → `F`, ...).
+pub type Headers = Map<String, Value>;
+
+/// The content type of every message enoki publishes.
+pub const CONTENT_TYPE_JSON: &str = "application/json";
+/// The content encoding of every message enoki publishes.
+pub const CONTENT_ENCODING_UTF8: &str = "utf-8";
+/// The prefix of context-data headers (`nameko.user_id`, ...).
+pub const HEADER_PREFIX: &str = "nameko.";
+/// The default RPC exchange (config key `rpc_exchange`).
+pub const DEFAULT_RPC_EXCHANGE: &str = "nameko-rpc";
+/// The reply-queue owner name of standalone clients (nameko 2.x).
+pub const STANDALONE_OWNER: &str = "standalone_rpc_proxy";
+/// How long an idle reply queue lives, in milliseconds (`x-expires`).
+pub const REPLY_QUEUE_TTL_MS: i64 = 300_000;
+
+/// AMQP basic properties that nameko uses.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Properties {
+    /// `content_type`; nameko always sends `application/json`.
+    pub content_type: Option<String>,
+    /// `content_encoding`; nameko always sends `utf-8`.
+    pub content_encoding: Option<String>,
+    /// `delivery_mode`: 2 is persistent.
+    pub delivery_mode: Option<u8>,
+    /// `priority`; nameko always sends 0.
+    pub priority: Option<u8>,
+    /// `correlation_id` of an RPC request and its reply.
+    pub correlation_id: Option<String>,
+    /// `reply_to` of an RPC request: the routing key of the caller's reply
+    /// queue binding (a bare uuid), not a queue name.
+    pub reply_to: Option<String>,
+    /// The headers table (context data as `nameko.*`).
+    pub headers: Headers,
+}
+
+/// A message as published to or delivered from a broker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// Basic properties and headers.
+    pub properties: Properties,
+    /// The raw body.
+    pub body: Bytes,
+}
+
+impl Message {
+    /// A JSON message with nameko's standard properties
+    /// (`application/json`, `utf-8`, persistent, priority 0).
+    pub fn json(body: impl Into<Bytes>) -> Self {
+        Message {
+            properties: Properties {
+                content_type: Some(CONTENT_TYPE_JSON.to_owned()),
+                content_encoding: Some(CONTENT_ENCODING_UTF8.to_owned()),
+                delivery_mode: Some(2),
+                priority: Some(0),
+                ..Properties::default()
+            },
+            body: body.into(),
+        }
+    }
+
+    /// Sets the headers.
+    #[must_use]
+    pub fn with_headers(mut self, headers: Headers) -> Self {
+        self.properties.headers = headers;
+        self
+    }
+
+    /// Sets the correlation id.
+    #[must_use]
+    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.properties.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets `reply_to`.
+    #[must_use]
+    pub fn with_reply_to(mut self, reply_to: impl Into<String>) -> Self {
+        self.properties.reply_to = Some(reply_to.into());
+        self
+    }
+}
+
+// ===== names =====
+
+/// nameko's names for exchanges, queues and routing keys.
+pub mod names {
+    /// `rpc-<service>`: the queue of a service's RPC requests.
+    pub fn rpc_queue(service: &str) -> String {
+        format!("rpc-{service}")
+    }
+
+    /// `<service>.*`: the binding of a service's RPC queue.
+    pub fn rpc_binding(service: &str) -> String {
+        format!("{service}.*")
+    }
+
+    /// `<service>.<method>`: the routing key of an RPC request.
+    pub fn rpc_routing_key(service: &str, method: &str) -> String {
+        let mut key = String::with_capacity(service.len() + method.len() + 1);
+        key.push_str(service);
+        key.push('.');
+        key.push_str(method);
+        key
+    }
+
+    /// `rpc.reply-<owner>-<uuid>`: a caller's reply queue.
+    pub fn reply_queue(owner: &str, uuid: &str) -> String {
+        format!("rpc.reply-{owner}-{uuid}")
+    }
+
+    /// `<service>.events`: a service's event exchange.
+    pub fn event_exchange(service: &str) -> String {
+        format!("{service}.events")
+    }
+
+    /// The queue of an event handler, by handler type:
+    /// - service pool: `evt-<source>-<event>--<service>.<method>`
+    /// - singleton: `evt-<source>-<event>`
+    /// - broadcast: `evt-<source>-<event>--<service>.<method>-<identifier>`
+    pub fn event_queue(
+        source: &str,
+        event_type: &str,
+        handler_type: crate::service::HandlerType,
+        service: &str,
+        method: &str,
+        broadcast_identifier: &str,
+    ) -> String {
+        use crate::service::HandlerType;
+        match handler_type {
+            HandlerType::ServicePool => format!("evt-{source}-{event_type}--{service}.{method}"),
+            HandlerType::Singleton => format!("evt-{source}-{event_type}"),
+            HandlerType::Broadcast => {
+                format!("evt-{source}-{event_type}--{service}.{method}-{broadcast_identifier}")
+            }
+        }
+    }
+}
+
+// ===== bodies =====
+
+/// The body of an RPC request, borrowed from the raw bytes:
+/// `{"args": [...], "kwargs": {...}}`. Both keys are required, as in nameko.
+#[derive(Debug, Deserialize)]
+pub struct RequestBody<'a> {
+    /// Positional arguments.
+    #[serde(borrow)]
+    pub args: Vec<&'a RawValue>,
+    /// Keyword arguments.
+    #[serde(borrow)]
+    pub kwargs: Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>,
+}
+
+impl<'a> RequestBody<'a> {
+    /// Parses a request body; a body that is not a JSON object with `args`
+    /// (an array) and `kwargs` (an object) is nameko's `MalformedRequest`.
+    pub fn parse(body: &'a [u8]) -> Result<Self, RemoteError> {
+        let top: KwargsMap<'a> = serde_json::from_slice(body).map_err(|err| {
+            RemoteError::malformed_request(format!("Request body is not a JSON object: {err}"))
+        })?;
+        let field = |name: &str| top.0.iter().find(|(key, _)| key == name).map(|(_, v)| *v);
+        let (Some(args), Some(kwargs)) = (field("args"), field("kwargs")) else {
+            return Err(RemoteError::malformed_request(
+                "Message missing `args` or `kwargs`",
+            ));
+        };
+        let args: Vec<&'a RawValue> = serde_json::from_str(args.get())
+            .map_err(|_| RemoteError::malformed_request("`args` must be a JSON array"))?;
+        let kwargs: KwargsMap<'a> = serde_json::from_str(kwargs.get())
+            .map_err(|_| RemoteError::malformed_request("`kwargs` must be a JSON object"))?;
+        Ok(RequestBody {
+            args,
+            kwargs: kwargs.0,
+        })
+    }
+}
+
+/// A JSON object read as an ordered list of borrowed entries.
+struct KwargsMap<'a>(Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for KwargsMap<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = KwargsMap<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(KwargsMap(entries))
+            }
+        }
+        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// Encodes an RPC request body from already-encoded positional arguments and
+/// keyword arguments.
+pub fn encode_request(args: &Value, kwargs: &Map<String, Value>) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        args: &'a Value,
+        kwargs: &'a Map<String, Value>,
+    }
+    serde_json::to_vec(&Body { args, kwargs }).expect("JSON values always serialise")
+}
+
+/// Encodes an RPC reply body: `{"result": ..., "error": ...}`.
+pub fn encode_reply(outcome: &Result<Box<RawValue>, RemoteError>) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Reply<'a> {
+        result: &'a RawValue,
+        error: Option<&'a RemoteError>,
+    }
+    let null = RawValue::NULL;
+    let reply = match outcome {
+        Ok(result) => Reply {
+            result,
+            error: None,
+        },
+        Err(error) => Reply {
+            result: null,
+            error: Some(error),
+        },
+    };
+    serde_json::to_vec(&reply).expect("reply bodies always serialise")
+}
+
+/// The body of an RPC reply.
+#[derive(Debug, Deserialize)]
+pub struct ReplyBody {
+    /// The result; `null` on error.
+    #[serde(default)]
+    pub result: Box<RawValue>,
+    /// The error, if the call failed. Any non-null error means failure.
+    #[serde(default)]
+    pub error: Option<Value>,
+}
+
+impl ReplyBody {
+    /// Decodes a reply body into the call's outcome. An `error` that is not
+    /// nameko's error dictionary still fails the call, as in nameko.
+    pub fn decode(body: &[u8]) -> Result<Result<Box<RawValue>, RemoteError>, serde_json::Error> {
+        let reply: ReplyBody = serde_json::from_slice(body)?;
+        Ok(match reply.error {
+            None | Some(Value::Null) => Ok(reply.result),
+            Some(error) => Err(serde_json::from_value::<RemoteError>(error.clone())
+                .unwrap_or_else(|_| RemoteError::new("RemoteError", error.to_string()))),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_positional_and_keyword_arguments() {
+        let body = br#"{"args": ["Ann", 2], "kwargs": {"greeting": "Hi"}}"#;
+        let request = RequestBody::parse(body).unwrap();
+        assert_eq!(request.args.len(), 2);
+        assert_eq!(request.args[0].get(), r#""Ann""#);
+        assert_eq!(request.kwargs[0].0, "greeting");
+        assert_eq!(request.kwargs[0].1.get(), r#""Hi""#);
+    }
+
+    #[test]
+    fn rejects_malformed_requests_as_nameko_does() {
+        for body in [
+            &b"not json"[..],
+            b"[1, 2]",
+            b"{\"args\": []}",
+            b"{\"kwargs\": {}}",
+        ] {
+            let err = RequestBody::parse(body).unwrap_err();
+            assert_eq!(
+                err.exc_type,
+                "MalformedRequest",
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let err = RequestBody::parse(br#"{"args": [], "kwargs": {}}"#.as_slice());
+        assert!(err.is_ok());
+        let err = RequestBody::parse(br#"{"args": {}, "kwargs": {}}"#).unwrap_err();
+        assert!(err.value.contains("args"));
+    }
+
+    #[test]
+    fn reply_round_trip() {
+        let ok = encode_reply(&Ok(serde_json::value::to_raw_value("Hello, Ann!").unwrap()));
+        assert_eq!(ok, br#"{"result":"Hello, Ann!","error":null}"#);
+        let decoded = ReplyBody::decode(&ok).unwrap().unwrap();
+        assert_eq!(decoded.get(), r#""Hello, Ann!""#);
+
+        let err = encode_reply(&Err(RemoteError::method_not_found("nosuch")));
+        let decoded = ReplyBody::decode(&err).unwrap().unwrap_err();
+        assert_eq!(decoded.exc_type, "MethodNotFound");
+    }
+
+    #[test]
+    fn decodes_a_captured_nameko_reply() {
+        let body = br#"{"result": null, "error": {"exc_type": "GreeterError", "exc_path": "services.GreeterError", "exc_args": ["this call always fails"], "value": "this call always fails"}}"#;
+        let err = ReplyBody::decode(body).unwrap().unwrap_err();
+        assert_eq!(err.exc_path, "services.GreeterError");
+        assert_eq!(err.value, "this call always fails");
+    }
+
+    #[test]
+    fn names_follow_nameko() {
+        use crate::service::HandlerType;
+        assert_eq!(names::rpc_queue("greeter"), "rpc-greeter");
+        assert_eq!(names::rpc_binding("greeter"), "greeter.*");
+        assert_eq!(names::reply_queue("gateway", "u"), "rpc.reply-gateway-u");
+        let q = |t| names::event_queue("greeter", "greeted", t, "listener", "on", "abc");
+        assert_eq!(
+            q(HandlerType::ServicePool),
+            "evt-greeter-greeted--listener.on"
+        );
+        assert_eq!(q(HandlerType::Singleton), "evt-greeter-greeted");
+        assert_eq!(
+            q(HandlerType::Broadcast),
+            "evt-greeter-greeted--listener.on-abc"
+        );
+    }
+}

@@ -1,0 +1,783 @@
+//! The embedded broker: topic exchanges and queues in process memory, with
+//! RabbitMQ's semantics for everything enoki uses.
+//!
+//! - Topic routing with `*` and `#`; the default exchange `""` routes to
+//!   the queue named by the routing key.
+//! - Competing consumers on one queue, served round-robin within each
+//!   consumer's prefetch window.
+//! - Unsettled deliveries go back to their original place in their queue
+//!   (publication order), flagged `redelivered`, when they are rejected
+//!   with requeue, dropped, or their connection closes.
+//! - Exclusive queues belong to one connection and die with it;
+//!   auto-delete queues die with their last consumer; `x-expires` queues die
+//!   after being unused that long; redeclaring with other flags is a
+//!   precondition failure.
+//!
+//! A [`MemoryTransport`] is one *connection*; [`MemoryTransport::connect`]
+//! opens another to the same broker (the way separate processes would hold
+//! separate AMQP connections).
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::Stream;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::mpsc;
+
+use super::topic;
+use super::{
+    Acker, ConsumeOptions, Consumer, Delivery, ExchangeSpec, PublishOptions, QueueSpec, Settle,
+    Transport,
+};
+use crate::error::{Error, Result};
+use crate::message::Message;
+
+/// One connection to an embedded, in-process broker.
+#[derive(Debug)]
+pub struct MemoryTransport {
+    broker: Arc<Broker>,
+    connection: u64,
+    closed: AtomicBool,
+}
+
+impl MemoryTransport {
+    /// A new, empty broker and a first connection to it.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new() -> Arc<MemoryTransport> {
+        let broker = Arc::new(Broker::default());
+        broker.connect()
+    }
+
+    /// Another connection to the same broker.
+    pub fn connect(&self) -> Arc<MemoryTransport> {
+        self.broker.connect()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::TransportClosed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Names of the queues that exist, sorted (for tests and diagnostics).
+    pub fn queue_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.broker.state.read().queues.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The number of ready (not yet delivered) messages in a queue.
+    pub fn ready_count(&self, queue: &str) -> Option<usize> {
+        let queue = self.broker.state.read().queues.get(queue).cloned()?;
+        Some(queue.inner.lock().ready.len())
+    }
+
+    /// The number of consumers of a queue.
+    pub fn consumer_count(&self, queue: &str) -> Option<usize> {
+        let queue = self.broker.state.read().queues.get(queue).cloned()?;
+        Some(queue.inner.lock().consumers.len())
+    }
+}
+
+impl Drop for MemoryTransport {
+    fn drop(&mut self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.broker.close_connection(self.connection);
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Broker {
+    state: RwLock<State>,
+    next_connection: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    exchanges: HashMap<String, Exchange>,
+    queues: HashMap<String, Arc<Queue>>,
+}
+
+#[derive(Debug)]
+struct Exchange {
+    spec: ExchangeSpec,
+    /// Bindings without wildcards, by routing key.
+    exact: HashMap<String, Vec<Arc<Queue>>>,
+    /// Bindings with `*` or `#`.
+    patterns: Vec<(String, Arc<Queue>)>,
+}
+
+impl Exchange {
+    fn route(&self, routing_key: &str, out: &mut Vec<Arc<Queue>>) {
+        if let Some(queues) = self.exact.get(routing_key) {
+            for queue in queues {
+                push_unique(out, queue);
+            }
+        }
+        for (pattern, queue) in &self.patterns {
+            if topic::matches(pattern, routing_key) {
+                push_unique(out, queue);
+            }
+        }
+    }
+
+    fn is_unbound(&self) -> bool {
+        self.exact.is_empty() && self.patterns.is_empty()
+    }
+
+    fn remove_queue(&mut self, name: &str) {
+        self.exact.retain(|_, queues| {
+            queues.retain(|q| q.name != name);
+            !queues.is_empty()
+        });
+        self.patterns.retain(|(_, q)| q.name != name);
+    }
+}
+
+fn push_unique(out: &mut Vec<Arc<Queue>>, queue: &Arc<Queue>) {
+    if !out.iter().any(|q| Arc::ptr_eq(q, queue)) {
+        out.push(queue.clone());
+    }
+}
+
+impl Broker {
+    fn connect(self: &Arc<Self>) -> Arc<MemoryTransport> {
+        Arc::new(MemoryTransport {
+            broker: self.clone(),
+            connection: self.next_connection.fetch_add(1, Ordering::Relaxed),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn queue(&self, name: &str) -> Result<Arc<Queue>> {
+        self.state
+            .read()
+            .queues
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::QueueNotFound(name.into()))
+    }
+
+    fn delete_queue(self: &Arc<Self>, name: &str) {
+        let removed = {
+            let mut state = self.state.write();
+            let removed = state.queues.remove(name);
+            if removed.is_some() {
+                for exchange in state.exchanges.values_mut() {
+                    exchange.remove_queue(name);
+                }
+                state
+                    .exchanges
+                    .retain(|_, e| !(e.spec.auto_delete && e.is_unbound()));
+            }
+            removed
+        };
+        if let Some(queue) = removed {
+            queue.delete();
+        }
+    }
+
+    /// A connection closed: its consumers end, its unsettled deliveries go
+    /// back to their queues, its exclusive queues are deleted.
+    fn close_connection(self: &Arc<Self>, connection: u64) {
+        let queues: Vec<Arc<Queue>> = self.state.read().queues.values().cloned().collect();
+        for queue in queues {
+            if queue.owner == Some(connection) {
+                self.delete_queue(&queue.name);
+            } else {
+                queue.close_connection(connection, self);
+            }
+        }
+    }
+
+    /// Deletes a queue with `x-expires` after it has been unused that long.
+    fn schedule_expiry(self: &Arc<Self>, queue: &Arc<Queue>) {
+        let Some(ms) = queue.spec.expires_ms() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let generation = queue.inner.lock().generation;
+        let broker = Arc::downgrade(self);
+        let queue = Arc::downgrade(queue);
+        runtime.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            let (Some(broker), Some(queue)) = (broker.upgrade(), queue.upgrade()) else {
+                return;
+            };
+            let unused = {
+                let inner = queue.inner.lock();
+                inner.generation == generation && inner.consumers.is_empty()
+            };
+            if unused {
+                broker.delete_queue(&queue.name);
+            }
+        });
+    }
+}
+
+// ===== queues =====
+
+#[derive(Debug)]
+struct Queue {
+    name: String,
+    spec: QueueSpec,
+    owner: Option<u64>,
+    broker: Weak<Broker>,
+    inner: Mutex<QueueInner>,
+}
+
+#[derive(Debug, Default)]
+struct QueueInner {
+    ready: VecDeque<Entry>,
+    unacked: HashMap<u64, Unacked>,
+    consumers: Vec<ConsumerSlot>,
+    next_consumer: usize,
+    next_tag: u64,
+    /// Publication order: requeued messages go back to their place.
+    next_seq: u64,
+    next_consumer_id: u64,
+    had_consumer: bool,
+    deleted: bool,
+    /// Bumped on every use, so a pending expiry can tell it is stale.
+    generation: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// Position in publication order, set when the queue takes it.
+    seq: u64,
+    exchange: Arc<str>,
+    routing_key: Arc<str>,
+    message: Message,
+    redelivered: bool,
+}
+
+#[derive(Debug)]
+struct Unacked {
+    entry: Entry,
+    consumer: u64,
+    connection: u64,
+}
+
+#[derive(Debug)]
+struct ConsumerSlot {
+    id: u64,
+    connection: u64,
+    prefetch: u16,
+    in_flight: usize,
+    tx: mpsc::UnboundedSender<Delivery>,
+    /// Set when the consumer's connection closes: its stream ends at once,
+    /// without handing out buffered deliveries (they have been requeued).
+    ended: Arc<AtomicBool>,
+}
+
+impl QueueInner {
+    /// Puts a message back in its original place (RabbitMQ keeps a queue
+    /// in publication order "even in the presence of requeueing or channel
+    /// closure"). `ready` is always sorted by `seq`.
+    fn requeue(&mut self, entry: Entry) {
+        let at = self.ready.partition_point(|e| e.seq < entry.seq);
+        self.ready.insert(at, entry);
+    }
+}
+
+impl ConsumerSlot {
+    fn has_room(&self) -> bool {
+        self.prefetch == 0 || self.in_flight < usize::from(self.prefetch)
+    }
+}
+
+/// What to drop once the queue lock is released: dropping a delivery or a
+/// consumer's sender can requeue, which takes the lock again.
+#[derive(Default)]
+struct Deferred {
+    deliveries: Vec<Delivery>,
+    senders: Vec<mpsc::UnboundedSender<Delivery>>,
+}
+
+impl Queue {
+    fn push(self: &Arc<Self>, entry: Entry) {
+        let mut deferred = Deferred::default();
+        {
+            let mut inner = self.inner.lock();
+            if inner.deleted {
+                return;
+            }
+            let mut entry = entry;
+            entry.seq = inner.next_seq;
+            inner.next_seq += 1;
+            inner.ready.push_back(entry);
+            self.dispatch(&mut inner, &mut deferred);
+        }
+        drop(deferred);
+    }
+
+    /// Hands ready messages to consumers with room, round-robin.
+    fn dispatch(self: &Arc<Self>, inner: &mut QueueInner, deferred: &mut Deferred) {
+        while !inner.ready.is_empty() && !inner.consumers.is_empty() {
+            let count = inner.consumers.len();
+            let Some(offset) =
+                (0..count).find(|i| inner.consumers[(inner.next_consumer + i) % count].has_room())
+            else {
+                return;
+            };
+            let index = (inner.next_consumer + offset) % count;
+            inner.next_consumer = (index + 1) % count;
+            let entry = inner.ready.pop_front().expect("checked non-empty");
+            let tag = inner.next_tag;
+            inner.next_tag += 1;
+            let slot = &mut inner.consumers[index];
+            let delivery = Delivery {
+                exchange: entry.exchange.to_string(),
+                routing_key: entry.routing_key.to_string(),
+                redelivered: entry.redelivered,
+                message: entry.message.clone(),
+                acker: Acker::new(MemoryAck {
+                    queue: Arc::downgrade(self),
+                    tag,
+                    settled: false,
+                }),
+            };
+            let (consumer, connection) = (slot.id, slot.connection);
+            match slot.tx.send(delivery) {
+                Ok(()) => {
+                    slot.in_flight += 1;
+                    inner.unacked.insert(
+                        tag,
+                        Unacked {
+                            entry,
+                            consumer,
+                            connection,
+                        },
+                    );
+                }
+                Err(returned) => {
+                    // The consumer went away: keep the message, drop the
+                    // consumer. The returned delivery's tag was never
+                    // recorded, so dropping it (later, unlocked) is a no-op.
+                    deferred.deliveries.push(returned.0);
+                    inner.ready.push_front(entry);
+                    let slot = inner.consumers.remove(index);
+                    deferred.senders.push(slot.tx);
+                    inner.next_consumer = 0;
+                }
+            }
+        }
+    }
+
+    fn settle(self: &Arc<Self>, tag: u64, requeue: bool) -> Result<()> {
+        let mut deferred = Deferred::default();
+        let result = {
+            let mut inner = self.inner.lock();
+            match inner.unacked.remove(&tag) {
+                None if inner.deleted => Ok(()),
+                None => Err(Error::TransportClosed),
+                Some(Unacked {
+                    mut entry,
+                    consumer,
+                    ..
+                }) => {
+                    if let Some(slot) = inner.consumers.iter_mut().find(|c| c.id == consumer) {
+                        slot.in_flight = slot.in_flight.saturating_sub(1);
+                    }
+                    if requeue {
+                        entry.redelivered = true;
+                        inner.requeue(entry);
+                    }
+                    self.dispatch(&mut inner, &mut deferred);
+                    Ok(())
+                }
+            }
+        };
+        drop(deferred);
+        result
+    }
+
+    fn add_consumer(
+        self: &Arc<Self>,
+        connection: u64,
+        prefetch: u16,
+    ) -> Result<(u64, mpsc::UnboundedReceiver<Delivery>, Arc<AtomicBool>)> {
+        if let Some(owner) = self.owner
+            && owner != connection
+        {
+            return Err(Error::ResourceLocked(format!(
+                "cannot obtain exclusive access to locked queue '{}'",
+                self.name
+            )));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let ended = Arc::new(AtomicBool::new(false));
+        let mut deferred = Deferred::default();
+        let id = {
+            let mut inner = self.inner.lock();
+            if inner.deleted {
+                return Err(Error::QueueNotFound(self.name.clone()));
+            }
+            let id = inner.next_consumer_id;
+            inner.next_consumer_id += 1;
+            inner.had_consumer = true;
+            inner.generation += 1;
+            inner.consumers.push(ConsumerSlot {
+                id,
+                connection,
+                prefetch,
+                in_flight: 0,
+                tx,
+                ended: ended.clone(),
+            });
+            self.dispatch(&mut inner, &mut deferred);
+            id
+        };
+        drop(deferred);
+        Ok((id, rx, ended))
+    }
+
+    fn cancel_consumer(self: &Arc<Self>, id: u64) {
+        let (sender, now_unused) = {
+            let mut inner = self.inner.lock();
+            let position = inner.consumers.iter().position(|c| c.id == id);
+            let sender = position.map(|index| inner.consumers.remove(index).tx);
+            inner.next_consumer = 0;
+            inner.generation += 1;
+            (sender, inner.consumers.is_empty() && !inner.deleted)
+        };
+        // Deliveries still buffered in the channel are dropped here, and requeue.
+        drop(sender);
+        if now_unused && let Some(broker) = self.broker.upgrade() {
+            if self.spec.auto_delete {
+                broker.delete_queue(&self.name);
+            } else {
+                broker.schedule_expiry(self);
+            }
+        }
+    }
+
+    fn close_connection(self: &Arc<Self>, connection: u64, broker: &Arc<Broker>) {
+        let mut deferred = Deferred::default();
+        let now_unused = {
+            let mut inner = self.inner.lock();
+            let had = inner.consumers.len();
+            let mut kept = Vec::with_capacity(had);
+            for slot in inner.consumers.drain(..) {
+                if slot.connection == connection {
+                    slot.ended.store(true, Ordering::Release);
+                    deferred.senders.push(slot.tx);
+                } else {
+                    kept.push(slot);
+                }
+            }
+            inner.consumers = kept;
+            inner.next_consumer = 0;
+            let tags: Vec<u64> = inner
+                .unacked
+                .iter()
+                .filter(|(_, u)| u.connection == connection)
+                .map(|(tag, _)| *tag)
+                .collect();
+            for tag in tags {
+                if let Some(Unacked { mut entry, .. }) = inner.unacked.remove(&tag) {
+                    entry.redelivered = true;
+                    inner.requeue(entry);
+                }
+            }
+            self.dispatch(&mut inner, &mut deferred);
+            had > 0 && inner.consumers.is_empty()
+        };
+        drop(deferred);
+        if now_unused {
+            if self.spec.auto_delete {
+                broker.delete_queue(&self.name);
+            } else {
+                broker.schedule_expiry(self);
+            }
+        }
+    }
+
+    fn delete(&self) {
+        let senders: Vec<_> = {
+            let mut inner = self.inner.lock();
+            inner.deleted = true;
+            inner.ready.clear();
+            inner.unacked.clear();
+            inner.consumers.drain(..).map(|slot| slot.tx).collect()
+        };
+        drop(senders);
+    }
+}
+
+// ===== settling =====
+
+struct MemoryAck {
+    queue: Weak<Queue>,
+    tag: u64,
+    settled: bool,
+}
+
+impl MemoryAck {
+    fn settle(&mut self, requeue: bool) -> Result<()> {
+        self.settled = true;
+        match self.queue.upgrade() {
+            Some(queue) => queue.settle(self.tag, requeue),
+            None => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl Settle for MemoryAck {
+    async fn ack(mut self: Box<Self>) -> Result<()> {
+        self.settle(false)
+    }
+
+    async fn reject(mut self: Box<Self>, requeue: bool) -> Result<()> {
+        self.settle(requeue)
+    }
+}
+
+impl Drop for MemoryAck {
+    fn drop(&mut self) {
+        if !self.settled {
+            let _ = self.settle(true);
+        }
+    }
+}
+
+// ===== consuming =====
+
+struct MemoryConsumer {
+    rx: mpsc::UnboundedReceiver<Delivery>,
+    queue: Arc<Queue>,
+    id: u64,
+    ended: Arc<AtomicBool>,
+}
+
+impl Stream for MemoryConsumer {
+    type Item = Delivery;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        if self.ended.load(Ordering::Acquire) {
+            return Poll::Ready(None);
+        }
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for MemoryConsumer {
+    fn drop(&mut self) {
+        self.rx.close();
+        self.queue.cancel_consumer(self.id);
+        // Deliveries that were buffered for us go back to the queue.
+        while let Ok(delivery) = self.rx.try_recv() {
+            drop(delivery);
+        }
+    }
+}
+
+// ===== the Transport impl =====
+
+#[async_trait]
+impl Transport for MemoryTransport {
+    async fn declare_exchange(&self, spec: &ExchangeSpec) -> Result<()> {
+        self.check_open()?;
+        let mut state = self.broker.state.write();
+        match state.exchanges.get(&spec.name) {
+            Some(existing) if existing.spec != *spec => Err(Error::PreconditionFailed(format!(
+                "inequivalent arg 'durable' or 'auto_delete' for exchange '{}'",
+                spec.name
+            ))),
+            Some(_) => Ok(()),
+            None => {
+                state.exchanges.insert(
+                    spec.name.clone(),
+                    Exchange {
+                        spec: spec.clone(),
+                        exact: HashMap::new(),
+                        patterns: Vec::new(),
+                    },
+                );
+                Ok(())
+            }
+        }
+    }
+
+    async fn declare_queue(&self, spec: &QueueSpec) -> Result<()> {
+        self.check_open()?;
+        let queue = {
+            let mut state = self.broker.state.write();
+            if let Some(existing) = state.queues.get(&spec.name) {
+                if let Some(owner) = existing.owner
+                    && owner != self.connection
+                {
+                    return Err(Error::ResourceLocked(format!(
+                        "cannot obtain exclusive access to locked queue '{}'",
+                        spec.name
+                    )));
+                }
+                if existing.spec != *spec {
+                    return Err(Error::PreconditionFailed(format!(
+                        "inequivalent arg for queue '{}': declared {:?}, exists as {:?}",
+                        spec.name, spec, existing.spec
+                    )));
+                }
+                existing.inner.lock().generation += 1;
+                existing.clone()
+            } else {
+                let queue = Arc::new(Queue {
+                    name: spec.name.clone(),
+                    spec: spec.clone(),
+                    owner: spec.exclusive.then_some(self.connection),
+                    broker: Arc::downgrade(&self.broker),
+                    inner: Mutex::new(QueueInner::default()),
+                });
+                state.queues.insert(spec.name.clone(), queue.clone());
+                queue
+            }
+        };
+        let unused = queue.inner.lock().consumers.is_empty();
+        if unused {
+            self.broker.schedule_expiry(&queue);
+        }
+        Ok(())
+    }
+
+    async fn delete_queue(&self, name: &str) -> Result<()> {
+        self.check_open()?;
+        self.broker.delete_queue(name);
+        Ok(())
+    }
+
+    async fn bind(&self, queue: &str, exchange: &str, pattern: &str) -> Result<()> {
+        self.check_open()?;
+        let mut state = self.broker.state.write();
+        let queue = state
+            .queues
+            .get(queue)
+            .cloned()
+            .ok_or_else(|| Error::QueueNotFound(queue.into()))?;
+        let exchange = state
+            .exchanges
+            .get_mut(exchange)
+            .ok_or_else(|| Error::ExchangeNotFound(exchange.into()))?;
+        if topic::has_wildcards(pattern) {
+            if !exchange
+                .patterns
+                .iter()
+                .any(|(p, q)| p == pattern && Arc::ptr_eq(q, &queue))
+            {
+                exchange.patterns.push((pattern.to_owned(), queue));
+            }
+        } else {
+            let queues = exchange.exact.entry(pattern.to_owned()).or_default();
+            if !queues.iter().any(|q| Arc::ptr_eq(q, &queue)) {
+                queues.push(queue);
+            }
+        }
+        Ok(())
+    }
+
+    async fn unbind(&self, queue: &str, exchange: &str, pattern: &str) -> Result<()> {
+        self.check_open()?;
+        let mut state = self.broker.state.write();
+        let Some(ex) = state.exchanges.get_mut(exchange) else {
+            return Ok(());
+        };
+        if let Some(queues) = ex.exact.get_mut(pattern) {
+            queues.retain(|q| q.name != queue);
+            if queues.is_empty() {
+                ex.exact.remove(pattern);
+            }
+        }
+        ex.patterns
+            .retain(|(p, q)| !(p == pattern && q.name == queue));
+        if ex.spec.auto_delete && ex.is_unbound() {
+            state.exchanges.remove(exchange);
+        }
+        Ok(())
+    }
+
+    async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: Message,
+        options: PublishOptions,
+    ) -> Result<()> {
+        self.check_open()?;
+        let mut targets = Vec::new();
+        {
+            let state = self.broker.state.read();
+            if exchange.is_empty() {
+                if let Some(queue) = state.queues.get(routing_key) {
+                    targets.push(queue.clone());
+                }
+            } else {
+                state
+                    .exchanges
+                    .get(exchange)
+                    .ok_or_else(|| Error::ExchangeNotFound(exchange.into()))?
+                    .route(routing_key, &mut targets);
+            }
+        }
+        if targets.is_empty() {
+            if options.mandatory {
+                return Err(Error::Unroutable {
+                    exchange: exchange.to_owned(),
+                    routing_key: routing_key.to_owned(),
+                });
+            }
+            return Ok(());
+        }
+        let exchange: Arc<str> = Arc::from(exchange);
+        let routing_key: Arc<str> = Arc::from(routing_key);
+        let last = targets.len() - 1;
+        let mut message = Some(message);
+        for (i, queue) in targets.iter().enumerate() {
+            let message = if i == last {
+                message.take().expect("taken once")
+            } else {
+                message.as_ref().expect("not taken yet").clone()
+            };
+            queue.push(Entry {
+                seq: 0,
+                exchange: exchange.clone(),
+                routing_key: routing_key.clone(),
+                message,
+                redelivered: false,
+            });
+        }
+        Ok(())
+    }
+
+    async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer> {
+        self.check_open()?;
+        let queue = self.broker.queue(queue)?;
+        let (id, rx, ended) = queue.add_consumer(self.connection, options.prefetch)?;
+        Ok(Consumer::new(MemoryConsumer {
+            rx,
+            queue,
+            id,
+            ended,
+        }))
+    }
+
+    async fn close(&self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.broker.close_connection(self.connection);
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}

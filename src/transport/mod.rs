@@ -1,0 +1,285 @@
+//! The broker seam: [`Transport`], in AMQP 0-9-1's own terms.
+//!
+//! A transport knows topic exchanges, named queues (durable, exclusive,
+//! auto-delete, arguments such as `x-expires`), bindings with `*` and `#`
+//! patterns, publishing with properties, headers and publisher confirms,
+//! and consuming with a prefetch window, acks, rejects and a redelivered
+//! flag. It knows nothing of RPC or events: those are built on top, with
+//! nameko's names, in [`crate::entrypoint`] and [`crate::client`].
+//!
+//! Implementations:
+//! - [`memory::MemoryTransport`]: the embedded in-process broker, with
+//!   RabbitMQ's semantics for everything enoki uses;
+//! - `amqp` (RabbitMQ via lapin), behind the `amqp` feature.
+//!
+//! `tests/transport_suite.rs` holds the behaviour both must show.
+//!
+//! # Contract
+//! - [`Transport::publish`] returns once the broker has taken the message
+//!   (after the publisher confirm on AMQP). A `mandatory` message that no
+//!   queue is bound for fails with [`Error::Unroutable`]; a message to an
+//!   exchange that does not exist fails with [`Error::ExchangeNotFound`].
+//! - A [`Consumer`] receives at most `prefetch` unsettled deliveries at a
+//!   time (0 means unlimited). Several consumers on one queue compete:
+//!   each message goes to one of them.
+//! - Every [`Delivery`] must be settled with [`Delivery::ack`] or
+//!   [`Delivery::reject`]. A delivery (or its [`Acker`]) dropped unsettled
+//!   is requeued and delivered again with `redelivered` set, as when an AMQP
+//!   consumer goes away.
+//! - Redeclaring an exchange or queue with the same flags is a no-op;
+//!   with different flags it is [`Error::PreconditionFailed`].
+
+use std::fmt;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use futures::Stream;
+use futures::stream::StreamExt;
+
+use crate::error::{Error, Result};
+use crate::message::{Headers, Message};
+
+#[cfg(feature = "amqp")]
+pub mod amqp;
+pub mod memory;
+pub mod topic;
+
+#[cfg(feature = "amqp")]
+pub use amqp::{AmqpOptions, AmqpTransport};
+pub use memory::MemoryTransport;
+
+/// A topic exchange to declare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeSpec {
+    /// Exchange name.
+    pub name: String,
+    /// Survives a broker restart.
+    pub durable: bool,
+    /// Deleted when its last binding goes.
+    pub auto_delete: bool,
+}
+
+impl ExchangeSpec {
+    /// A durable, non-auto-delete topic exchange, as nameko declares them.
+    pub fn topic(name: impl Into<String>) -> Self {
+        ExchangeSpec {
+            name: name.into(),
+            durable: true,
+            auto_delete: false,
+        }
+    }
+}
+
+/// A queue to declare.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSpec {
+    /// Queue name.
+    pub name: String,
+    /// Survives a broker restart.
+    pub durable: bool,
+    /// Used by one connection only, and deleted when it closes.
+    pub exclusive: bool,
+    /// Deleted when its last consumer goes (after it had one).
+    pub auto_delete: bool,
+    /// Queue arguments, e.g. `x-expires` (milliseconds, as an integer).
+    pub arguments: Headers,
+}
+
+impl QueueSpec {
+    /// A durable, shared, non-auto-delete queue with no arguments.
+    pub fn durable(name: impl Into<String>) -> Self {
+        QueueSpec {
+            name: name.into(),
+            durable: true,
+            exclusive: false,
+            auto_delete: false,
+            arguments: Headers::new(),
+        }
+    }
+
+    /// Sets `x-expires`: the queue is deleted after being unused this long.
+    #[must_use]
+    pub fn expires_after_ms(mut self, ms: i64) -> Self {
+        self.arguments.insert("x-expires".into(), ms.into());
+        self
+    }
+
+    /// The `x-expires` argument, if set.
+    pub fn expires_ms(&self) -> Option<u64> {
+        self.arguments
+            .get("x-expires")
+            .and_then(serde_json::Value::as_u64)
+    }
+}
+
+/// Options of [`Transport::publish`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishOptions {
+    /// Fail with [`Error::Unroutable`] if no queue is bound for the message.
+    pub mandatory: bool,
+}
+
+/// Options of [`Transport::consume`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsumeOptions {
+    /// Maximum unsettled deliveries for this consumer; 0 is unlimited.
+    pub prefetch: u16,
+}
+
+/// The broker, in AMQP's terms. See the [module docs](self) for the
+/// contract every implementation keeps.
+#[async_trait]
+pub trait Transport: Send + Sync + fmt::Debug + 'static {
+    /// Declares a topic exchange.
+    async fn declare_exchange(&self, exchange: &ExchangeSpec) -> Result<()>;
+
+    /// Declares a queue.
+    async fn declare_queue(&self, queue: &QueueSpec) -> Result<()>;
+
+    /// Deletes a queue and its bindings; unknown queues are ignored.
+    async fn delete_queue(&self, name: &str) -> Result<()>;
+
+    /// Binds a queue to an exchange with a routing-key pattern (`*` is one
+    /// word, `#` zero or more).
+    async fn bind(&self, queue: &str, exchange: &str, pattern: &str) -> Result<()>;
+
+    /// Removes a binding; unknown bindings are ignored.
+    async fn unbind(&self, queue: &str, exchange: &str, pattern: &str) -> Result<()>;
+
+    /// Publishes a message and waits for the broker to take it.
+    async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: Message,
+        options: PublishOptions,
+    ) -> Result<()>;
+
+    /// Starts consuming from a queue.
+    async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer>;
+
+    /// Closes the transport: consumers end, unsettled deliveries go back to
+    /// their queues, later calls fail with [`Error::TransportClosed`].
+    async fn close(&self);
+
+    /// A short name for logs: `memory` or `amqp`.
+    fn kind(&self) -> &'static str;
+}
+
+/// A message handed to a consumer, to be acked or rejected.
+pub struct Delivery {
+    /// The exchange it was published to.
+    pub exchange: String,
+    /// Its routing key.
+    pub routing_key: String,
+    /// Set when this message was delivered before and not acked.
+    pub redelivered: bool,
+    /// The message.
+    pub message: Message,
+    /// Settles the delivery.
+    pub acker: Acker,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("exchange", &self.exchange)
+            .field("routing_key", &self.routing_key)
+            .field("redelivered", &self.redelivered)
+            .field("message", &self.message)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Delivery {
+    /// Acknowledges the message: the broker forgets it.
+    pub async fn ack(self) -> Result<()> {
+        self.acker.ack().await
+    }
+
+    /// Rejects the message: requeued (and redelivered) if `requeue`,
+    /// otherwise dropped.
+    pub async fn reject(self, requeue: bool) -> Result<()> {
+        self.acker.reject(requeue).await
+    }
+}
+
+/// How a transport settles one delivery. Implemented by transports; users
+/// hold an [`Acker`].
+#[async_trait]
+pub trait Settle: Send + Sync + 'static {
+    /// Acknowledges the delivery.
+    async fn ack(self: Box<Self>) -> Result<()>;
+    /// Rejects the delivery, requeueing it if `requeue`.
+    async fn reject(self: Box<Self>, requeue: bool) -> Result<()>;
+}
+
+/// Settles one delivery. Dropped unsettled, the message is requeued.
+pub struct Acker(Box<dyn Settle>);
+
+impl Acker {
+    /// Wraps a transport's settle handle.
+    pub fn new(settle: impl Settle) -> Self {
+        Acker(Box::new(settle))
+    }
+
+    /// Acknowledges the delivery.
+    pub async fn ack(self) -> Result<()> {
+        self.0.ack().await
+    }
+
+    /// Rejects the delivery, requeueing it if `requeue`.
+    pub async fn reject(self, requeue: bool) -> Result<()> {
+        self.0.reject(requeue).await
+    }
+}
+
+impl fmt::Debug for Acker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Acker")
+    }
+}
+
+/// A stream of deliveries from one queue. Dropping it cancels the
+/// consumer; deliveries already handed out can still be settled.
+pub struct Consumer {
+    stream: Pin<Box<dyn Stream<Item = Delivery> + Send>>,
+}
+
+impl Consumer {
+    /// Wraps a transport's delivery stream. The stream ends when the
+    /// consumer is cancelled or the transport closes.
+    pub fn new(stream: impl Stream<Item = Delivery> + Send + 'static) -> Self {
+        Consumer {
+            stream: Box::pin(stream),
+        }
+    }
+
+    /// The next delivery, or `None` once the consumer has ended.
+    pub async fn next(&mut self) -> Option<Delivery> {
+        self.stream.next().await
+    }
+}
+
+impl Stream for Consumer {
+    type Item = Delivery;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Delivery>> {
+        self.stream.as_mut().poll_next(cx)
+    }
+}
+
+impl fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Consumer")
+    }
+}
+
+/// Whether an error means the broker connection is gone (as opposed to a
+/// problem with one request).
+pub fn is_connection_error(err: &Error) -> bool {
+    matches!(err, Error::TransportClosed | Error::ConnectionLost(_))
+}

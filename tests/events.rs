@@ -1,0 +1,269 @@
+//! Events on the embedded transport: the three handler types, several
+//! instances of one service, requeue_on_error, and context propagation.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use enoki::prelude::*;
+use enoki::testing::{Cluster, MockProvider, entrypoint_waiter};
+use enoki::transport::MemoryTransport;
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+
+type Seen = Arc<Mutex<Vec<(String, Value, Value)>>>;
+
+#[derive(Dependencies)]
+struct Greeter {
+    #[dependency(EventDispatcher)]
+    dispatch: Dispatcher,
+}
+
+#[service(name = "greeter")]
+impl Greeter {
+    #[rpc]
+    async fn hello(&self, name: String) -> Result<String, RemoteError> {
+        self.dispatch
+            .emit("greeted", json!({ "name": name }))
+            .await?;
+        Ok(format!("Hello, {name}!"))
+    }
+}
+
+#[derive(Dependencies)]
+struct Listener {
+    #[dependency(MockProvider::new(Seen::default()))]
+    seen: Seen,
+}
+
+impl Listener {
+    fn record(&self, kind: &str, payload: Value, ctx: &WorkerCtx) {
+        let context = json!({ "data": ctx.context_data(), "stack": ctx.call_id_stack() });
+        self.seen.lock().push((kind.to_owned(), payload, context));
+    }
+}
+
+#[service(name = "listener")]
+impl Listener {
+    #[event_handler("greeter", "greeted")]
+    async fn pool(&self, payload: Value, ctx: &WorkerCtx) -> Result<(), RemoteError> {
+        self.record("service_pool", payload, ctx);
+        Ok(())
+    }
+
+    #[event_handler("greeter", "greeted", handler_type = singleton)]
+    async fn single(&self, payload: Value, ctx: &WorkerCtx) -> Result<(), RemoteError> {
+        self.record("singleton", payload, ctx);
+        Ok(())
+    }
+
+    #[event_handler("greeter", "greeted", handler_type = broadcast)]
+    async fn everyone(&self, payload: Value, ctx: &WorkerCtx) -> Result<(), RemoteError> {
+        self.record("broadcast", payload, ctx);
+        Ok(())
+    }
+}
+
+/// Starts another instance of `service` on another connection to the same
+/// broker, with its own `seen` log.
+async fn instance(transport: &Arc<MemoryTransport>, seen: &Seen) -> ServiceRunner {
+    let mut def = enoki::service::<Listener>();
+    def.replace_dependency("seen", MockProvider::new(seen.clone()))
+        .unwrap();
+    let mut runner = ServiceRunner::new(transport.connect(), Settings::new());
+    runner.add(def);
+    runner.start().await.unwrap();
+    runner
+}
+
+async fn settle() {
+    // Events are asynchronous: give in-flight handlers time to finish.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+fn kinds(seen: &Seen) -> Vec<String> {
+    let mut kinds: Vec<String> = seen.lock().iter().map(|(k, _, _)| k.clone()).collect();
+    kinds.sort();
+    kinds
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_handler_type_gets_the_event_with_its_context() {
+    let cluster = Cluster::start([enoki::service::<Greeter>()]).await.unwrap();
+    let seen = Seen::default();
+    let listener = instance(&cluster.transport(), &seen).await;
+
+    let rpc = cluster
+        .rpc()
+        .with_context_data(json!({"user_id": 42}).as_object().unwrap().clone());
+    assert_eq!(
+        GreeterClient::new(&rpc).hello("Ann".into()).await.unwrap(),
+        "Hello, Ann!"
+    );
+    settle().await;
+
+    assert_eq!(kinds(&seen), vec!["broadcast", "service_pool", "singleton"]);
+    for (_, payload, context) in seen.lock().iter() {
+        assert_eq!(payload, &json!({"name": "Ann"}));
+        assert_eq!(context["data"]["user_id"], 42);
+        let stack: Vec<&str> = context["stack"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(stack.len(), 3, "{stack:?}");
+        assert!(stack[0].starts_with("standalone_rpc_proxy.call."));
+        assert!(stack[1].starts_with("greeter.hello."));
+        assert!(stack[2].starts_with("listener."));
+    }
+    listener.stop().await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_pool_and_singleton_but_both_get_broadcasts() {
+    let cluster = Cluster::start([enoki::service::<Greeter>()]).await.unwrap();
+    let (a, b) = (Seen::default(), Seen::default());
+    let first = instance(&cluster.transport(), &a).await;
+    let second = instance(&cluster.transport(), &b).await;
+
+    let greeter = GreeterClient::new(cluster.rpc());
+    const N: usize = 20;
+    for i in 0..N {
+        greeter.hello(format!("n{i}")).await.unwrap();
+    }
+    settle().await;
+
+    let count = |seen: &Seen, kind: &str| seen.lock().iter().filter(|(k, _, _)| k == kind).count();
+    // Broadcast: every instance gets every event.
+    assert_eq!(count(&a, "broadcast"), N);
+    assert_eq!(count(&b, "broadcast"), N);
+    // Service pool and singleton: each event handled once in total, and
+    // both instances take part.
+    for kind in ["service_pool", "singleton"] {
+        assert_eq!(count(&a, kind) + count(&b, kind), N, "{kind}");
+        assert!(
+            count(&a, kind) > 0 && count(&b, kind) > 0,
+            "{kind} not shared"
+        );
+    }
+    first.stop().await;
+    second.stop().await;
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn queues_have_nameko_names() {
+    let cluster = Cluster::start([enoki::service::<Greeter>()]).await.unwrap();
+    let seen = Seen::default();
+    let listener = instance(&cluster.transport(), &seen).await;
+    let names = cluster.transport().queue_names();
+    assert!(names.contains(&"rpc-greeter".to_owned()), "{names:?}");
+    assert!(
+        names.contains(&"evt-greeter-greeted--listener.pool".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"evt-greeter-greeted".to_owned()),
+        "{names:?}"
+    );
+    let broadcast: Vec<_> = names
+        .iter()
+        .filter(|n| n.starts_with("evt-greeter-greeted--listener.everyone-"))
+        .collect();
+    assert_eq!(broadcast.len(), 1, "{names:?}");
+    assert_eq!(
+        broadcast[0].rsplit('-').next().unwrap().len(),
+        32,
+        "uuid4 hex identifier"
+    );
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("rpc.reply-standalone_rpc_proxy-"))
+    );
+    listener.stop().await;
+    // The broadcast queue is exclusive and auto-delete: it goes with its instance.
+    let names = cluster.transport().queue_names();
+    assert!(
+        !names.iter().any(|n| n.contains("listener.everyone-")),
+        "{names:?}"
+    );
+    assert!(names.contains(&"evt-greeter-greeted--listener.pool".to_owned()));
+    cluster.stop().await;
+}
+
+#[derive(Dependencies)]
+struct Flaky {
+    #[dependency(MockProvider::new(Arc::new(AtomicUsize::new(0))))]
+    attempts: Arc<AtomicUsize>,
+}
+
+#[service(name = "flaky")]
+impl Flaky {
+    /// Fails twice, then succeeds: requeued until it does.
+    #[event_handler("shop", "sold", requeue_on_error = true)]
+    async fn retrying(&self, item: String) -> Result<String, RemoteError> {
+        let attempt = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
+        if attempt < 3 {
+            return Err(RemoteError::new("Flaky", format!("attempt {attempt}")));
+        }
+        Ok(format!("{item} after {attempt}"))
+    }
+
+    /// Fails once and the event is dropped.
+    #[event_handler("shop", "returned")]
+    async fn dropping(&self, _item: String) -> Result<(), RemoteError> {
+        Err(RemoteError::new("Nope", "never works"))
+    }
+}
+
+#[tokio::test]
+async fn requeue_on_error_redelivers_and_default_drops() {
+    let cluster = Cluster::start([enoki::service::<Flaky>()]).await.unwrap();
+    let container = cluster.container("flaky").unwrap();
+
+    let waiter = entrypoint_waiter(container, "retrying").filter(|r| r.result().is_ok());
+    cluster
+        .dispatch("shop", "sold", &json!("hat"))
+        .await
+        .unwrap();
+    let record = waiter.wait().await.unwrap();
+    assert_eq!(record.result().unwrap(), json!("hat after 3"));
+
+    let waiter = entrypoint_waiter(container, "dropping");
+    cluster
+        .dispatch("shop", "returned", &json!("hat"))
+        .await
+        .unwrap();
+    assert_eq!(
+        waiter.wait().await.unwrap().result().unwrap_err().exc_type,
+        "Nope"
+    );
+    settle().await;
+    assert_eq!(
+        cluster
+            .transport()
+            .ready_count("evt-shop-returned--flaky.dropping"),
+        Some(0)
+    );
+
+    // A payload that does not fit the handler is dropped, not requeued
+    // forever, even with requeue_on_error.
+    let waiter = entrypoint_waiter(container, "retrying");
+    cluster
+        .dispatch("shop", "sold", &json!({"not": "a string"}))
+        .await
+        .unwrap();
+    let err = waiter.wait().await.unwrap().result().unwrap_err();
+    assert_eq!(err.exc_type, "IncorrectSignature");
+    settle().await;
+    assert_eq!(
+        cluster
+            .transport()
+            .ready_count("evt-shop-sold--flaky.retrying"),
+        Some(0)
+    );
+    cluster.stop().await;
+}

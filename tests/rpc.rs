@@ -1,0 +1,374 @@
+//! RPC on the embedded transport: arguments, results, nameko's errors,
+//! timeouts, context propagation and concurrency.
+
+use std::time::Duration;
+
+use enoki::prelude::*;
+use enoki::testing::Cluster;
+use serde_json::{Map, Value, json};
+
+#[derive(Debug, thiserror::Error)]
+#[error("this call always fails")]
+struct GreeterError;
+
+#[derive(Dependencies)]
+struct Greeter {
+    #[dependency(EventDispatcher)]
+    dispatch: Dispatcher,
+}
+
+#[service(name = "greeter")]
+impl Greeter {
+    #[rpc]
+    async fn hello(&self, name: String) -> Result<String, RemoteError> {
+        self.dispatch
+            .emit("greeted", json!({ "name": name }))
+            .await?;
+        Ok(format!("Hello, {name}!"))
+    }
+
+    #[rpc]
+    async fn greet(&self, name: String, greeting: Option<String>) -> Result<String, RemoteError> {
+        Ok(format!(
+            "{}, {name}!",
+            greeting.unwrap_or_else(|| "Hello".into())
+        ))
+    }
+
+    #[rpc]
+    async fn add(&self, a: i64, b: i64) -> Result<i64, RemoteError> {
+        Ok(a + b)
+    }
+
+    #[rpc]
+    async fn fail(&self) -> Result<(), GreeterError> {
+        Err(GreeterError)
+    }
+
+    #[rpc]
+    async fn panics(&self) -> Result<(), RemoteError> {
+        panic!("boom")
+    }
+
+    #[rpc]
+    async fn slow(&self, millis: u64) -> Result<u64, RemoteError> {
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        Ok(millis)
+    }
+
+    #[rpc]
+    async fn context(&self, ctx: &WorkerCtx) -> Result<Value, RemoteError> {
+        Ok(json!({
+            "call_id_stack": ctx.call_id_stack(),
+            "data": ctx.context_data(),
+        }))
+    }
+}
+
+/// Calls `greeter` from inside a worker, to check context propagation.
+#[derive(Dependencies)]
+struct Frontdesk {
+    #[dependency(RpcProxy)]
+    rpc: ClusterRpc,
+}
+
+#[service(name = "frontdesk")]
+impl Frontdesk {
+    #[rpc]
+    async fn relay(&self) -> Result<Value, RemoteError> {
+        Ok(self
+            .rpc
+            .service("greeter")
+            .call("context", json!([]))
+            .await?)
+    }
+
+    #[rpc]
+    async fn typed(&self, name: String) -> Result<String, RemoteError> {
+        Ok(GreeterClient::new(&self.rpc).hello(name).await?)
+    }
+
+    #[rpc]
+    async fn missing(&self) -> Result<Value, RemoteError> {
+        Ok(self.rpc.service("nobody").call("x", json!([])).await?)
+    }
+}
+
+async fn cluster() -> Cluster {
+    Cluster::start([enoki::service::<Greeter>(), enoki::service::<Frontdesk>()])
+        .await
+        .expect("cluster starts")
+}
+
+#[tokio::test]
+async fn typed_client_calls_a_service() {
+    let cluster = cluster().await;
+    let greeter = GreeterClient::new(cluster.rpc());
+    assert_eq!(greeter.hello("Ann".into()).await.unwrap(), "Hello, Ann!");
+    assert_eq!(greeter.add(2, 3).await.unwrap(), 5);
+    assert_eq!(
+        greeter.greet("Bo".into(), Some("Hi".into())).await.unwrap(),
+        "Hi, Bo!"
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn positional_keyword_and_mixed_arguments() {
+    let cluster = cluster().await;
+    let rpc = cluster.rpc();
+    let kwargs = |v: Value| v.as_object().unwrap().clone();
+    assert_eq!(
+        rpc.call("greeter", "add", json!([2, 3]), Map::new())
+            .await
+            .unwrap(),
+        json!(5)
+    );
+    assert_eq!(
+        rpc.call("greeter", "add", json!([]), kwargs(json!({"b": 3, "a": 2})))
+            .await
+            .unwrap(),
+        json!(5)
+    );
+    assert_eq!(
+        rpc.call("greeter", "add", json!([2]), kwargs(json!({"b": 3})))
+            .await
+            .unwrap(),
+        json!(5)
+    );
+    // An Option parameter left out is None.
+    assert_eq!(
+        rpc.call("greeter", "greet", json!(["Ann"]), Map::new())
+            .await
+            .unwrap(),
+        json!("Hello, Ann!")
+    );
+    cluster.stop().await;
+}
+
+fn remote(err: enoki::Error) -> RemoteError {
+    match err {
+        enoki::Error::Remote(remote) => remote,
+        other => panic!("expected a remote error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn nameko_errors_for_bad_calls() {
+    let cluster = cluster().await;
+    let rpc = cluster.rpc();
+
+    let err = remote(
+        rpc.call("greeter", "nosuch", json!([]), Map::new())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        serde_json::to_value(&err).unwrap(),
+        json!({
+            "exc_type": "MethodNotFound",
+            "exc_path": "nameko.exceptions.MethodNotFound",
+            "exc_args": ["nosuch"],
+            "value": "nosuch"
+        })
+    );
+
+    let err = remote(
+        rpc.call("greeter", "hello", json!([]), Map::new())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        serde_json::to_value(&err).unwrap(),
+        json!({
+            "exc_type": "IncorrectSignature",
+            "exc_path": "nameko.exceptions.IncorrectSignature",
+            "exc_args": ["hello() missing 1 required positional argument: 'name'"],
+            "value": "hello() missing 1 required positional argument: 'name'"
+        })
+    );
+
+    let err = remote(
+        rpc.call("greeter", "add", json!([1, 2, 3]), Map::new())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        err.value,
+        "add() takes 3 positional arguments but 4 were given"
+    );
+
+    let err = remote(
+        rpc.call("greeter", "add", json!(["x", 2]), Map::new())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.exc_type, "IncorrectSignature");
+    assert!(err.value.contains("argument 'a'"), "{}", err.value);
+
+    let err = remote(
+        rpc.call("greeter", "fail", json!([]), Map::new())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.exc_type, "GreeterError");
+    assert_eq!(err.value, "this call always fails");
+    assert_eq!(err.exc_args, vec![json!("this call always fails")]);
+
+    // The container survives all of it.
+    assert_eq!(
+        rpc.call("greeter", "add", json!([1, 1]), Map::new())
+            .await
+            .unwrap(),
+        json!(2)
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_panicking_worker_gets_an_error_reply_and_the_container_survives() {
+    let cluster = cluster().await;
+    let rpc = cluster.rpc();
+    let err = remote(
+        rpc.call("greeter", "panics", json!([]), Map::new())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.exc_type, "WorkerPanic");
+    assert_eq!(err.value, "boom");
+    assert_eq!(
+        rpc.call("greeter", "add", json!([2, 2]), Map::new())
+            .await
+            .unwrap(),
+        json!(4)
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_service_and_timeout() {
+    let cluster = cluster().await;
+    let rpc = cluster.rpc();
+    let err = rpc
+        .call("nobody", "hello", json!([]), Map::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, enoki::Error::UnknownService(ref s) if s == "nobody"),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), "Unknown service `nobody`");
+
+    let quick = rpc.with_timeout(Duration::from_millis(50));
+    let err = quick
+        .call("greeter", "slow", json!([2000]), Map::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, enoki::Error::RpcTimeout { .. }), "{err:?}");
+
+    // A nested call to an unknown service reaches the caller as nameko's
+    // UnknownService.
+    let err = remote(
+        rpc.call("frontdesk", "missing", json!([]), Map::new())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.exc_type, "UnknownService");
+    assert_eq!(err.exc_path, "nameko.exceptions.UnknownService");
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn context_data_and_call_id_stack_propagate() {
+    let cluster = cluster().await;
+    let data = json!({"user_id": 7, "language": "en", "auth_token": "t0k3n", "tenant": "acme"});
+    let rpc = cluster
+        .rpc()
+        .with_context_data(data.as_object().unwrap().clone());
+
+    let direct = rpc
+        .call("greeter", "context", json!([]), Map::new())
+        .await
+        .unwrap();
+    assert_eq!(direct["data"], data);
+    let stack = direct["call_id_stack"].as_array().unwrap();
+    assert_eq!(stack.len(), 2);
+    assert!(
+        stack[0]
+            .as_str()
+            .unwrap()
+            .starts_with("standalone_rpc_proxy.call.")
+    );
+    assert!(stack[1].as_str().unwrap().starts_with("greeter.context."));
+
+    let nested = rpc
+        .call("frontdesk", "relay", json!([]), Map::new())
+        .await
+        .unwrap();
+    assert_eq!(nested["data"], data);
+    let stack: Vec<&str> = nested["call_id_stack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(stack.len(), 3, "{stack:?}");
+    assert!(stack[0].starts_with("standalone_rpc_proxy.call."));
+    assert!(stack[1].starts_with("frontdesk.relay."));
+    assert!(stack[2].starts_with("greeter.context."));
+    // Each id is `service.method.uuid4`.
+    let uuid = stack[2].rsplit('.').next().unwrap();
+    assert_eq!(uuid.len(), 36);
+
+    assert_eq!(
+        rpc.call("frontdesk", "typed", json!(["Cy"]), Map::new())
+            .await
+            .unwrap(),
+        "Hello, Cy!"
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn call_id_stack_is_bounded_by_parent_calls_tracked() {
+    let settings = Settings::new().with("parent_calls_tracked", 2.into());
+    let cluster = Cluster::start_with([enoki::service::<Greeter>()], settings)
+        .await
+        .unwrap();
+    let client = ClusterRpc::connect(cluster.transport(), &Settings::new())
+        .await
+        .unwrap();
+    // A caller that already has a deep stack.
+    let deep: Vec<String> = (0..5).map(|i| format!("svc.m.{i}")).collect();
+    let worker = WorkerCtx::new(
+        "caller",
+        "run",
+        enoki::context::ContextData {
+            data: Map::new(),
+            call_id_stack: deep,
+        },
+        10,
+    );
+    let reply = client
+        .bind(&worker)
+        .call("greeter", "context", json!([]), Map::new())
+        .await
+        .unwrap();
+    let stack = reply["call_id_stack"].as_array().unwrap();
+    assert_eq!(stack.len(), 3, "{stack:?}");
+    assert!(stack[1].as_str().unwrap().starts_with("caller.run."));
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_calls_in_flight_on_one_reply_queue() {
+    let cluster = cluster().await;
+    let greeter = GreeterClient::new(cluster.rpc());
+    let calls = (0..500).map(|i| {
+        let greeter = greeter.clone();
+        async move { greeter.add(i, i).await.unwrap() }
+    });
+    let results = futures::future::join_all(calls).await;
+    assert_eq!(results, (0..500).map(|i| i * 2).collect::<Vec<_>>());
+    cluster.stop().await;
+}

@@ -1,0 +1,158 @@
+//! Timers with nameko's semantics, on virtual time: a drift-free schedule,
+//! `eager`, no overlapping runs, and a catch-up burst after an overrun.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use enoki::prelude::*;
+use enoki::testing::{Cluster, MockProvider, replace_dependencies};
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+/// When each run started, and how long each run takes.
+#[derive(Clone)]
+struct Script {
+    starts: Arc<Mutex<Vec<Instant>>>,
+    /// Duration of run n (the last one repeats).
+    durations: Arc<Vec<f64>>,
+    running: Arc<Mutex<u32>>,
+    overlapped: Arc<Mutex<bool>>,
+}
+
+impl Script {
+    fn new(durations: &[f64]) -> Self {
+        Script {
+            starts: Arc::default(),
+            durations: Arc::new(durations.to_vec()),
+            running: Arc::default(),
+            overlapped: Arc::default(),
+        }
+    }
+
+    fn offsets(&self, origin: Instant) -> Vec<f64> {
+        self.starts
+            .lock()
+            .iter()
+            .map(|t| ((t.duration_since(origin).as_secs_f64()) * 1000.0).round() / 1000.0)
+            .collect()
+    }
+}
+
+#[derive(Dependencies)]
+struct Ticker {
+    #[dependency(MockProvider::new(Script::new(&[0.0])))]
+    script: Script,
+}
+
+impl Ticker {
+    async fn run(&self) -> Result<(), RemoteError> {
+        let n = {
+            let mut starts = self.script.starts.lock();
+            starts.push(Instant::now());
+            starts.len() - 1
+        };
+        {
+            let mut running = self.script.running.lock();
+            *running += 1;
+            if *running > 1 {
+                *self.script.overlapped.lock() = true;
+            }
+        }
+        let durations = &self.script.durations;
+        let secs = durations[n.min(durations.len() - 1)];
+        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+        *self.script.running.lock() -= 1;
+        Ok(())
+    }
+}
+
+#[service(name = "ticker")]
+impl Ticker {
+    #[timer(interval = 1)]
+    async fn lazy(&self) -> Result<(), RemoteError> {
+        self.run().await
+    }
+
+    #[timer(interval = 1, eager = true)]
+    async fn eager(&self) -> Result<(), RemoteError> {
+        self.run().await
+    }
+}
+
+/// Runs one of the timers for `secs` of virtual time; returns the offsets
+/// of its runs from the start.
+async fn run_timer(method: &str, durations: &[f64], secs: f64) -> (Vec<f64>, bool) {
+    let script = Script::new(durations);
+    let mut builder = Cluster::builder([enoki::service::<Ticker>()], Settings::new());
+    let container = builder.container_mut("ticker").unwrap();
+    replace_dependencies(container, "script", MockProvider::new(script.clone())).unwrap();
+    enoki::testing::restrict_entrypoints(container, &[method]).unwrap();
+    let origin = Instant::now();
+    let cluster = builder.start().await.unwrap();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    cluster.stop().await;
+    let overlapped = *script.overlapped.lock();
+    (script.offsets(origin), overlapped)
+}
+
+#[tokio::test(start_paused = true)]
+async fn fires_every_interval_after_the_first() {
+    let (runs, _) = run_timer("lazy", &[0.0], 3.5).await;
+    assert_eq!(runs, vec![1.0, 2.0, 3.0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn eager_fires_at_start() {
+    let (runs, _) = run_timer("eager", &[0.0], 3.5).await;
+    assert_eq!(runs, vec![0.0, 1.0, 2.0, 3.0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_schedule_does_not_drift() {
+    // Each run takes 0.4 s; runs still start on the whole seconds.
+    let (runs, overlapped) = run_timer("eager", &[0.4], 4.5).await;
+    assert_eq!(runs, vec![0.0, 1.0, 2.0, 3.0, 4.0]);
+    assert!(!overlapped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn runs_never_overlap_and_catch_up_after_an_overrun() {
+    // The first run takes 2.5 s: the runs due at 1 and 2 fire back to back
+    // as soon as it ends, then the schedule is back on the whole seconds.
+    let (runs, overlapped) = run_timer("eager", &[2.5, 0.0], 4.5).await;
+    assert_eq!(runs, vec![0.0, 2.5, 2.5, 3.0, 4.0]);
+    assert!(!overlapped);
+
+    // Every run overruns: they follow each other, never overlapping
+    // (nameko: interval .025, duration .07 fires at 0, .07, .14).
+    let (runs, overlapped) = run_timer("eager", &[2.5], 7.6).await;
+    assert_eq!(runs, vec![0.0, 2.5, 5.0, 7.5]);
+    assert!(!overlapped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_timer_keeps_ticking() {
+    #[derive(Dependencies)]
+    struct Failing {
+        #[dependency(MockProvider::new(Arc::new(Mutex::new(0u32))))]
+        count: Arc<Mutex<u32>>,
+    }
+
+    #[service(name = "failing")]
+    impl Failing {
+        #[timer(interval = 1)]
+        async fn tick(&self) -> Result<(), RemoteError> {
+            *self.count.lock() += 1;
+            Err(RemoteError::new("Oops", "timer failed"))
+        }
+    }
+
+    let count = Arc::new(Mutex::new(0u32));
+    let mut builder = Cluster::builder([enoki::service::<Failing>()], Settings::new());
+    let container = builder.container_mut("failing").unwrap();
+    replace_dependencies(container, "count", MockProvider::new(count.clone())).unwrap();
+    let cluster = builder.start().await.unwrap();
+    tokio::time::sleep(Duration::from_secs_f64(3.5)).await;
+    cluster.stop().await;
+    assert_eq!(*count.lock(), 3);
+}

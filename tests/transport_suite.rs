@@ -1,0 +1,134 @@
+//! The transport behaviour suite: what every [`Transport`] must do, written
+//! once and run against each implementation (see the contract in
+//! `src/transport/mod.rs`).
+//!
+//! - `transport_suite/behaviours.rs`: one `async fn(&dyn TransportEnv)`
+//!   per behaviour;
+//! - `transport_suite/support.rs`: [`TransportEnv`] (hands out NEW
+//!   connections to one broker) and helpers;
+//! - this file: the `transport_suite!` macro, which expands to one
+//!   `#[tokio::test]` per behaviour, and its instantiations.
+//!
+//! Names are unique per test run (uuid suffixes), so instantiations on a
+//! shared broker cannot collide. Checks that something does NOT arrive wait
+//! [`support::SILENCE`] (200 ms); everything else awaits the consumer.
+//!
+//! Run: `cargo test --test transport_suite`.
+//!
+//! [`Transport`]: enoki::transport::Transport
+//! [`TransportEnv`]: support::TransportEnv
+
+#[macro_use]
+#[path = "transport_suite/support.rs"]
+mod support;
+
+#[path = "transport_suite/behaviours.rs"]
+mod behaviours;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use enoki::transport::{MemoryTransport, Transport};
+
+use crate::support::TransportEnv;
+
+/// `transport_suite!(module, env_expr)` expands to `mod module { ... }`
+/// with one multi-threaded `#[tokio::test]` per behaviour. `env_expr` is
+/// evaluated inside each (async) test, so it may `.await`; it must produce
+/// a value implementing [`TransportEnv`], fresh for that test.
+macro_rules! transport_suite {
+    ($module:ident, $env:expr) => {
+        transport_suite!(@tests $module, $env;
+            round_trip_preserves_properties_and_headers,
+            topic_routing,
+            fan_out_reaches_each_queue_once,
+            default_exchange_routes_by_queue_name,
+            mandatory_unroutable_fails,
+            non_mandatory_unroutable_is_dropped,
+            publish_to_missing_exchange_fails,
+            redeclare_with_other_flags_fails,
+            competing_consumers_share_exactly_once,
+            prefetch_one_waits_for_ack,
+            reject_requeue_redelivers,
+            reject_without_requeue_discards,
+            dropped_delivery_is_redelivered,
+            dropped_consumer_returns_only_unhanded_deliveries,
+            requeued_messages_keep_publish_order,
+            closing_connection_requeues_and_cleans_up,
+            closed_connection_consumer_yields_nothing_more,
+            exclusive_queue_is_locked_to_its_connection,
+            auto_delete_queue_vanishes_with_last_consumer,
+            unbind_stops_delivery,
+            delete_queue_removes_it,
+            single_consumer_sees_publish_order,
+            x_expires_deletes_unused_queue,
+        );
+    };
+    (@tests $module:ident, $env:expr; $($behaviour:ident),+ $(,)?) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $behaviour() {
+                    let env = $env;
+                    $crate::support::run(&env, $crate::behaviours::$behaviour(&env)).await;
+                }
+            )+
+        }
+    };
+}
+
+// ===== memory =====
+
+/// The embedded broker: a fresh one per test. `connect()` opens another
+/// connection to it; the first connection is held for the env's lifetime
+/// (dropping a [`MemoryTransport`] closes its connection).
+#[derive(Debug)]
+struct MemoryEnv {
+    first: Arc<MemoryTransport>,
+}
+
+impl MemoryEnv {
+    fn new() -> Self {
+        MemoryEnv {
+            first: MemoryTransport::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl TransportEnv for MemoryEnv {
+    async fn connect(&self) -> Arc<dyn Transport> {
+        self.first.connect()
+    }
+}
+
+transport_suite!(memory, MemoryEnv::new());
+
+// ===== amqp (RabbitMQ) =====
+//
+// TODO(amqp): the RabbitMQ instantiation goes here, one line plus an env
+// type, using the helper in `tests/common/amqp.rs` (not written yet):
+//
+//     #[cfg(feature = "amqp")]
+//     #[path = "common/amqp.rs"]
+//     mod amqp_common;
+//
+//     /// A fresh RabbitMQ vhost per test; `connect()` opens a NEW AMQP
+//     /// connection to it on every call; `teardown()` deletes the vhost.
+//     #[cfg(feature = "amqp")]
+//     struct AmqpEnv { /* vhost, uri, ... */ }
+//
+//     #[cfg(feature = "amqp")]
+//     #[async_trait]
+//     impl TransportEnv for AmqpEnv {
+//         async fn connect(&self) -> Arc<dyn Transport> { /* AmqpTransport::connect(uri) */ }
+//         async fn teardown(&self) { /* delete the vhost */ }
+//     }
+//
+//     #[cfg(feature = "amqp")]
+//     transport_suite!(amqp, AmqpEnv::new().await);
+//
+// (Skip, rather than fail, when no broker is configured, as the helper
+// decides.)
