@@ -34,7 +34,7 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use crate::config::Settings;
-use crate::context::{WorkerCtx, encode_headers, new_uuid};
+use crate::context::{WorkerCtx, encode_headers, new_uuid, push_uuid};
 use crate::error::{Error, Result};
 use crate::message::{Headers, Message, REPLY_QUEUE_TTL_MS, ReplyBody, STANDALONE_OWNER, names};
 use crate::transport::{ConsumeOptions, ExchangeSpec, PublishOptions, QueueSpec, Transport};
@@ -367,8 +367,12 @@ impl ClusterRpc {
         match &self.context {
             CallContext::Worker(worker) => worker.headers(),
             CallContext::Standalone(data) => {
-                let call_id = format!("{}.call.{}", self.listener.owner, new_uuid());
-                encode_headers(data, &[call_id])
+                let owner = &self.listener.owner;
+                let mut call_id = String::with_capacity(owner.len() + 42);
+                call_id.push_str(owner);
+                call_id.push_str(".call.");
+                push_uuid(&mut call_id);
+                encode_headers(data, std::slice::from_ref(&call_id))
             }
         }
     }

@@ -393,8 +393,8 @@ impl Shared {
         self.workers.spawn(async move {
             let _permit = permit;
             let worker = WorkerCtx::with_cancel(
-                shared.name,
-                method,
+                std::borrow::Cow::Borrowed(shared.name),
+                std::borrow::Cow::Borrowed(method),
                 incoming,
                 shared.parent_calls_tracked,
                 kill.clone(),

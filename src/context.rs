@@ -8,6 +8,7 @@
 //! headers and is passed on, unchanged, to the calls and events the worker
 //! makes.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -92,7 +93,15 @@ pub fn encode_headers(data: &Map<String, Value>, call_id_stack: &[String]) -> He
 
 /// A fresh uuid4, as nameko's `new_call_id()`.
 pub(crate) fn new_uuid() -> String {
-    uuid::Uuid::new_v4().to_string()
+    let mut id = String::with_capacity(36);
+    push_uuid(&mut id);
+    id
+}
+
+/// Appends a fresh hyphenated uuid4, without an intermediate allocation.
+pub(crate) fn push_uuid(out: &mut String) {
+    let mut buf = uuid::Uuid::encode_buffer();
+    out.push_str(uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf));
 }
 
 /// The context of one worker: who is running, on whose behalf, with what
@@ -119,8 +128,8 @@ pub struct WorkerCtx {
 
 #[derive(Debug)]
 struct Inner {
-    service_name: String,
-    entrypoint: String,
+    service_name: Cow<'static, str>,
+    entrypoint: Cow<'static, str>,
     call_id_stack: Vec<String>,
     data: Map<String, Value>,
     cancel: CancellationToken,
@@ -136,8 +145,8 @@ impl WorkerCtx {
         parent_calls_tracked: usize,
     ) -> Self {
         WorkerCtx::with_cancel(
-            service_name,
-            entrypoint,
+            Cow::Owned(service_name.to_owned()),
+            Cow::Owned(entrypoint.to_owned()),
             incoming,
             parent_calls_tracked,
             CancellationToken::new(),
@@ -145,8 +154,8 @@ impl WorkerCtx {
     }
 
     pub(crate) fn with_cancel(
-        service_name: &str,
-        entrypoint: &str,
+        service_name: Cow<'static, str>,
+        entrypoint: Cow<'static, str>,
         incoming: ContextData,
         parent_calls_tracked: usize,
         cancel: CancellationToken,
@@ -160,16 +169,16 @@ impl WorkerCtx {
             stack.drain(..stack.len() - keep);
         }
         let mut call_id = String::with_capacity(service_name.len() + entrypoint.len() + 38);
-        call_id.push_str(service_name);
+        call_id.push_str(&service_name);
         call_id.push('.');
-        call_id.push_str(entrypoint);
+        call_id.push_str(&entrypoint);
         call_id.push('.');
-        call_id.push_str(&new_uuid());
+        push_uuid(&mut call_id);
         stack.push(call_id);
         WorkerCtx {
             inner: Arc::new(Inner {
-                service_name: service_name.to_owned(),
-                entrypoint: entrypoint.to_owned(),
+                service_name,
+                entrypoint,
                 call_id_stack: stack,
                 data,
                 cancel,

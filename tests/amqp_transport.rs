@@ -100,7 +100,7 @@ async fn round_trip_keeps_every_property_and_header_type() {
     assert_eq!(d.exchange, "ex");
     assert_eq!(d.routing_key, "svc.method");
     assert!(!d.redelivered);
-    assert_eq!(d.message, sent);
+    assert_eq!(*d.message, sent);
     assert_eq!(d.message.properties.priority, Some(0));
     assert_eq!(d.message.properties.delivery_mode, Some(2));
     d.ack().await.unwrap();
@@ -111,7 +111,7 @@ async fn round_trip_keeps_every_property_and_header_type() {
         .await
         .unwrap();
     let d = next(&mut consumer).await;
-    assert_eq!(d.message, reply);
+    assert_eq!(*d.message, reply);
     d.ack().await.unwrap();
     t.close().await;
 }

@@ -258,7 +258,7 @@ struct Entry {
     seq: u64,
     exchange: Arc<str>,
     routing_key: Arc<str>,
-    message: Message,
+    message: Arc<Message>,
     redelivered: bool,
 }
 
@@ -740,19 +740,14 @@ impl Transport for MemoryTransport {
         }
         let exchange: Arc<str> = Arc::from(exchange);
         let routing_key: Arc<str> = Arc::from(routing_key);
-        let last = targets.len() - 1;
-        let mut message = Some(message);
-        for (i, queue) in targets.iter().enumerate() {
-            let message = if i == last {
-                message.take().expect("taken once")
-            } else {
-                message.as_ref().expect("not taken yet").clone()
-            };
+        // Every queue shares the one (immutable) message.
+        let message = Arc::new(message);
+        for queue in &targets {
             queue.push(Entry {
                 seq: 0,
                 exchange: exchange.clone(),
                 routing_key: routing_key.clone(),
-                message,
+                message: message.clone(),
                 redelivered: false,
             });
         }

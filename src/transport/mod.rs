@@ -31,6 +31,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::Stream;
@@ -174,8 +175,9 @@ pub struct Delivery {
     pub routing_key: String,
     /// Set when this message was delivered before and not acked.
     pub redelivered: bool,
-    /// The message.
-    pub message: Message,
+    /// The message (shared, so a broker can keep it for redelivery without
+    /// copying it).
+    pub message: Arc<Message>,
     /// Settles the delivery.
     pub acker: Acker,
 }

@@ -97,7 +97,7 @@ pub(crate) async fn round_trip_preserves_properties_and_headers(env: &dyn Transp
         .await
         .expect("publish bare");
     let delivery = recv(&mut consumer).await;
-    assert_eq!(delivery.message, bare, "a bare message arrives bare");
+    assert_eq!(*delivery.message, bare, "a bare message arrives bare");
     delivery.ack().await.expect("ack");
 }
 
@@ -544,7 +544,7 @@ pub(crate) async fn reject_requeue_redelivers(env: &dyn TransportEnv) {
         "a requeued message comes back with redelivered set"
     );
     assert_eq!(
-        second.message,
+        *second.message,
         msg("again"),
         "the requeued message is unchanged"
     );

@@ -163,6 +163,18 @@ pub fn redact_uri(uri: &str) -> String {
     }
 }
 
+/// nameko configs name the driver in the scheme (kombu URLs:
+/// `pyamqp://`, `librabbitmq://`); they are all AMQP 0-9-1.
+fn kombu_to_amqp(uri: &str) -> std::borrow::Cow<'_, str> {
+    let uri = uri.trim();
+    for driver in ["pyamqp://", "librabbitmq://"] {
+        if let Some(rest) = uri.strip_prefix(driver) {
+            return format!("amqp://{rest}").into();
+        }
+    }
+    uri.into()
+}
+
 fn connect_reason(err: &lapin::Error) -> String {
     match err.kind() {
         ErrorKind::IOError(io) => match io.kind() {
@@ -212,9 +224,17 @@ impl AmqpTransport {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::Transport("AmqpTransport::connect must run inside a tokio runtime".into())
         })?;
-        let mut parsed: AMQPUri = uri
+        let mut parsed: AMQPUri = kombu_to_amqp(uri)
             .parse()
-            .map_err(|err: String| Error::Transport(format!("invalid AMQP URI {shown}: {err}")))?;
+            .map_err(|err: String| {
+                Error::Transport(format!(
+                    "invalid AMQP URI {shown}: {err} (expected amqp://USER:PASSWORD@HOST:PORT/VHOST)"
+                ))
+            })?;
+        if parsed.vhost.is_empty() {
+            // kombu (and so nameko) reads `amqp://host/` as the default vhost.
+            parsed.vhost = "/".into();
+        }
         if parsed.query.heartbeat.is_none() {
             parsed.query.heartbeat = Some(options.heartbeat);
         }
@@ -533,7 +553,7 @@ impl ConsumerState {
             exchange: delivery.exchange.as_str().to_owned(),
             routing_key: delivery.routing_key.as_str().to_owned(),
             redelivered: delivery.redelivered,
-            message,
+            message: Arc::new(message),
             acker: Acker::new(AmqpAck {
                 acker: delivery.acker,
                 channel: Some(self.channel.clone()),
@@ -822,6 +842,16 @@ mod tests {
             "amqps://u:***@h:1/v?heartbeat=5"
         );
         assert_eq!(redact_uri("not a uri"), "not a uri");
+    }
+
+    #[test]
+    fn kombu_schemes_are_amqp() {
+        assert_eq!(
+            kombu_to_amqp("pyamqp://guest:guest@localhost"),
+            "amqp://guest:guest@localhost"
+        );
+        assert_eq!(kombu_to_amqp("librabbitmq://h/v"), "amqp://h/v");
+        assert_eq!(kombu_to_amqp("amqps://h/v"), "amqps://h/v");
     }
 
     #[test]
