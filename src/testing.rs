@@ -189,7 +189,36 @@ impl<D: Clone + Send + Sync + 'static> DependencyProvider for MockProvider<D> {
 
 /// Replaces the provider of dependency `name` before the container starts
 /// (nameko's `replace_dependencies`). The replacement must provide the
-/// same dependency type.
+/// same dependency type; [`MockProvider`] hands out a value of your choice.
+///
+/// ```
+/// use enoki::prelude::*;
+/// use enoki::testing::{Cluster, MockProvider, replace_dependencies};
+///
+/// #[derive(Dependencies)]
+/// struct Greeter {
+///     #[dependency(Config)]
+///     config: Settings,
+/// }
+///
+/// #[service(name = "greeter")]
+/// impl Greeter {
+///     #[rpc]
+///     async fn greeting(&self) -> Result<String, RemoteError> {
+///         Ok(self.config.get_as::<String>("GREETING")?.unwrap_or_else(|| "Hello".into()))
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> enoki::Result<()> {
+/// let mut cluster = Cluster::builder([enoki::service::<Greeter>()], Settings::new());
+/// let container = cluster.container_mut("greeter").unwrap();
+/// let settings = Settings::new().with("GREETING", "Ahoy".into());
+/// replace_dependencies(container, "config", MockProvider::new(settings))?;
+/// let cluster = cluster.start().await?;
+/// assert_eq!(GreeterClient::new(cluster.rpc()).greeting().await?, "Ahoy");
+/// cluster.stop().await;
+/// # Ok(()) }
+/// ```
 pub fn replace_dependencies<P: DependencyProvider>(
     container: &mut ServiceContainer,
     name: &str,
@@ -200,6 +229,35 @@ pub fn replace_dependencies<P: DependencyProvider>(
 
 /// Keeps only the named entrypoints before the container starts (nameko's
 /// `restrict_entrypoints`), e.g. to keep timers quiet.
+///
+/// ```
+/// use enoki::prelude::*;
+/// use enoki::testing::{Cluster, restrict_entrypoints};
+///
+/// #[derive(Dependencies)]
+/// struct Janitor;
+///
+/// #[service(name = "janitor")]
+/// impl Janitor {
+///     #[timer(interval = 1, eager = true)]
+///     async fn sweep(&self) -> Result<(), RemoteError> {
+///         panic!("restricted away: never runs")
+///     }
+///
+///     #[rpc]
+///     async fn status(&self) -> Result<String, RemoteError> {
+///         Ok("clean".into())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> enoki::Result<()> {
+/// let mut cluster = Cluster::builder([enoki::service::<Janitor>()], Settings::new());
+/// restrict_entrypoints(cluster.container_mut("janitor").unwrap(), &["status"])?;
+/// let cluster = cluster.start().await?;
+/// assert_eq!(JanitorClient::new(cluster.rpc()).status().await?, "clean");
+/// cluster.stop().await;
+/// # Ok(()) }
+/// ```
 pub fn restrict_entrypoints(container: &mut ServiceContainer, methods: &[&str]) -> Result<()> {
     container.def_mut()?.restrict_entrypoints(methods)
 }
