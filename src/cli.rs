@@ -13,19 +13,66 @@
 //! }
 //! ```
 //!
-//! Commands:
+//! Services that read config keys of their own declare them, so that a
+//! config file using them is accepted (unknown keys are an error):
+//!
+//! ```no_run
+//! # use enoki::prelude::*;
+//! # #[derive(Dependencies)] struct Greeter;
+//! # #[service(name = "greeter")] impl Greeter {
+//! #     #[rpc] async fn hello(&self, name: String) -> Result<String, RemoteError> { Ok(name) }
+//! # }
+//! #[tokio::main]
+//! async fn main() -> std::process::ExitCode {
+//!     enoki::cli::App::new([enoki::service::<Greeter>()])
+//!         .config_keys(["DB_URIS"])
+//!         .main()
+//!         .await
+//! }
+//! ```
+//!
+//! # Commands
+//!
 //! - `run [SERVICE…]`: runs the services (all by default) until Ctrl-C or
-//!   SIGTERM, then stops gracefully;
+//!   SIGTERM, then stops them gracefully and exits 0 (a second Ctrl-C or
+//!   SIGTERM exits at once, with status 130);
 //! - `call SERVICE.METHOD [ARGS_JSON] [--kwargs JSON] [--context JSON]
-//!   [--timeout SECS]`: prints the JSON result, or `exc_type: value` on
-//!   stderr with exit code 1;
-//! - `dispatch SERVICE EVENT_TYPE PAYLOAD_JSON`: dispatches an event;
+//!   [--timeout SECS]`: prints the JSON result on stdout; a remote error
+//!   prints `exc_type: value` on stderr and exits 1, and so do
+//!   `UnknownService: ...` (nothing consumes the service's requests) and
+//!   `RpcTimeout: ...` (no reply in time; default `RPC_TIMEOUT`, else 30 s);
+//! - `dispatch SERVICE EVENT_TYPE PAYLOAD_JSON`: dispatches an event as
+//!   `SERVICE`;
 //! - `show-config`: prints the resolved configuration as YAML.
 //!
 //! With no broker configured, everything runs in this process on the
 //! embedded transport: `call` and `dispatch` then start the services for
-//! the duration of the command.
+//! the duration of the command. With `AMQP_URI` set (feature `amqp`), the
+//! commands connect to RabbitMQ.
+//!
+//! # Configuration precedence
+//!
+//! From lowest to highest, each overriding the ones before:
+//!
+//! 1. the `--config FILE` (nameko-style YAML, `${VAR:default}`);
+//! 2. the `AMQP_URI` environment variable, when set and not empty;
+//! 3. `--broker URI`;
+//! 4. `--define KEY=VALUE` (so `--define AMQP_URI=...` wins over all).
+//!
+//! Unlike nameko v3, where the deprecated `--broker` only fills in a
+//! missing `AMQP_URI`, here `--broker` (and the environment variable)
+//! override the file: the broker to use is a deployment decision.
+//!
+//! # Errors
+//!
+//! Bad input (a malformed, unreachable or refusing broker, a config file
+//! that is missing, not YAML, not a mapping or has unknown keys, arguments
+//! that are not JSON, an unknown service) is reported as one line on
+//! stderr, `enoki: ...`, with exit status 1; clap's own usage errors exit
+//! with status 2.
 
+use std::ffi::OsString;
+use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,9 +87,23 @@ use crate::error::{Error, Result};
 use crate::runner::ServiceRunner;
 use crate::transport::{MemoryTransport, Transport};
 
+/// How configuration sources override each other, shown by `--help`.
+const PRECEDENCE_HELP: &str = "\
+Configuration, lowest to highest precedence:
+  1. --config FILE (nameko-style YAML, ${VAR:default} substitution)
+  2. the AMQP_URI environment variable (when set and not empty)
+  3. --broker URI
+  4. --define KEY=VALUE (so --define AMQP_URI=... wins)
+Without AMQP_URI, everything runs in this process on the embedded broker.";
+
 /// The command line.
 #[derive(Debug, Parser)]
-#[command(name = "enoki", version, about = "nameko-style microservices for Rust")]
+#[command(
+    name = "enoki",
+    version,
+    about = "nameko-style microservices for Rust",
+    after_help = PRECEDENCE_HELP
+)]
 pub struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
@@ -56,22 +117,26 @@ pub struct GlobalArgs {
     /// A nameko-style YAML config file (`${VAR:default}` substitution).
     #[arg(long, short = 'c', global = true, value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
-    /// Sets a config key (the value is parsed as YAML); repeatable.
+    /// Sets a config key, overriding the file, AMQP_URI and --broker (the
+    /// value is parsed as YAML; `KEY` alone means true); repeatable.
     #[arg(long = "define", short = 'd', global = true, value_name = "KEY=VALUE")]
     pub define: Vec<String>,
-    /// Broker URI (overrides `AMQP_URI` from the file).
-    #[arg(long, global = true, value_name = "URI", env = "AMQP_URI")]
+    /// Broker URI, e.g. amqp://guest:guest@localhost/ (overrides AMQP_URI
+    /// from the file and the environment; --define AMQP_URI=... overrides it).
+    #[arg(long, global = true, value_name = "URI")]
     pub broker: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run services (all by default) until Ctrl-C or SIGTERM.
+    #[command(after_help = PRECEDENCE_HELP)]
     Run {
         /// Services to run.
         services: Vec<String>,
     },
     /// Call an RPC method and print its JSON result.
+    #[command(allow_negative_numbers = true, after_help = PRECEDENCE_HELP)]
     Call {
         /// `service.method`
         target: String,
@@ -83,11 +148,12 @@ enum Command {
         /// Context data: a JSON object (e.g. `{"user_id": 7}`).
         #[arg(long)]
         context: Option<String>,
-        /// Seconds to wait for the reply.
-        #[arg(long, default_value_t = 30.0)]
-        timeout: f64,
+        /// Seconds to wait for the reply (default: RPC_TIMEOUT, else 30).
+        #[arg(long)]
+        timeout: Option<f64>,
     },
     /// Dispatch an event as a service.
+    #[command(allow_negative_numbers = true, after_help = PRECEDENCE_HELP)]
     Dispatch {
         /// The source service.
         service: String,
@@ -97,34 +163,127 @@ enum Command {
         payload: String,
     },
     /// Print the resolved configuration as YAML.
+    #[command(after_help = PRECEDENCE_HELP)]
     ShowConfig,
 }
 
-/// Parses the process arguments and runs the command with `services`
-/// available. Errors are printed as one line on stderr.
-pub async fn main(services: impl IntoIterator<Item = ServiceDef>) -> ExitCode {
-    let cli = Cli::parse();
-    init_tracing();
-    match run(cli, services.into_iter().collect()).await {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("enoki: {err}");
-            ExitCode::FAILURE
+impl Command {
+    /// The default log filter: `run` tells what it does; one-shot commands
+    /// keep stderr for their result (warnings and errors only).
+    fn default_log_filter(&self) -> &'static str {
+        // lapin logs every failed connection attempt as errors; enoki
+        // reports them itself (`RUST_LOG=lapin=warn` shows them).
+        // `call` reports the outcome itself, so the logs of services it
+        // hosts in-process (embedded transport) would only repeat it.
+        match self {
+            Command::Run { .. } => "info,lapin=off",
+            Command::Call { .. } => "warn,lapin=off,enoki::container=off,enoki::entrypoint=off",
+            _ => "warn,lapin=off",
         }
     }
 }
 
-fn init_tracing() {
+/// A binary's command line: its services, and the config keys they read
+/// besides enoki's own ([`crate::config::KNOWN_KEYS`]).
+#[derive(Debug)]
+pub struct App {
+    services: Vec<ServiceDef>,
+    config_keys: Vec<String>,
+}
+
+impl App {
+    /// The commands for `services`.
+    pub fn new(services: impl IntoIterator<Item = ServiceDef>) -> Self {
+        App {
+            services: services.into_iter().collect(),
+            config_keys: Vec::new(),
+        }
+    }
+
+    /// Accepts these top-level keys in config files and `--define`, for
+    /// the services' own settings (e.g. `DB_URIS`).
+    #[must_use]
+    pub fn config_keys<K: Into<String>>(mut self, keys: impl IntoIterator<Item = K>) -> Self {
+        self.config_keys.extend(keys.into_iter().map(Into::into));
+        self
+    }
+
+    /// Parses the process arguments and runs the command. Errors are
+    /// printed as one line on stderr.
+    pub async fn main(self) -> ExitCode {
+        self.main_from(std::env::args_os()).await
+    }
+
+    /// Like [`App::main`], with the arguments given (the first is the
+    /// program name).
+    pub async fn main_from<I, T>(self, args: I) -> ExitCode
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let cli = match Cli::try_parse_from(args) {
+            Ok(cli) => cli,
+            Err(err) => {
+                let _ = err.print();
+                return if err.use_stderr() {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                };
+            }
+        };
+        let command = cli.command.unwrap_or(Command::Run { services: vec![] });
+        init_tracing(command.default_log_filter());
+        let cli = Cli {
+            global: cli.global,
+            command: Some(command),
+        };
+        match run(cli, self).await {
+            Ok(code) => code,
+            Err(err) => {
+                eprintln!("enoki: {}", one_line(&err.to_string()));
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Parses the process arguments and runs the command with `services`
+/// available. Errors are printed as one line on stderr. The same as
+/// `App::new(services).main()`.
+pub async fn main(services: impl IntoIterator<Item = ServiceDef>) -> ExitCode {
+    App::new(services).main().await
+}
+
+fn init_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }
 
-async fn run(cli: Cli, services: Vec<ServiceDef>) -> Result<ExitCode> {
-    let settings = load_settings(&cli.global, &services)?;
+/// Joins the lines of a message, so every error is one line.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs one parsed command. Every command is one arm here (a future
+/// `gateway` command and the default command go in the same match).
+async fn run(cli: Cli, app: App) -> Result<ExitCode> {
+    let App {
+        services,
+        config_keys,
+    } = app;
+    let extra_keys: Vec<&str> = config_keys.iter().map(String::as_str).collect();
+    let env_uri = std::env::var("AMQP_URI").ok();
+    let settings = resolve_settings(&cli.global, env_uri.as_deref(), &extra_keys)?;
     match cli.command.unwrap_or(Command::Run { services: vec![] }) {
         Command::ShowConfig => {
             let yaml = serde_yaml_ng::to_string(settings.as_map())
@@ -132,23 +291,7 @@ async fn run(cli: Cli, services: Vec<ServiceDef>) -> Result<ExitCode> {
             print!("{yaml}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { services: names } => {
-            let selected = select(services, &names)?;
-            let transport = connect(&settings).await?;
-            let names: Vec<&str> = selected.iter().map(ServiceDef::name).collect();
-            println!(
-                "enoki: running {} on the {} transport (Ctrl-C to stop)",
-                names.join(", "),
-                transport.kind()
-            );
-            let mut runner = ServiceRunner::new(transport.clone(), settings);
-            for def in selected {
-                runner.add(def);
-            }
-            runner.run_until(shutdown_signal()).await?;
-            transport.close().await;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Run { services: names } => run_services(&settings, services, &names).await,
         Command::Call {
             target,
             args,
@@ -156,26 +299,43 @@ async fn run(cli: Cli, services: Vec<ServiceDef>) -> Result<ExitCode> {
             context,
             timeout,
         } => {
-            let (service, method) = target
-                .split_once('.')
-                .ok_or_else(|| Error::Config(format!("`{target}` is not SERVICE.METHOD")))?;
+            let (service, method) = match target.split_once('.') {
+                Some((service, method)) if !service.is_empty() && !method.is_empty() => {
+                    (service, method)
+                }
+                _ => {
+                    return Err(Error::Config(format!(
+                        "`{target}` is not SERVICE.METHOD (e.g. greeter.hello)"
+                    )));
+                }
+            };
             let args = parse_json("ARGS_JSON", args.as_deref().unwrap_or("[]"))?;
             let kwargs = parse_object("--kwargs", kwargs.as_deref())?;
             let context = parse_object("--context", context.as_deref())?;
-            if !(timeout.is_finite() && timeout > 0.0) {
-                return Err(Error::Config(format!(
-                    "--timeout must be a positive number, got {timeout}"
-                )));
-            }
+            let timeout = match timeout {
+                Some(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => {
+                    Duration::from_secs_f64(secs)
+                }
+                Some(secs) => {
+                    return Err(Error::Config(format!(
+                        "--timeout must be a positive number of seconds, got {secs}"
+                    )));
+                }
+                None => settings.rpc_timeout().unwrap_or(Duration::from_secs(30)),
+            };
             let (transport, runner) = embed(&settings, services).await?;
-            let rpc = ClusterRpc::builder(transport.clone())
-                .settings(&settings)
-                .context_data(context)
-                .timeout(Duration::from_secs_f64(timeout))
-                .connect()
-                .await?;
-            let result = rpc.call(service, method, args, kwargs).await;
-            rpc.close().await;
+            let result = async {
+                let rpc = ClusterRpc::builder(transport.clone())
+                    .settings(&settings)
+                    .context_data(context)
+                    .timeout(timeout)
+                    .connect()
+                    .await?;
+                let result = rpc.call(service, method, args, kwargs).await;
+                rpc.close().await;
+                result
+            }
+            .await;
             if let Some(runner) = runner {
                 runner.stop().await;
             }
@@ -186,7 +346,22 @@ async fn run(cli: Cli, services: Vec<ServiceDef>) -> Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(Error::Remote(remote)) => {
-                    eprintln!("{}: {}", remote.exc_type, remote.value);
+                    eprintln!("{}: {}", remote.exc_type, one_line(&remote.value));
+                    Ok(ExitCode::FAILURE)
+                }
+                Err(Error::UnknownService(service)) => {
+                    eprintln!("UnknownService: {service}");
+                    Ok(ExitCode::FAILURE)
+                }
+                Err(Error::RpcTimeout {
+                    service,
+                    method,
+                    timeout,
+                }) => {
+                    eprintln!(
+                        "RpcTimeout: no reply from {service}.{method} within {}s",
+                        timeout.as_secs_f64()
+                    );
                     Ok(ExitCode::FAILURE)
                 }
                 Err(other) => Err(other),
@@ -199,56 +374,131 @@ async fn run(cli: Cli, services: Vec<ServiceDef>) -> Result<ExitCode> {
         } => {
             let payload = parse_json("PAYLOAD_JSON", &payload)?;
             let (transport, runner) = embed(&settings, services).await?;
-            EventPublisher::new(transport.clone(), &settings)
+            let result = EventPublisher::new(transport.clone(), &settings)
                 .dispatch(&service, &event_type, &payload)
-                .await?;
+                .await;
             if let Some(runner) = runner {
                 // Let the in-process handlers run, then drain them.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 runner.stop().await;
             }
             transport.close().await;
+            result?;
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-/// Settings from `--config`, `--define` and `--broker` / `AMQP_URI`.
-pub fn load_settings(global: &GlobalArgs, services: &[ServiceDef]) -> Result<Settings> {
+/// `run`: the selected services until Ctrl-C or SIGTERM.
+async fn run_services(
+    settings: &Settings,
+    services: Vec<ServiceDef>,
+    names: &[String],
+) -> Result<ExitCode> {
+    let selected = select(services, names)?;
+    // Signal handlers first, so that a SIGTERM during startup stops the
+    // services gracefully instead of killing the process.
+    let stop = shutdown_signal();
+    let transport = connect(settings).await?;
+    let names: Vec<&str> = selected.iter().map(ServiceDef::name).collect();
+    println!(
+        "enoki: running {} on the {} transport (Ctrl-C to stop)",
+        names.join(", "),
+        transport.kind()
+    );
+    let mut runner = ServiceRunner::new(transport.clone(), settings.clone());
+    for def in selected {
+        runner.add(def);
+    }
+    let result = runner
+        .run_until(async {
+            stop.await;
+            // A second signal while stopping gracefully exits at once.
+            let again = shutdown_signal();
+            tokio::spawn(async move {
+                again.await;
+                eprintln!("enoki: killed (second signal)");
+                std::process::exit(130);
+            });
+        })
+        .await;
+    transport.close().await;
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Settings from `--config`, the `AMQP_URI` environment variable,
+/// `--broker` and `--define`, in that order of precedence (see the
+/// [module docs](self)). `extra_keys` are accepted besides
+/// [`crate::config::KNOWN_KEYS`].
+pub fn load_settings(global: &GlobalArgs, extra_keys: &[&str]) -> Result<Settings> {
+    let env_uri = std::env::var("AMQP_URI").ok();
+    resolve_settings(global, env_uri.as_deref(), extra_keys)
+}
+
+/// [`load_settings`] with the `AMQP_URI` environment variable given.
+fn resolve_settings(
+    global: &GlobalArgs,
+    env_uri: Option<&str>,
+    extra_keys: &[&str],
+) -> Result<Settings> {
     let mut settings = match &global.config {
         Some(path) => {
             let settings = Settings::load(path)?;
-            let _ = services;
-            settings.check_keys(&[], &path.display().to_string())?;
+            settings.check_keys(extra_keys, &path.display().to_string())?;
             settings
         }
         None => Settings::new(),
     };
-    for define in &global.define {
-        let (key, value) = match define.split_once('=') {
-            Some((key, value)) => {
-                let value: Value = serde_yaml_ng::from_str(value)
-                    .map_err(|err| Error::Config(format!("--define {define}: {err}")))?;
-                (key, value)
-            }
-            None => (define.as_str(), Value::Bool(true)),
-        };
-        settings = settings.with(key, value);
+    if let Some(uri) = env_uri.filter(|uri| !uri.is_empty()) {
+        settings = settings.with("AMQP_URI", Value::String(uri.to_owned()));
     }
     if let Some(broker) = &global.broker {
         settings = settings.with("AMQP_URI", Value::String(broker.clone()));
     }
+    let mut defined = Settings::new();
+    for define in &global.define {
+        let (key, value) = match define.split_once('=') {
+            Some((key, value)) => {
+                let value: Value = serde_yaml_ng::from_str(value).map_err(|err| {
+                    Error::Config(format!("--define {define}: the value is not YAML: {err}"))
+                })?;
+                (key.trim(), value)
+            }
+            None => (define.trim(), Value::Bool(true)),
+        };
+        if key.is_empty() {
+            return Err(Error::Config(format!(
+                "--define {define}: expected KEY=VALUE"
+            )));
+        }
+        defined = defined.with(key, value);
+    }
+    defined.check_keys(extra_keys, "--define")?;
+    let settings = settings.merged(&defined);
     settings.validate()?;
     Ok(settings)
 }
 
-/// The transport the settings ask for.
+/// The transport the settings ask for: RabbitMQ when `AMQP_URI` is set
+/// (with `HEARTBEAT`), the embedded broker otherwise.
 pub async fn connect(settings: &Settings) -> Result<Arc<dyn Transport>> {
     match settings.amqp_uri() {
         None => Ok(MemoryTransport::new()),
-        Some(uri) => Err(Error::Config(format!(
-            "AMQP_URI is set ({uri}), but this build has no AMQP transport"
-        ))),
+        #[cfg(feature = "amqp")]
+        Some(uri) => {
+            let options = crate::transport::AmqpOptions {
+                heartbeat: settings.heartbeat(),
+                connection_name: Some(format!("enoki {}", std::process::id())),
+                ..Default::default()
+            };
+            let transport = crate::transport::AmqpTransport::connect(uri, options).await?;
+            Ok(transport)
+        }
+        #[cfg(not(feature = "amqp"))]
+        Some(_) => Err(Error::Config(
+            "AMQP_URI is set, but this build has no AMQP transport (feature `amqp`)".into(),
+        )),
     }
 }
 
@@ -305,25 +555,140 @@ fn parse_object(what: &str, text: Option<&str>) -> Result<Map<String, Value>> {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM (axum's `shutdown_signal`).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on Ctrl-C or SIGTERM (axum's `shutdown_signal`). The signal
+/// handlers are installed when this is called, not when first polled, so
+/// a signal that arrives in between is not lost.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        let terminate = signal(SignalKind::terminate()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(interrupt) => {},
+                () = wait(terminate) => {},
             }
-            Err(_) => std::future::pending::<()>().await,
+            tracing::info!("shutdown signal received");
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
     }
-    tracing::info!("shutdown signal received");
+    #[cfg(not(unix))]
+    {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutdown signal received");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn global(
+        config: Option<&std::path::Path>,
+        broker: Option<&str>,
+        define: &[&str],
+    ) -> GlobalArgs {
+        GlobalArgs {
+            config: config.map(std::path::Path::to_path_buf),
+            define: define.iter().map(|d| (*d).to_owned()).collect(),
+            broker: broker.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn amqp_uri_precedence() {
+        let dir = std::env::temp_dir().join(format!("enoki-cli-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("config.yaml");
+        std::fs::write(&file, "AMQP_URI: amqp://file/\nmax_workers: 3\n").unwrap();
+        let uri = |global: &GlobalArgs, env: Option<&str>| {
+            resolve_settings(global, env, &[])
+                .unwrap()
+                .amqp_uri()
+                .map(str::to_owned)
+        };
+        let f = Some(file.as_path());
+        assert_eq!(
+            uri(&global(f, None, &[]), None).as_deref(),
+            Some("amqp://file/")
+        );
+        assert_eq!(
+            uri(&global(f, None, &[]), Some("")).as_deref(),
+            Some("amqp://file/")
+        );
+        assert_eq!(
+            uri(&global(f, None, &[]), Some("amqp://env/")).as_deref(),
+            Some("amqp://env/")
+        );
+        assert_eq!(
+            uri(&global(f, Some("amqp://flag/"), &[]), Some("amqp://env/")).as_deref(),
+            Some("amqp://flag/")
+        );
+        assert_eq!(
+            uri(
+                &global(f, Some("amqp://flag/"), &["AMQP_URI=amqp://define/"]),
+                Some("amqp://env/")
+            )
+            .as_deref(),
+            Some("amqp://define/")
+        );
+        // `--define AMQP_URI=` (null) means no broker: the embedded one.
+        assert_eq!(
+            uri(&global(f, Some("amqp://flag/"), &["AMQP_URI="]), None),
+            None
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn defines_are_yaml_and_checked() {
+        let settings = resolve_settings(
+            &global(
+                None,
+                None,
+                &[
+                    "max_workers=5",
+                    "DECLARE_EVENT_EXCHANGES=false",
+                    "DB_URIS={a: b}",
+                    "FLAG",
+                ],
+            ),
+            None,
+            &["DB_URIS", "FLAG"],
+        )
+        .unwrap();
+        assert_eq!(settings.max_workers(), 5);
+        assert!(!settings.declare_event_exchanges());
+        assert_eq!(
+            settings.get("DB_URIS"),
+            Some(&serde_json::json!({"a": "b"}))
+        );
+        assert_eq!(settings.get("FLAG"), Some(&Value::Bool(true)));
+        let err = resolve_settings(&global(None, None, &["max_workrs=5"]), None, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("max_workrs") && err.contains("max_workers"),
+            "{err}"
+        );
+        let err = resolve_settings(&global(None, None, &["max_workers=lots"]), None, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_workers"), "{err}");
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        assert_eq!(one_line("a\n  b\n\nc"), "a b c");
+    }
 }

@@ -3,8 +3,17 @@
 //!
 //! Values substituted from the environment are parsed again as YAML, as
 //! nameko does, so `${PORT:8000}` is the integer 8000 and `${HOSTS:[a, b]}`
-//! a list. `!env_var` forces substitution on a quoted scalar and
-//! `!raw_env_var` keeps the substituted value a string.
+//! a list, and `${UNSET}` alone is null. `!env_var` forces substitution
+//! and `!raw_env_var` keeps the substituted value a string.
+//!
+//! Differences from nameko's loader: quoted scalars (`'${X}'`) are
+//! substituted too (the YAML parser does not say which scalars were
+//! quoted); a default may itself hold `${...}` (nameko needs the `regex`
+//! module for that); and a substituted value that is not valid YAML stays
+//! a string instead of failing the load.
+//!
+//! [`Settings::check_keys`] rejects keys nobody reads (with a did-you-mean)
+//! and [`Settings::validate`] checks the values of [`KNOWN_KEYS`].
 //!
 //! (The `subst` crate also expands bare `$NAME` and backslash escapes,
 //! which nameko leaves alone, so a password like `pa$$word` would change
@@ -251,24 +260,38 @@ impl Settings {
             .map(std::time::Duration::from_secs_f64)
     }
 
-    /// Checks the values of the keys enoki reads.
+    /// Checks the values of the keys enoki reads. A key set to null (e.g.
+    /// `--define AMQP_URI=`, or `${UNSET}`) counts as absent: its default
+    /// applies.
     pub fn validate(&self) -> Result<()> {
-        for key in [
-            "max_workers",
-            "parent_calls_tracked",
-            "HEARTBEAT",
-            "PREFETCH_COUNT",
+        let present = |key: &str| self.get(key).filter(|value| !value.is_null());
+        for (key, max) in [
+            ("max_workers", u64::from(u32::MAX)),
+            ("parent_calls_tracked", u64::from(u32::MAX)),
+            ("HEARTBEAT", u64::from(u16::MAX)),
+            ("PREFETCH_COUNT", u64::from(u16::MAX)),
         ] {
-            if let Some(value) = self.get(key)
-                && !value.is_u64()
+            if let Some(value) = present(key)
+                && value.as_u64().is_none_or(|n| n > max)
             {
                 return Err(Error::Config(format!(
-                    "`{key}` must be a non-negative integer, got {value}"
+                    "`{key}` must be an integer from 0 to {max}, got {value}"
+                )));
+            }
+        }
+        for key in ["GRACE_PERIOD", "RPC_TIMEOUT"] {
+            if let Some(value) = present(key)
+                && !value
+                    .as_f64()
+                    .is_some_and(|n| n.is_finite() && (0.0..1e9).contains(&n))
+            {
+                return Err(Error::Config(format!(
+                    "`{key}` must be a non-negative number of seconds, got {value}"
                 )));
             }
         }
         for key in ["AUTO_DELETE_EVENT_EXCHANGES", "DECLARE_EVENT_EXCHANGES"] {
-            if let Some(value) = self.get(key)
+            if let Some(value) = present(key)
                 && !value.is_boolean()
             {
                 return Err(Error::Config(format!(
@@ -277,7 +300,7 @@ impl Settings {
             }
         }
         for key in ["AMQP_URI", "rpc_exchange"] {
-            if let Some(value) = self.get(key)
+            if let Some(value) = present(key)
                 && !value.is_string()
             {
                 return Err(Error::Config(format!(
@@ -285,12 +308,33 @@ impl Settings {
                 )));
             }
         }
-        if let Some(serializer) = self.get("serializer")
+        if present("rpc_exchange").and_then(Value::as_str) == Some("") {
+            return Err(Error::Config("`rpc_exchange` must not be empty".into()));
+        }
+        if let Some(serializer) = present("serializer")
             && serializer.as_str() != Some("json")
         {
             return Err(Error::Config(format!(
                 "`serializer` must be json (the only serializer enoki speaks), got {serializer}"
             )));
+        }
+        if let Some(accept) = present("ACCEPT") {
+            let names: Option<Vec<&str>> = match accept {
+                Value::String(name) => Some(vec![name.as_str()]),
+                Value::Array(items) => items.iter().map(Value::as_str).collect(),
+                _ => None,
+            };
+            match names {
+                Some(names)
+                    if names
+                        .iter()
+                        .any(|name| *name == "json" || *name == "application/json") => {}
+                _ => {
+                    return Err(Error::Config(format!(
+                        "`ACCEPT` must be a list of serializer names including json, got {accept}"
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -340,7 +384,7 @@ fn resolve(yaml: serde_yaml_ng::Value) -> std::result::Result<Value, String> {
         Y::Null => Value::Null,
         Y::Bool(b) => Value::Bool(b),
         Y::Number(n) => serde_json::to_value(&n).map_err(|e| e.to_string())?,
-        Y::String(s) if s.contains("${") => reparse(&substitute(&s)?)?,
+        Y::String(s) if s.contains("${") => substituted(s, false)?,
         Y::String(s) => Value::String(s),
         Y::Sequence(items) => {
             Value::Array(items.into_iter().map(resolve).collect::<Result<_, _>>()?)
@@ -361,19 +405,29 @@ fn resolve(yaml: serde_yaml_ng::Value) -> std::result::Result<Value, String> {
         Y::Tagged(tagged) => {
             let tag = tagged.tag.to_string();
             match (tag.trim_start_matches('!'), tagged.value) {
-                ("env_var", Y::String(s)) => reparse(&substitute(&s)?)?,
-                ("raw_env_var", Y::String(s)) => Value::String(substitute(&s)?),
+                ("env_var", Y::String(s)) => substituted(s, false)?,
+                ("raw_env_var", Y::String(s)) => substituted(s, true)?,
                 (_, other) => return Err(format!("unsupported tag {tag} on {other:?}")),
             }
         }
     })
 }
 
-/// A substituted value is parsed again as YAML (nameko's behaviour).
-fn reparse(text: &str) -> std::result::Result<Value, String> {
-    if text.is_empty() {
-        return Ok(Value::String(String::new()));
+/// nameko's `env_var_constructor`: a scalar with nothing substituted stays
+/// the string it was; otherwise the result is reparsed, unless `raw`.
+fn substituted(text: String, raw: bool) -> std::result::Result<Value, String> {
+    let value = substitute(&text)?;
+    if value == text || raw {
+        Ok(Value::String(value))
+    } else {
+        reparse(&value)
     }
+}
+
+/// A substituted value is parsed again as YAML (nameko's behaviour: an
+/// empty result is null). Text that is not valid YAML after substitution
+/// stays a string (nameko would fail to load the file).
+fn reparse(text: &str) -> std::result::Result<Value, String> {
     match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) {
         Ok(yaml) => resolve_plain(yaml),
         Err(_) => Ok(Value::String(text.to_owned())),
@@ -385,7 +439,10 @@ fn resolve_plain(yaml: serde_yaml_ng::Value) -> std::result::Result<Value, Strin
 }
 
 /// Replaces `${VAR}` and `${VAR:default}` (defaults may nest); a missing
-/// variable with no default becomes the empty string, as in nameko.
+/// variable with no default becomes the empty string, as in nameko. As with
+/// nameko's pattern, a variable name is any run of characters other than
+/// `}`, `:` and whitespace; text that does not match (`${}`, `${ X }`, an
+/// unclosed `${`) is left as it is.
 pub fn substitute(text: &str) -> std::result::Result<String, String> {
     substitute_with(text, &|name| std::env::var(name).ok())
 }
@@ -419,14 +476,20 @@ fn substitute_with(
             }
             i += 1;
         }
-        let end = end.ok_or_else(|| format!("unclosed `${{` in {text:?}"))?;
+        let Some(end) = end else {
+            // Unclosed: nothing more to substitute.
+            break;
+        };
         let body = &rest[body_start..end];
         let (name, default) = match body.split_once(':') {
             Some((name, default)) => (name, Some(default)),
             None => (body, None),
         };
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("bad variable name `{name}` in {text:?}"));
+        if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '}') {
+            // Not a variable reference: keep `${` and go on after it.
+            out.push_str("${");
+            rest = &rest[body_start..];
+            continue;
         }
         match (lookup(name), default) {
             (Some(value), _) => out.push_str(&value),
@@ -459,7 +522,9 @@ mod tests {
         assert_eq!(s("${MISSING}"), "");
         assert_eq!(s("${MISSING:${HOST:x}}"), "rabbit");
         assert_eq!(s("pa$$word"), "pa$$word");
-        assert!(substitute_with("${HOST", &env).is_err());
+        assert_eq!(s("${HOST"), "${HOST");
+        assert_eq!(s("a ${} b ${ HOST } ${HOST}"), "a ${} b ${ HOST } rabbit");
+        assert_eq!(s("${my.var-1:d}"), "d");
     }
 
     #[test]
@@ -473,6 +538,47 @@ mod tests {
         assert_eq!(settings.max_workers(), 64);
         assert_eq!(settings.get("list"), Some(&serde_json::json!([1, 2])));
         assert_eq!(settings.get("raw"), Some(&serde_json::json!("8000")));
+    }
+
+    #[test]
+    fn unset_variables_are_null_and_unchanged_text_is_kept() {
+        let settings = Settings::from_yaml_str(
+            "a: ${ENOKI_TEST_UNSET_4}\nb: x${ENOKI_TEST_UNSET_5}\nc: ${ }\nd: ${ENOKI_TEST_UNSET_6:'007'}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        assert_eq!(settings.get("a"), Some(&Value::Null));
+        assert_eq!(settings.get("b"), Some(&serde_json::json!("x")));
+        assert_eq!(settings.get("c"), Some(&serde_json::json!("${ }")));
+        assert_eq!(settings.get("d"), Some(&serde_json::json!("007")));
+        settings.validate().unwrap();
+    }
+
+    #[test]
+    fn values_are_validated() {
+        let bad = |yaml: &str| {
+            Settings::from_yaml_str(yaml, "t.yaml")
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad("HEARTBEAT: 70000\n").contains("HEARTBEAT"));
+        assert!(bad("PREFETCH_COUNT: -1\n").contains("PREFETCH_COUNT"));
+        assert!(bad("serializer: pickle\n").contains("serializer"));
+        assert!(bad("ACCEPT: [pickle]\n").contains("ACCEPT"));
+        assert!(bad("rpc_exchange: ''\n").contains("rpc_exchange"));
+        assert!(bad("AMQP_URI: 5\n").contains("AMQP_URI"));
+        assert!(bad("DECLARE_EVENT_EXCHANGES: maybe\n").contains("DECLARE_EVENT_EXCHANGES"));
+        assert!(bad("GRACE_PERIOD: soon\n").contains("GRACE_PERIOD"));
+        let ok = Settings::from_yaml_str(
+            "AMQP_URI: null\nACCEPT: [json]\nserializer: json\nHEARTBEAT: 0\nmax_workers: 0\n",
+            "t.yaml",
+        )
+        .unwrap();
+        ok.validate().unwrap();
+        assert_eq!(ok.amqp_uri(), None);
+        assert_eq!(ok.max_workers(), 10);
     }
 
     #[test]

@@ -224,13 +224,11 @@ impl AmqpTransport {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::Transport("AmqpTransport::connect must run inside a tokio runtime".into())
         })?;
-        let mut parsed: AMQPUri = kombu_to_amqp(uri)
-            .parse()
-            .map_err(|err: String| {
-                Error::Transport(format!(
-                    "invalid AMQP URI {shown}: {err} (expected amqp://USER:PASSWORD@HOST:PORT/VHOST)"
-                ))
-            })?;
+        let mut parsed: AMQPUri = kombu_to_amqp(uri).parse().map_err(|err: String| {
+            Error::Transport(format!(
+                "invalid AMQP URI {shown}: {err} (expected amqp://USER:PASSWORD@HOST:PORT/VHOST)"
+            ))
+        })?;
         if parsed.vhost.is_empty() {
             // kombu (and so nameko) reads `amqp://host/` as the default vhost.
             parsed.vhost = "/".into();
