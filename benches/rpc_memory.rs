@@ -152,13 +152,19 @@ async fn baseline_rps() -> f64 {
 }
 
 fn main() {
+    let threads = std::env::var("ENOKI_BENCH_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(2);
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads)
         .enable_all()
         .build()
         .expect("runtime");
+    // ENOKI_BENCH_ONLY=enoki skips the baseline (for profiling).
+    let only_enoki = std::env::var("ENOKI_BENCH_ONLY").is_ok_and(|only| only == "enoki");
     let (enoki, baseline) = runtime.block_on(async {
-        let baseline = baseline_rps().await;
+        let baseline = if only_enoki { f64::NAN } else { baseline_rps().await };
         let enoki = enoki_rps().await;
         (enoki, baseline)
     });

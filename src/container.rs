@@ -399,7 +399,9 @@ impl Shared {
                 shared.parent_calls_tracked,
                 kill.clone(),
             );
-            let body = async {
+            // Boxed: the task itself stays small (tokio allocates task cells
+            // cache-aligned, and moves the future in).
+            let body = Box::pin(async {
                 let call = std::panic::catch_unwind(AssertUnwindSafe(|| {
                     (shared.invoke)(&shared.providers, worker.clone(), method, payload)
                 }));
@@ -435,7 +437,7 @@ impl Shared {
                 shared.providers.worker_result(&worker, &outcome).await;
                 shared.providers.worker_teardown(&worker).await;
                 outcome
-            };
+            });
             tokio::select! {
                 biased;
                 outcome = AssertUnwindSafe(body).catch_unwind() => match outcome {

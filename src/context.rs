@@ -78,14 +78,20 @@ fn parse_stack(value: &Value) -> Result<Vec<String>, RemoteError> {
 
 /// Encodes context data and a call-id stack as `nameko.*` headers.
 pub fn encode_headers(data: &Map<String, Value>, call_id_stack: &[String]) -> Headers {
+    let prefixed = |key: &str| {
+        let mut name = String::with_capacity(HEADER_PREFIX.len() + key.len());
+        name.push_str(HEADER_PREFIX);
+        name.push_str(key);
+        name
+    };
     let mut headers = Headers::new();
     for (key, value) in data {
         if !value.is_null() {
-            headers.insert(format!("{HEADER_PREFIX}{key}"), value.clone());
+            headers.insert(prefixed(key), value.clone());
         }
     }
     headers.insert(
-        format!("{HEADER_PREFIX}{CALL_ID_STACK}"),
+        prefixed(CALL_ID_STACK),
         Value::Array(call_id_stack.iter().cloned().map(Value::String).collect()),
     );
     headers

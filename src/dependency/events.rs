@@ -4,13 +4,12 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::client::{declare_event_exchange, publish_event};
-use crate::config::Settings;
+use crate::client::declare_event_exchange;
 use crate::context::{ContainerCtx, WorkerCtx};
 use crate::dependency::DependencyProvider;
 use crate::error::Result;
-use crate::message::names;
-use crate::transport::Transport;
+use crate::message::{Message, names};
+use crate::transport::{PublishOptions, Transport};
 
 /// Provides a [`Dispatcher`] that publishes events from this service to
 /// `<service>.events`, carrying the worker's context (nameko's
@@ -23,7 +22,8 @@ pub struct EventDispatcher {
 #[derive(Debug)]
 struct Shared {
     transport: Arc<dyn Transport>,
-    settings: Settings,
+    /// `<service>.events`, declared at setup.
+    exchange: String,
     source: String,
 }
 
@@ -35,7 +35,7 @@ impl DependencyProvider for EventDispatcher {
         declare_event_exchange(ctx.transport(), ctx.settings(), &exchange).await?;
         self.shared = Some(Arc::new(Shared {
             transport: ctx.transport().clone(),
-            settings: ctx.settings().with("DECLARE_EVENT_EXCHANGES", false.into()),
+            exchange,
             source: ctx.service_name().to_owned(),
         }));
         Ok(())
@@ -64,15 +64,11 @@ impl Dispatcher {
     /// context as headers. Returns once the broker has taken it.
     pub async fn emit(&self, event_type: &str, payload: impl Serialize) -> Result<()> {
         let body = serde_json::to_vec(&payload)?;
-        publish_event(
-            &self.shared.transport,
-            &self.shared.settings,
-            &self.shared.source,
-            event_type,
-            body,
-            self.worker.headers(),
-        )
-        .await
+        let message = Message::json(body).with_headers(self.worker.headers());
+        self.shared
+            .transport
+            .publish(&self.shared.exchange, event_type, message, PublishOptions::default())
+            .await
     }
 
     /// The source service name.
