@@ -87,7 +87,6 @@ impl RpcEntrypoint {
 struct Request {
     delivery: Delivery,
     method: &'static str,
-    reply_to: String,
     context: ContextData,
 }
 
@@ -95,7 +94,7 @@ impl Request {
     /// Answers (and acks) requests that are bad before any worker runs.
     async fn check(shared: &Arc<Shared>, delivery: Delivery) -> Option<Request> {
         let properties = &delivery.message.properties;
-        let Some(reply_to) = properties.reply_to.clone() else {
+        if properties.reply_to.is_none() {
             tracing::error!(
                 service = shared.name,
                 routing_key = %delivery.routing_key,
@@ -103,7 +102,7 @@ impl Request {
             );
             settle(delivery.ack().await);
             return None;
-        };
+        }
         let rejected = if properties
             .content_type
             .as_deref()
@@ -133,7 +132,6 @@ impl Request {
                 return Some(Request {
                     delivery,
                     method,
-                    reply_to,
                     context,
                 });
             }
@@ -145,7 +143,7 @@ impl Request {
             "bad RPC request"
         );
         let outcome = Err(error);
-        reply_and_ack(shared, delivery, &reply_to, &outcome).await;
+        reply_and_ack(shared, delivery, &outcome).await;
         None
     }
 
@@ -153,7 +151,6 @@ impl Request {
         let Request {
             delivery,
             method,
-            reply_to,
             context,
         } = self;
         let payload = delivery.message.body.clone();
@@ -164,7 +161,7 @@ impl Request {
             payload,
             context,
             move |outcome| async move {
-                reply_and_ack(&replier, delivery, &reply_to, &outcome).await;
+                reply_and_ack(&replier, delivery, &outcome).await;
                 outcome
             },
         );
@@ -174,7 +171,9 @@ impl Request {
 /// Publishes the reply, then acks the request. If the reply cannot be
 /// published, the request is requeued once (its worker runs again), then
 /// dropped.
-async fn reply_and_ack(shared: &Shared, delivery: Delivery, reply_to: &str, outcome: &Outcome) {
+async fn reply_and_ack(shared: &Shared, delivery: Delivery, outcome: &Outcome) {
+    // `check` made sure there is a reply_to.
+    let reply_to = delivery.message.properties.reply_to.as_deref().unwrap_or_default();
     let transport: &Arc<dyn Transport> = shared.ctx.transport();
     let mut reply = Message::json(encode_reply(outcome));
     reply.properties.correlation_id = delivery.message.properties.correlation_id.clone();
