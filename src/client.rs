@@ -334,30 +334,37 @@ impl ClusterRpc {
             .with_correlation_id(correlation_id.as_str())
             .with_reply_to(listener.routing_key.as_str());
         let routing_key = names::rpc_routing_key(service, method);
-        listener
-            .transport
-            .publish(
-                &listener.exchange,
-                &routing_key,
-                message,
-                PublishOptions { mandatory: true },
-            )
-            .await
-            .map_err(|err| match err {
-                Error::Unroutable { .. } => Error::UnknownService(service.to_owned()),
-                other => other,
-            })?;
+        let timed_out = |timeout| Error::RpcTimeout {
+            service: service.to_owned(),
+            method: method.to_owned(),
+            timeout,
+        };
+        // One deadline for the whole call: publishing (and its confirm) can
+        // hang too when the network goes silent.
+        let deadline = self
+            .timeout
+            .map(|timeout| (tokio::time::Instant::now() + timeout, timeout));
+        let publish = listener.transport.publish(
+            &listener.exchange,
+            &routing_key,
+            message,
+            PublishOptions { mandatory: true },
+        );
+        let published = match deadline {
+            Some((at, timeout)) => tokio::time::timeout_at(at, publish)
+                .await
+                .map_err(|_| timed_out(timeout))?,
+            None => publish.await,
+        };
+        published.map_err(|err| match err {
+            Error::Unroutable { .. } => Error::UnknownService(service.to_owned()),
+            other => other,
+        })?;
 
-        let reply = match self.timeout {
-            Some(timeout) => {
-                tokio::time::timeout(timeout, rx)
-                    .await
-                    .map_err(|_| Error::RpcTimeout {
-                        service: service.to_owned(),
-                        method: method.to_owned(),
-                        timeout,
-                    })?
-            }
+        let reply = match deadline {
+            Some((at, timeout)) => tokio::time::timeout_at(at, rx)
+                .await
+                .map_err(|_| timed_out(timeout))?,
             None => rx.await,
         };
         reply.unwrap_or(Err(Error::TransportClosed))

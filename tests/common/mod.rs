@@ -1,1 +1,2 @@
 pub(crate) mod amqp;
+pub(crate) mod proxy;
