@@ -164,7 +164,11 @@ fn main() {
     // ENOKI_BENCH_ONLY=enoki skips the baseline (for profiling).
     let only_enoki = std::env::var("ENOKI_BENCH_ONLY").is_ok_and(|only| only == "enoki");
     let (enoki, baseline) = runtime.block_on(async {
-        let baseline = if only_enoki { f64::NAN } else { baseline_rps().await };
+        let baseline = if only_enoki {
+            f64::NAN
+        } else {
+            baseline_rps().await
+        };
         let enoki = enoki_rps().await;
         (enoki, baseline)
     });

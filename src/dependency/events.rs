@@ -67,7 +67,12 @@ impl Dispatcher {
         let message = Message::json(body).with_headers(self.worker.headers());
         self.shared
             .transport
-            .publish(&self.shared.exchange, event_type, message, PublishOptions::default())
+            .publish(
+                &self.shared.exchange,
+                event_type,
+                message,
+                PublishOptions::default(),
+            )
             .await
     }
 

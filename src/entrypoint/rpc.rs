@@ -173,7 +173,12 @@ impl Request {
 /// dropped.
 async fn reply_and_ack(shared: &Shared, delivery: Delivery, outcome: &Outcome) {
     // `check` made sure there is a reply_to.
-    let reply_to = delivery.message.properties.reply_to.as_deref().unwrap_or_default();
+    let reply_to = delivery
+        .message
+        .properties
+        .reply_to
+        .as_deref()
+        .unwrap_or_default();
     let transport: &Arc<dyn Transport> = shared.ctx.transport();
     let mut reply = Message::json(encode_reply(outcome));
     reply.properties.correlation_id = delivery.message.properties.correlation_id.clone();
