@@ -104,11 +104,27 @@ Without AMQP_URI, everything runs in this process on the embedded broker.";
     about = "nameko-style microservices for Rust",
     after_help = PRECEDENCE_HELP
 )]
+#[cfg_attr(feature = "gateway", command(args_conflicts_with_subcommands = true))]
 pub struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
+    /// Options of the gateway, for plain `enoki` (same as `enoki gateway`).
+    #[cfg(feature = "gateway")]
+    #[command(flatten)]
+    gateway: crate::gateway::GatewayArgs,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+impl Cli {
+    /// Plain `enoki`: the gateway (with the options given at the top
+    /// level) when built with it, otherwise `run`.
+    fn default_command(&self) -> Command {
+        #[cfg(feature = "gateway")]
+        return Command::Gateway(self.gateway.clone());
+        #[cfg(not(feature = "gateway"))]
+        return Command::Run { services: vec![] };
+    }
 }
 
 /// Options every command takes.
@@ -129,6 +145,11 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the HTTP/WebSocket gateway (the default command): with no
+    /// broker, every service runs embedded beside it.
+    #[cfg(feature = "gateway")]
+    #[command(after_help = PRECEDENCE_HELP)]
+    Gateway(crate::gateway::GatewayArgs),
     /// Run services (all by default) until Ctrl-C or SIGTERM.
     #[command(after_help = PRECEDENCE_HELP)]
     Run {
@@ -177,6 +198,8 @@ impl Command {
         // hosts in-process (embedded transport) would only repeat it.
         match self {
             Command::Run { .. } => "info,lapin=off",
+            #[cfg(feature = "gateway")]
+            Command::Gateway(_) => "info,lapin=off",
             Command::Call { .. } => "warn,lapin=off,enoki::container=off,enoki::entrypoint=off",
             _ => "warn,lapin=off",
         }
@@ -221,7 +244,7 @@ impl App {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let cli = match Cli::try_parse_from(args) {
+        let mut cli = match Cli::try_parse_from(args) {
             Ok(cli) => cli,
             Err(err) => {
                 let _ = err.print();
@@ -232,11 +255,14 @@ impl App {
                 };
             }
         };
-        let command = cli.command.unwrap_or(Command::Run { services: vec![] });
+        let command = match cli.command.take() {
+            Some(command) => command,
+            None => cli.default_command(),
+        };
         init_tracing(command.default_log_filter());
         let cli = Cli {
-            global: cli.global,
             command: Some(command),
+            ..cli
         };
         match run(cli, self).await {
             Ok(code) => code,
@@ -284,7 +310,16 @@ async fn run(cli: Cli, app: App) -> Result<ExitCode> {
     let extra_keys: Vec<&str> = config_keys.iter().map(String::as_str).collect();
     let env_uri = std::env::var("AMQP_URI").ok();
     let settings = resolve_settings(&cli.global, env_uri.as_deref(), &extra_keys)?;
-    match cli.command.unwrap_or(Command::Run { services: vec![] }) {
+    let command = match cli.command {
+        Some(command) => command,
+        None => cli.default_command(),
+    };
+    match command {
+        #[cfg(feature = "gateway")]
+        Command::Gateway(args) => {
+            crate::gateway::run(args, settings, services).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::ShowConfig => {
             let yaml = serde_yaml_ng::to_string(settings.as_map())
                 .map_err(|err| Error::Config(err.to_string()))?;

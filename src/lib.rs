@@ -50,12 +50,14 @@
 //! - [`client`]: [`ClusterRpc`] and [`EventPublisher`];
 //! - [`config`]: nameko-style YAML settings;
 //! - [`testing`]: nameko.testing for Rust;
-//! - [`cli`]: the `enoki` command line, for your own binaries too.
+//! - [`cli`]: the `enoki` command line, for your own binaries too;
+//! - `gateway`: the HTTP/WebSocket gateway (routes → RPC, events → browsers).
 //!
 //! ## Features
 //! - `macros` (default): `#[service]`, `#[derive(Dependencies)]`;
 //! - `testing` (default): [`testing`];
-//! - `cli` (default): [`cli`] and the `enoki` binary.
+//! - `cli` (default): [`cli`] and the `enoki` binary;
+//! - `gateway` (default): the HTTP/WebSocket gateway, `enoki::gateway`.
 
 pub mod client;
 pub mod config;
@@ -72,6 +74,8 @@ pub mod transport;
 
 #[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -484,3 +484,64 @@ fn run_call_dispatch_on_rabbitmq() {
     ]);
     assert_one_line_error(&out, &["RpcTimeout: ", "greeter.hello"]);
 }
+
+// ===== the gateway, the default command =====
+
+/// Plain `enoki --listen ADDR` runs the gateway with the example services
+/// embedded, prints the URL to open, serves `GET /hello/{name}`, and stops
+/// gracefully (exit 0) on SIGTERM.
+#[test]
+fn plain_enoki_runs_the_gateway_embedded() {
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = command(&["--listen", &listen], &[])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a line on stdout").unwrap();
+    assert_eq!(
+        first,
+        format!("enoki gateway: listening on http://{listen}/")
+    );
+
+    let mut stream = std::net::TcpStream::connect(&listen).unwrap();
+    write!(
+        stream,
+        "GET /hello/Ann HTTP/1.1\r\nHost: {listen}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("\"Hello, Ann!\""), "{response}");
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "gateway did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}

@@ -1,0 +1,459 @@
+//! Gateway benchmarks, one run (`./scripts/bench-gateway`, or
+//! `cargo bench --bench gateway`):
+//!
+//! 1. HTTP, with `wrk` (same tool, same load for each): a bare axum
+//!    hello-world route (the limit), `GET /hello/{name}` routed to
+//!    `greeter.hello` on the embedded transport, and the same through
+//!    RabbitMQ (when reachable; a throwaway vhost).
+//! 2. WebSocket fan-out: N clients (`ENOKI_BENCH_WS_CLIENTS`, default
+//!    10000) subscribed to one event; events published at a fixed rate on
+//!    the gateway's embedded broker; deliveries per second, p99 delivery
+//!    latency, and the gateway process's memory per connection (the gateway
+//!    runs in a child process, so the clients' memory is not counted).
+//!
+//! Everything listens on 127.0.0.1 only. Environment: `ENOKI_BENCH_SECS`
+//! (wrk duration, default 5), `ENOKI_BENCH_CONNS` (wrk connections, 64),
+//! `ENOKI_BENCH_WS_CLIENTS`, `ENOKI_BENCH_EVENTS_PER_SEC` (default 40),
+//! `ENOKI_BENCH_EVENT_SECS` (default 5).
+#![allow(missing_docs, unreachable_pub)]
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/greeter.rs"]
+mod greeter;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::Path;
+use axum::routing::get;
+use enoki::gateway::{GatewayConfig, GatewayState, RouteTable, router};
+use enoki::prelude::*;
+use enoki::transport::{MemoryTransport, Transport};
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    if std::env::var("ENOKI_BENCH_ROLE").as_deref() == Ok("ws-server") {
+        runtime.block_on(ws_server());
+        return;
+    }
+    runtime.block_on(async {
+        http_benches().await;
+        ws_fanout().await;
+    });
+}
+
+// ===== HTTP =====
+
+fn routes() -> RouteTable {
+    RouteTable::load_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("routes"))
+        .expect("routes load")
+}
+
+async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+struct WrkResult {
+    rps: f64,
+    p99: String,
+}
+
+async fn wrk(url: &str) -> Option<WrkResult> {
+    let secs = env_or("ENOKI_BENCH_SECS", 5);
+    let conns = env_or("ENOKI_BENCH_CONNS", 64);
+    let output = tokio::process::Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{conns}"),
+            &format!("-d{secs}s"),
+            "--latency",
+            url,
+        ])
+        .output()
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())?;
+    let p99 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default();
+    let errors = text
+        .lines()
+        .find(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
+    if let Some(errors) = errors {
+        println!("  wrk: {}", errors.trim());
+    }
+    Some(WrkResult { rps, p99 })
+}
+
+async fn gateway_on(transport: Arc<dyn Transport>) -> (GatewayState, ServiceRunner) {
+    let mut runner = ServiceRunner::new(transport.clone(), Settings::new());
+    runner.add(enoki::service::<greeter::Greeter>());
+    runner.start().await.unwrap();
+    let config = GatewayConfig {
+        concurrency_limit: 4096,
+        ..GatewayConfig::default()
+    };
+    let state = GatewayState::builder(transport)
+        .config(config)
+        .routes(routes())
+        .build()
+        .await
+        .unwrap();
+    (state, runner)
+}
+
+async fn http_benches() {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        println!(
+            "gateway http: skipped (wrk is not installed; ./scripts/bench-gateway installs it)"
+        );
+        return;
+    }
+    let bare = Router::new().route(
+        "/hello/{name}",
+        get(|Path(name): Path<String>| async move { axum::Json(format!("Hello, {name}!")) }),
+    );
+    let addr = serve(bare).await;
+    let bare = wrk(&format!("http://{addr}/hello/Ann"))
+        .await
+        .expect("wrk runs");
+    println!(
+        "gateway http: bare axum route          {:>9.0} req/s  p99 {}",
+        bare.rps, bare.p99
+    );
+
+    let transport: Arc<dyn Transport> = MemoryTransport::new();
+    let (state, runner) = gateway_on(transport.clone()).await;
+    let addr = serve(router(state.clone())).await;
+    let embedded = wrk(&format!("http://{addr}/hello/Ann"))
+        .await
+        .expect("wrk runs");
+    println!(
+        "gateway http: /hello/{{name}} embedded    {:>9.0} req/s  p99 {}  ({:.2}x bare)",
+        embedded.rps,
+        embedded.p99,
+        embedded.rps / bare.rps
+    );
+    state.close().await;
+    runner.stop().await;
+    transport.close().await;
+
+    match amqp_vhost() {
+        None => {
+            println!("gateway http: /hello/{{name}} RabbitMQ    skipped (RabbitMQ not reachable)")
+        }
+        Some(vhost) => {
+            let uri = format!("amqp://guest:guest@127.0.0.1:5672/{vhost}");
+            let transport: Arc<dyn Transport> =
+                enoki::transport::AmqpTransport::connect(&uri, Default::default())
+                    .await
+                    .expect("connect to RabbitMQ");
+            let (state, runner) = gateway_on(transport.clone()).await;
+            let addr = serve(router(state.clone())).await;
+            let amqp = wrk(&format!("http://{addr}/hello/Ann"))
+                .await
+                .expect("wrk runs");
+            println!(
+                "gateway http: /hello/{{name}} RabbitMQ    {:>9.0} req/s  p99 {}  ({:.2}x bare)",
+                amqp.rps,
+                amqp.p99,
+                amqp.rps / bare.rps
+            );
+            state.close().await;
+            runner.stop().await;
+            transport.close().await;
+            let _ = Command::new("rabbitmqctl")
+                .args(["delete_vhost", &vhost])
+                .output();
+        }
+    }
+}
+
+fn amqp_vhost() -> Option<String> {
+    std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:5672".parse().unwrap(),
+        Duration::from_secs(1),
+    )
+    .ok()?;
+    let vhost = format!("enoki-bench-{}", uuid::Uuid::new_v4().simple());
+    let ok = Command::new("rabbitmqctl")
+        .args(["add_vhost", &vhost])
+        .output()
+        .ok()?
+        .status
+        .success()
+        && Command::new("rabbitmqctl")
+            .args(["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"])
+            .output()
+            .ok()?
+            .status
+            .success();
+    ok.then_some(vhost)
+}
+
+// ===== WebSocket fan-out =====
+
+/// Latency histogram: 50 µs buckets up to 10 s.
+const BUCKET_MICROS: u64 = 50;
+const BUCKETS: usize = 200_000;
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The child: a gateway on the embedded broker; commands on stdin.
+async fn ws_server() {
+    let transport: Arc<dyn Transport> = MemoryTransport::new();
+    let config = GatewayConfig {
+        concurrency_limit: 100_000,
+        ..GatewayConfig::default()
+    };
+    let state = GatewayState::builder(transport.clone())
+        .config(config)
+        .build()
+        .await
+        .unwrap();
+    let addr = serve(router(state.clone())).await;
+    println!("ADDR {addr}");
+    let publisher = EventPublisher::new(transport.clone(), &Settings::new());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(line) = rx.recv().await {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["rss"] => println!("RSS {}", rss_kib()),
+            ["burst", count, rate] => {
+                let (count, rate): (u64, u64) = (count.parse().unwrap(), rate.parse().unwrap());
+                let mut tick =
+                    tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+                for n in 0..count {
+                    tick.tick().await;
+                    publisher
+                        .dispatch("bench", "tick", &json!({ "n": n, "t": now_micros() }))
+                        .await
+                        .unwrap();
+                }
+                println!("SENT {count}");
+            }
+            ["metrics"] => {
+                let text = state.metrics().render();
+                for line in text
+                    .lines()
+                    .filter(|l| l.starts_with("enoki_gateway_events"))
+                {
+                    println!("M {line}");
+                }
+                println!("END");
+            }
+            _ => break,
+        }
+        let _ = std::io::stdout().flush();
+    }
+}
+
+async fn ws_fanout() {
+    let clients = env_or("ENOKI_BENCH_WS_CLIENTS", 10_000) as usize;
+    let rate = env_or("ENOKI_BENCH_EVENTS_PER_SEC", 40);
+    let secs = env_or("ENOKI_BENCH_EVENT_SECS", 5);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env("ENOKI_BENCH_ROLE", "ws-server")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut read = move |prefix: &str| -> String {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            stdout.read_line(&mut line).unwrap();
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.trim().to_owned();
+            }
+        }
+    };
+    let addr: SocketAddr = read("ADDR ").parse().unwrap();
+    writeln!(stdin, "rss").unwrap();
+    let rss_before: u64 = read("RSS ").parse().unwrap();
+
+    let received = Arc::new(AtomicU64::new(0));
+    let last = Arc::new(AtomicU64::new(0));
+    let latencies: Arc<Vec<AtomicU64>> =
+        Arc::new((0..BUCKETS).map(|_| AtomicU64::new(0)).collect());
+    let started = Instant::now();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(clients.max(1));
+    let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    let mut tasks = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let (received, last, latencies, ready_tx, gate) = (
+            received.clone(),
+            last.clone(),
+            latencies.clone(),
+            ready_tx.clone(),
+            gate.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut permit = Some(gate.acquire_owned().await.unwrap());
+            let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                .read_buffer_size(4096)
+                .write_buffer_size(0);
+            let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
+                format!("ws://{addr}/ws"),
+                Some(config),
+                true,
+            )
+            .await
+            .expect("ws connects");
+            ws.send(tokio_tungstenite::tungstenite::Message::text(
+                r#"{"type":"subscribe","events":["bench.tick"]}"#,
+            ))
+            .await
+            .unwrap();
+            while let Some(Ok(msg)) = ws.next().await {
+                let tokio_tungstenite::tungstenite::Message::Text(text) = msg else {
+                    continue;
+                };
+                let text = text.as_str();
+                if text.contains(r#""type":"subscribed""#) {
+                    permit.take();
+                    let _ = ready_tx.send(()).await;
+                    continue;
+                }
+                if let Some(at) = text.find(r#""t":"#) {
+                    let digits: String = text[at + 4..]
+                        .chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect();
+                    if let Ok(t) = digits.parse::<u64>() {
+                        let now = now_micros();
+                        let bucket = (now.saturating_sub(t) / BUCKET_MICROS) as usize;
+                        latencies[bucket.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+                        received.fetch_add(1, Ordering::Relaxed);
+                        last.fetch_max(now, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    drop(ready_tx);
+    for _ in 0..clients {
+        ready_rx.recv().await.expect("every client subscribes");
+    }
+    let connect_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    writeln!(stdin, "rss").unwrap();
+    let rss_after: u64 = read("RSS ").parse().unwrap();
+    let per_conn = (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / clients as f64;
+    println!(
+        "gateway ws: {clients} clients connected and subscribed in {connect_secs:.1} s; gateway RSS {} MiB -> {} MiB: {:.1} KiB per connection",
+        rss_before / 1024,
+        rss_after / 1024,
+        per_conn / 1024.0
+    );
+
+    let count = rate * secs;
+    let sent_at = now_micros();
+    writeln!(stdin, "burst {count} {rate}").unwrap();
+    let _ = read("SENT ");
+    let expected = count * clients as u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = received.load(Ordering::Relaxed);
+    let span = (last.load(Ordering::Relaxed).saturating_sub(sent_at)) as f64 / 1e6;
+    writeln!(stdin, "metrics").unwrap();
+    let mut dropped = String::new();
+    loop {
+        let line = read("");
+        if line == "END" {
+            break;
+        }
+        if line.contains("dropped") {
+            dropped = line.rsplit(' ').next().unwrap_or("0").to_owned();
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    for task in &tasks {
+        task.abort();
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let counts: Vec<u64> = latencies
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .collect();
+    let total: u64 = counts.iter().sum();
+    let pct = |p: f64| -> f64 {
+        let want = (total as f64 * p).ceil() as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                return ((i as u64 + 1) * BUCKET_MICROS) as f64;
+            }
+        }
+        0.0
+    };
+    println!(
+        "gateway ws: {count} events x {clients} clients at {rate} events/s: {got}/{expected} delivered in {span:.2} s = {:.0} deliveries/s; latency p50 {:.1} ms, p99 {:.1} ms; dropped {}",
+        got as f64 / span.max(1e-9),
+        pct(0.50) / 1000.0,
+        pct(0.99) / 1000.0,
+        if dropped.is_empty() {
+            "0".into()
+        } else {
+            dropped
+        },
+    );
+}

@@ -1,0 +1,159 @@
+//! `enoki gateway` (and plain `enoki`): the command-line surface of the
+//! gateway, for `crate::cli` to call.
+//!
+//! With no broker configured, every given service runs embedded on the
+//! memory transport beside the gateway. With a broker (`--broker` /
+//! `AMQP_URI`), the gateway connects to RabbitMQ and runs only the
+//! `--embed` services in this process. Ctrl-C or SIGTERM stops it
+//! gracefully: no new connections, in-flight requests finish, WebSocket
+//! and SSE clients are told, then the services stop.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::{GatewayState, ServiceInfo, router};
+use crate::config::Settings;
+use crate::container::ServiceDef;
+use crate::error::{Error, Result};
+use crate::runner::ServiceRunner;
+use crate::transport::{MemoryTransport, Transport};
+
+/// The gateway's options.
+#[derive(Debug, Clone, Args)]
+pub struct GatewayArgs {
+    /// The address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
+    pub listen: String,
+    /// The directory of route files (`*.yaml`).
+    #[arg(long, value_name = "DIR", default_value = "routes")]
+    pub routes: PathBuf,
+    /// The directory served at `/` (the built-in page when missing).
+    #[arg(long = "static", value_name = "DIR", default_value = "static")]
+    pub static_dir: PathBuf,
+    /// With a broker: services to run in this process too.
+    #[arg(long, value_name = "SERVICE,...", value_delimiter = ',')]
+    pub embed: Vec<String>,
+}
+
+impl Default for GatewayArgs {
+    fn default() -> Self {
+        GatewayArgs {
+            listen: "127.0.0.1:8000".into(),
+            routes: PathBuf::from("routes"),
+            static_dir: PathBuf::from("static"),
+            embed: Vec::new(),
+        }
+    }
+}
+
+/// Runs the gateway until Ctrl-C or SIGTERM.
+pub async fn run(args: GatewayArgs, settings: Settings, services: Vec<ServiceDef>) -> Result<()> {
+    run_until(
+        args,
+        settings,
+        services,
+        crate::cli::shutdown_signal(),
+        |_| {},
+    )
+    .await
+}
+
+/// Runs the gateway until `signal` resolves; `on_listen` gets the bound
+/// address (tests listen on port 0).
+pub async fn run_until(
+    args: GatewayArgs,
+    settings: Settings,
+    services: Vec<ServiceDef>,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+    on_listen: impl FnOnce(SocketAddr),
+) -> Result<()> {
+    let routes = super::RouteTable::load_dir(&args.routes)?;
+    let (transport, embedded): (Arc<dyn Transport>, Vec<ServiceDef>) = match settings.amqp_uri() {
+        None => (MemoryTransport::new(), services),
+        Some(uri) => {
+            let transport = connect_amqp(uri, &settings).await?;
+            let known: Vec<&str> = services.iter().map(ServiceDef::name).collect();
+            if let Some(bad) = args.embed.iter().find(|n| !known.contains(&n.as_str())) {
+                return Err(Error::Config(format!(
+                    "--embed {bad}: unknown service; this binary has: {}",
+                    known.join(", ")
+                )));
+            }
+            let chosen = services
+                .into_iter()
+                .filter(|s| args.embed.iter().any(|n| n == s.name()))
+                .collect();
+            (transport, chosen)
+        }
+    };
+    let infos = embedded
+        .iter()
+        .map(|d| ServiceInfo::from_def(d, true))
+        .collect();
+    let mut runner = ServiceRunner::new(transport.clone(), settings.clone());
+    for def in embedded {
+        runner.add(def);
+    }
+    let state = GatewayState::builder(transport.clone())
+        .settings(&settings)
+        .routes(routes)
+        .static_dir(&args.static_dir)
+        .services(infos)
+        .ready(false)
+        .build()
+        .await?;
+    runner.start().await?;
+    state.set_services_ready(true);
+
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|err| Error::Config(format!("cannot listen on {}: {err}", args.listen)))?;
+    let addr = listener.local_addr()?;
+    on_listen(addr);
+    let names = runner.service_names().join(", ");
+    println!("enoki gateway: listening on http://{addr}/");
+    tracing::info!(
+        transport = transport.kind(),
+        services = %names,
+        "gateway started; Ctrl-C to stop"
+    );
+    let app = router(state.clone());
+    let stopping = state.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            signal.await;
+            stopping.set_services_ready(false);
+            // WebSocket and SSE streams end now; requests in flight finish.
+            stopping.shutdown();
+        })
+        .await?;
+    runner.stop().await;
+    state.close().await;
+    transport.close().await;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+#[cfg(feature = "amqp")]
+async fn connect_amqp(uri: &str, settings: &Settings) -> Result<Arc<dyn Transport>> {
+    use crate::transport::amqp::{AmqpOptions, AmqpTransport};
+    let transport = AmqpTransport::connect(
+        uri,
+        AmqpOptions {
+            heartbeat: settings.heartbeat(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok(transport)
+}
+
+#[cfg(not(feature = "amqp"))]
+async fn connect_amqp(uri: &str, _settings: &Settings) -> Result<Arc<dyn Transport>> {
+    Err(Error::Config(format!(
+        "AMQP_URI is set ({uri}), but this build has no AMQP transport"
+    )))
+}

@@ -1,0 +1,194 @@
+//! The gateway's settings: the `GATEWAY` mapping of the nameko-style YAML
+//! config. Every field is optional; unknown fields are errors.
+//!
+//! ```yaml
+//! GATEWAY:
+//!   rpc:                      # the generic POST /rpc/{service}/{method}
+//!     enabled: true
+//!     services: [greeter]     # omit for every service
+//!   request_timeout: 30       # seconds for a whole HTTP request (504 after)
+//!   rpc_timeout: 10           # default per-route RPC timeout, seconds
+//!   body_limit: 1048576       # bytes (413 above)
+//!   concurrency_limit: 1024   # requests in flight (503 + Retry-After above)
+//!   retry_after: 1            # seconds, in the Retry-After of a 503
+//!   compression: true         # gzip responses when the client accepts it
+//!   cors:
+//!     allow_origins: ["*"]    # empty (the default): no CORS headers
+//!   client_queue: 256         # events buffered per WebSocket/SSE client
+//!   slow_client: drop_oldest  # or: disconnect
+//!   sse_keepalive: 15         # seconds between SSE keep-alive comments
+//!   error_status:             # HTTP status by remote exc_type (default 500)
+//!     ValueError: 422
+//!   auth: { ... }             # see enoki::gateway::auth
+//! ```
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::auth::AuthConfig;
+use crate::config::Settings;
+use crate::error::{Error, Result};
+
+/// The config key of the gateway's settings.
+pub const CONFIG_KEY: &str = "GATEWAY";
+
+/// The `GATEWAY` mapping. See the [module docs](self) for the YAML.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The generic `POST /rpc/{service}/{method}` endpoint.
+    pub rpc: GenericRpc,
+    /// Seconds a whole HTTP request may take before a 504.
+    pub request_timeout: f64,
+    /// Default RPC timeout of routes without their own, in seconds.
+    pub rpc_timeout: f64,
+    /// Largest request body in bytes; larger ones get 413.
+    pub body_limit: usize,
+    /// Requests handled at once; more are shed with 503 and `Retry-After`.
+    pub concurrency_limit: usize,
+    /// The `Retry-After` of a shed request, in seconds.
+    pub retry_after: u64,
+    /// Gzip responses for clients that accept it.
+    pub compression: bool,
+    /// Cross-origin resource sharing.
+    pub cors: CorsConfig,
+    /// Events buffered per WebSocket or SSE client.
+    pub client_queue: usize,
+    /// What happens when a client's queue is full.
+    pub slow_client: SlowClient,
+    /// Seconds between SSE keep-alive comments.
+    pub sse_keepalive: f64,
+    /// HTTP status for a remote error, by its `exc_type`.
+    pub error_status: HashMap<String, u16>,
+    /// Bearer-token authentication (off by default).
+    pub auth: AuthConfig,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            rpc: GenericRpc::default(),
+            request_timeout: 30.0,
+            rpc_timeout: 10.0,
+            body_limit: 1024 * 1024,
+            concurrency_limit: 1024,
+            retry_after: 1,
+            compression: true,
+            cors: CorsConfig::default(),
+            client_queue: 256,
+            slow_client: SlowClient::DropOldest,
+            sse_keepalive: 15.0,
+            error_status: HashMap::new(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+/// The generic RPC endpoint's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GenericRpc {
+    /// Whether `POST /rpc/{service}/{method}` exists (default true).
+    pub enabled: bool,
+    /// The services it may call; `None` (the default) is every service.
+    pub services: Option<Vec<String>>,
+}
+
+impl Default for GenericRpc {
+    fn default() -> Self {
+        GenericRpc {
+            enabled: true,
+            services: None,
+        }
+    }
+}
+
+impl GenericRpc {
+    /// Whether the generic endpoint may call `service`.
+    pub fn allows(&self, service: &str) -> bool {
+        self.enabled
+            && self
+                .services
+                .as_ref()
+                .is_none_or(|list| list.iter().any(|s| s == service))
+    }
+}
+
+/// CORS settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Allowed origins; `"*"` allows any. Empty: no CORS layer.
+    pub allow_origins: Vec<String>,
+    /// Seconds browsers may cache a preflight answer.
+    pub max_age: Option<u64>,
+}
+
+/// What to do with a client whose event queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowClient {
+    /// Drop its oldest queued event (it is told how many it missed).
+    #[default]
+    DropOldest,
+    /// Disconnect it.
+    Disconnect,
+}
+
+impl GatewayConfig {
+    /// Reads the `GATEWAY` key of `settings` (defaults when absent).
+    pub fn from_settings(settings: &Settings) -> Result<Self> {
+        let config = match settings.get(CONFIG_KEY) {
+            None | Some(serde_json::Value::Null) => GatewayConfig::default(),
+            Some(value) => GatewayConfig::deserialize(value)
+                .map_err(|err| Error::Config(format!("{CONFIG_KEY}: {err}")))?,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<()> {
+        let positive = |name: &str, secs: f64| {
+            if secs.is_finite() && secs > 0.0 {
+                Ok(())
+            } else {
+                Err(Error::Config(format!(
+                    "{CONFIG_KEY}.{name} must be a positive number of seconds, got {secs}"
+                )))
+            }
+        };
+        positive("request_timeout", self.request_timeout)?;
+        positive("rpc_timeout", self.rpc_timeout)?;
+        positive("sse_keepalive", self.sse_keepalive)?;
+        for (name, value) in [
+            ("client_queue", self.client_queue),
+            ("concurrency_limit", self.concurrency_limit),
+            ("body_limit", self.body_limit),
+        ] {
+            if value == 0 {
+                return Err(Error::Config(format!("{CONFIG_KEY}.{name} must be > 0")));
+            }
+        }
+        for (exc_type, status) in &self.error_status {
+            if !(400..=599).contains(status) {
+                return Err(Error::Config(format!(
+                    "{CONFIG_KEY}.error_status.{exc_type}: {status} is not an error status (400-599)"
+                )));
+            }
+        }
+        self.auth.validate()
+    }
+
+    /// [`GatewayConfig::request_timeout`] as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.request_timeout)
+    }
+
+    /// [`GatewayConfig::rpc_timeout`] as a duration.
+    pub fn rpc_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.rpc_timeout)
+    }
+}

@@ -1,0 +1,242 @@
+//! The tower and tower-http layers around every route, configured from
+//! `GATEWAY` (outermost first): request ids (taken from `X-Request-Id` or
+//! generated, and returned), access logs through `tracing`, metrics, JSON
+//! error bodies, CORS, gzip, the concurrency limit with load shedding
+//! (503 with `Retry-After`), the request timeout (504), the body limit
+//! (413) and auth.
+
+use axum::Router;
+use axum::body::Body;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+
+use super::GatewayState;
+use super::config::CorsConfig;
+use super::rpc::{ApiError, Identity, REQUEST_ID};
+
+/// Paths that are public even with auth on.
+const PUBLIC: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/api/info",
+];
+
+pub(crate) fn apply(app: Router<GatewayState>, state: &GatewayState) -> Router<GatewayState> {
+    let config = &state.0.config;
+    let metrics = state.0.metrics.clone();
+    let retry_after = config.retry_after;
+    let cors = (!config.cors.allow_origins.is_empty()).then(|| cors(&config.cors));
+    let compression = config.compression.then(CompressionLayer::new);
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(|request: &Request<Body>| {
+            let id = request
+                .headers()
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            tracing::info_span!(
+                "http",
+                method = %request.method(),
+                path = %request.uri().path(),
+                request_id = %id,
+            )
+        })
+        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO));
+    // Router::layer wraps every route: the last layer added is the outermost.
+    let app = app
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(RequestBodyLimitLayer::new(config.body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            config.request_timeout(),
+        ))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(move |err: tower::BoxError| {
+                    let metrics = metrics.clone();
+                    async move { overloaded(&err, &metrics, retry_after) }
+                }))
+                .layer(LoadShedLayer::new())
+                .layer(GlobalConcurrencyLimitLayer::new(config.concurrency_limit)),
+        );
+    let app = match compression {
+        Some(layer) => app.layer(layer),
+        None => app,
+    };
+    let app = match cors {
+        Some(layer) => app.layer(layer),
+        None => app,
+    };
+    app.layer(middleware::map_response(json_errors))
+        .layer(middleware::from_fn_with_state(state.clone(), record))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(trace)
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+fn overloaded(
+    err: &tower::BoxError,
+    metrics: &super::GatewayMetrics,
+    retry_after: u64,
+) -> Response {
+    if err.is::<tower::load_shed::error::Overloaded>() {
+        metrics.request_shed();
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Overloaded",
+            "too many requests in flight; retry later",
+        );
+        e.retry_after = Some(retry_after);
+        e.into_response()
+    } else {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "GatewayError",
+            err.to_string(),
+        )
+        .into_response()
+    }
+}
+
+fn cors(config: &CorsConfig) -> CorsLayer {
+    let layer = if config.allow_origins.iter().any(|o| o == "*") {
+        CorsLayer::new().allow_origin(Any)
+    } else {
+        let origins: Vec<HeaderValue> = config
+            .allow_origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        CorsLayer::new().allow_origin(AllowOrigin::list(origins))
+    };
+    let layer = layer
+        .allow_methods(Any)
+        .allow_headers(Any)
+        .expose_headers([header::HeaderName::from_static(REQUEST_ID)]);
+    match config.max_age {
+        Some(secs) => layer.max_age(std::time::Duration::from_secs(secs)),
+        None => layer,
+    }
+}
+
+/// Counts responses by route and status.
+async fn record(State(state): State<GatewayState>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let route = route.as_ref().map_or("(static)", MatchedPath::as_str);
+    state
+        .0
+        .metrics
+        .http_request(route, method.as_str(), response.status().as_u16());
+    response
+}
+
+/// Gives every error response a JSON body, whichever layer produced it.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let kind = match status {
+        StatusCode::NOT_FOUND => "NotFound",
+        StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "PayloadTooLarge",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
+        StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => "RequestTimeout",
+        StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
+        StatusCode::BAD_REQUEST => "BadRequest",
+        _ => "HttpError",
+    };
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let message = if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text.trim().to_owned()
+    };
+    let mut fresh = ApiError::new(status, kind, message).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            fresh.headers_mut().insert(name, value.clone());
+        }
+    }
+    fresh
+}
+
+/// Identifies the user and applies the route rules.
+async fn authenticate(
+    State(state): State<GatewayState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let auth = &state.0.auth;
+    if !auth.enabled() {
+        return next.run(request).await;
+    }
+    let Some(matched) = request.extensions().get::<MatchedPath>() else {
+        return next.run(request).await; // static files
+    };
+    if PUBLIC.contains(&matched.as_str()) {
+        return next.run(request).await;
+    }
+    let token = request.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("token="))
+            .map(percent_decode)
+    });
+    let user = match auth.identify(request.headers(), token.as_deref()) {
+        Ok(user) => user,
+        Err(d) => return ApiError::new(d.status, d.kind(), d.message).into_response(),
+    };
+    if let Err(d) = auth.check_path(request.method(), request.uri().path(), user.as_deref()) {
+        return ApiError::new(d.status, d.kind(), d.message).into_response();
+    }
+    request.extensions_mut().insert(Identity(user));
+    next.run(request).await
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 3;
+                    continue;
+                }
+                Err(_) => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,187 @@
+//! `/metrics`: the gateway's Prometheus metrics, on a recorder of its own
+//! (not the process-global one, so several gateways, e.g. in tests, never
+//! mix their numbers).
+//!
+//! - `enoki_gateway_http_requests_total{route, method, status}`
+//! - `enoki_gateway_rpc_duration_seconds{service, method, outcome}` (histogram)
+//! - `enoki_gateway_ws_clients`, `enoki_gateway_sse_clients` (gauges)
+//! - `enoki_gateway_events_received_total`: events taken from the broker
+//! - `enoki_gateway_events_forwarded_total`: event deliveries queued to clients
+//! - `enoki_gateway_events_dropped_total`: deliveries lost to full client queues
+//! - `enoki_gateway_slow_clients_disconnected_total`
+//! - `enoki_gateway_requests_shed_total`: requests refused by the concurrency limit
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use parking_lot::RwLock;
+
+const METADATA: Metadata<'static> = Metadata::new("enoki::gateway", Level::INFO, None);
+
+/// Latency buckets, in seconds.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The gateway's metrics. Cheap to clone.
+#[derive(Clone)]
+pub struct GatewayMetrics(Arc<Inner>);
+
+struct Inner {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    hasher: std::hash::RandomState,
+    http: RwLock<HashMap<u64, Counter>>,
+    rpc: RwLock<HashMap<u64, Histogram>>,
+    /// WebSocket clients connected.
+    pub(crate) ws_clients: Gauge,
+    /// SSE clients connected.
+    pub(crate) sse_clients: Gauge,
+    /// Events taken from the broker.
+    pub(crate) events_received: Counter,
+    /// Deliveries queued to clients.
+    pub(crate) events_forwarded: Counter,
+    /// Deliveries dropped.
+    pub(crate) events_dropped: Counter,
+    /// Slow clients disconnected.
+    pub(crate) slow_disconnects: Counter,
+    /// Requests shed.
+    pub(crate) shed: Counter,
+}
+
+impl std::fmt::Debug for GatewayMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GatewayMetrics")
+    }
+}
+
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GatewayMetrics {
+    /// A fresh recorder with every metric registered.
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(BUCKETS)
+            .expect("static buckets are valid")
+            .build_recorder();
+        let handle = recorder.handle();
+        let counter =
+            |name: &'static str| recorder.register_counter(&Key::from_static_name(name), &METADATA);
+        let gauge =
+            |name: &'static str| recorder.register_gauge(&Key::from_static_name(name), &METADATA);
+        let inner = Inner {
+            ws_clients: gauge("enoki_gateway_ws_clients"),
+            sse_clients: gauge("enoki_gateway_sse_clients"),
+            events_received: counter("enoki_gateway_events_received_total"),
+            events_forwarded: counter("enoki_gateway_events_forwarded_total"),
+            events_dropped: counter("enoki_gateway_events_dropped_total"),
+            slow_disconnects: counter("enoki_gateway_slow_clients_disconnected_total"),
+            shed: counter("enoki_gateway_requests_shed_total"),
+            hasher: std::hash::RandomState::new(),
+            http: RwLock::default(),
+            rpc: RwLock::default(),
+            handle,
+            recorder,
+        };
+        // Zero values show up at once.
+        inner.ws_clients.set(0.0);
+        inner.sse_clients.set(0.0);
+        GatewayMetrics(Arc::new(inner))
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        self.0.handle.run_upkeep();
+        self.0.handle.render()
+    }
+
+    fn hash(&self, parts: &[&str], n: u16) -> u64 {
+        let mut h = self.0.hasher.build_hasher();
+        parts.hash(&mut h);
+        n.hash(&mut h);
+        h.finish()
+    }
+
+    /// Counts one HTTP response.
+    pub fn http_request(&self, route: &str, method: &str, status: u16) {
+        let id = self.hash(&[route, method], status);
+        if let Some(c) = self.0.http.read().get(&id) {
+            c.increment(1);
+            return;
+        }
+        let key = Key::from_parts(
+            "enoki_gateway_http_requests_total",
+            vec![
+                Label::new("route", route.to_owned()),
+                Label::new("method", method.to_owned()),
+                Label::new("status", status.to_string()),
+            ],
+        );
+        let counter = self.0.recorder.register_counter(&key, &METADATA);
+        counter.increment(1);
+        self.0.http.write().insert(id, counter);
+    }
+
+    /// Records one RPC call's latency.
+    pub fn rpc_call(&self, service: &str, method: &str, outcome: &'static str, took: Duration) {
+        let id = self.hash(&[service, method, outcome], 0);
+        if let Some(h) = self.0.rpc.read().get(&id) {
+            h.record(took.as_secs_f64());
+            return;
+        }
+        let key = Key::from_parts(
+            "enoki_gateway_rpc_duration_seconds",
+            vec![
+                Label::new("service", service.to_owned()),
+                Label::new("method", method.to_owned()),
+                Label::new("outcome", outcome),
+            ],
+        );
+        let histogram = self.0.recorder.register_histogram(&key, &METADATA);
+        histogram.record(took.as_secs_f64());
+        self.0.rpc.write().insert(id, histogram);
+    }
+
+    /// A WebSocket client came (+1) or went (-1).
+    pub fn ws_clients(&self, delta: f64) {
+        self.0.ws_clients.increment(delta);
+    }
+
+    /// An SSE client came (+1) or went (-1).
+    pub fn sse_clients(&self, delta: f64) {
+        self.0.sse_clients.increment(delta);
+    }
+
+    /// An event arrived from the broker.
+    pub fn event_received(&self) {
+        self.0.events_received.increment(1);
+    }
+
+    /// `n` deliveries were queued to clients.
+    pub fn events_forwarded(&self, n: u64) {
+        self.0.events_forwarded.increment(n);
+    }
+
+    /// `n` deliveries were dropped.
+    pub fn events_dropped(&self, n: u64) {
+        self.0.events_dropped.increment(n);
+    }
+
+    /// A slow client was disconnected.
+    pub fn slow_disconnect(&self) {
+        self.0.slow_disconnects.increment(1);
+    }
+
+    /// A request was shed.
+    pub fn request_shed(&self) {
+        self.0.shed.increment(1);
+    }
+}

@@ -1,0 +1,187 @@
+//! `/openapi.json`: an OpenAPI 3.1 document generated from the routes
+//! (with utoipa's builder types), plus the generic RPC endpoint when it is
+//! enabled. Built once at start-up.
+
+use utoipa::openapi::path::{
+    HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem, PathsBuilder,
+};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::{ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Required};
+
+use super::config::GatewayConfig;
+use super::routes::{Conv, Part, Route, RouteTable};
+
+fn schema(ty: Type) -> Schema {
+    Schema::Object(ObjectBuilder::new().schema_type(ty).build())
+}
+
+fn conv_type(conv: Conv) -> Type {
+    match conv {
+        Conv::Int => Type::Integer,
+        Conv::Float => Type::Number,
+        Conv::Bool => Type::Boolean,
+        _ => Type::String,
+    }
+}
+
+fn json_content() -> utoipa::openapi::Content {
+    ContentBuilder::new()
+        .schema(Some(Schema::Object(ObjectBuilder::new().build())))
+        .build()
+}
+
+fn error_response() -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(r#"An error: {"error": {"type", "message", "status", "service", "method"}}"#)
+        .content("application/json", json_content())
+        .build()
+}
+
+fn http_method(method: &axum::http::Method) -> HttpMethod {
+    match method.as_str() {
+        "POST" => HttpMethod::Post,
+        "PUT" => HttpMethod::Put,
+        "PATCH" => HttpMethod::Patch,
+        "DELETE" => HttpMethod::Delete,
+        _ => HttpMethod::Get,
+    }
+}
+
+fn operation(route: &Route) -> utoipa::openapi::path::Operation {
+    let rpc = format!("{}.{}", route.service, route.rpc_method);
+    let mut op = OperationBuilder::new()
+        .operation_id(Some(format!(
+            "{}_{}",
+            route.method.as_str().to_ascii_lowercase(),
+            rpc.replace('.', "_")
+        )))
+        .tag(route.service.clone())
+        .summary(Some(
+            route
+                .summary
+                .clone()
+                .unwrap_or_else(|| format!("Calls {rpc}")),
+        ))
+        .description(Some(format!("RPC `{rpc}` (defined at {}).", route.origin)));
+    for name in &route.params {
+        let ty = route
+            .sources()
+            .find(|s| s.from == Part::Path(name.clone()))
+            .map_or(Type::String, |s| conv_type(s.conv));
+        op = op.parameter(
+            ParameterBuilder::new()
+                .name(name.clone())
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .schema(Some(schema(ty))),
+        );
+    }
+    for source in route.sources() {
+        let (name, place) = match &source.from {
+            Part::Query(n) => (n.clone(), ParameterIn::Query),
+            Part::Header(n) => (n.clone(), ParameterIn::Header),
+            _ => continue,
+        };
+        op = op.parameter(
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(place)
+                .required(Required::False)
+                .schema(Some(schema(conv_type(source.conv)))),
+        );
+    }
+    if route.reads_body() {
+        op = op.request_body(Some(
+            RequestBodyBuilder::new()
+                .content("application/json", json_content())
+                .build(),
+        ));
+    }
+    op.response(
+        route.status.as_u16().to_string(),
+        ResponseBuilder::new()
+            .description(format!("The result of {rpc}"))
+            .content("application/json", json_content())
+            .build(),
+    )
+    .response("default", error_response())
+    .build()
+}
+
+/// The document for these routes and settings.
+pub fn document(routes: &RouteTable, config: &GatewayConfig) -> OpenApi {
+    let mut paths = PathsBuilder::new();
+    for (path, group) in routes.by_path() {
+        let mut item: Option<PathItem> = None;
+        for route in group {
+            let next = PathItem::new(http_method(&route.method), operation(route));
+            match &mut item {
+                None => item = Some(next),
+                Some(item) => item.merge_operations(next),
+            }
+        }
+        if let Some(item) = item {
+            paths = paths.path(path, item);
+        }
+    }
+    if config.rpc.enabled {
+        let op = OperationBuilder::new()
+            .operation_id(Some("rpc_call"))
+            .tag("rpc")
+            .summary(Some("Calls any exposed RPC method"))
+            .description(Some(match &config.rpc.services {
+                None => "Calls `service.method` with the body's `args` and `kwargs`.".to_owned(),
+                Some(list) => format!(
+                    "Calls `service.method` with the body's `args` and `kwargs`. Exposed services: {}.",
+                    list.join(", ")
+                ),
+            }))
+            .parameter(
+                ParameterBuilder::new()
+                    .name("service")
+                    .parameter_in(ParameterIn::Path)
+                    .required(Required::True)
+                    .schema(Some(schema(Type::String))),
+            )
+            .parameter(
+                ParameterBuilder::new()
+                    .name("method")
+                    .parameter_in(ParameterIn::Path)
+                    .required(Required::True)
+                    .schema(Some(schema(Type::String))),
+            )
+            .request_body(Some(
+                RequestBodyBuilder::new()
+                    .description(Some(r#"{"args": [...], "kwargs": {...}}"#))
+                    .content("application/json", json_content())
+                    .build(),
+            ))
+            .response(
+                "200",
+                ResponseBuilder::new()
+                    .description("The method's result")
+                    .content("application/json", json_content())
+                    .build(),
+            )
+            .response("default", error_response())
+            .build();
+        paths = paths.path(
+            "/rpc/{service}/{method}",
+            PathItem::new(HttpMethod::Post, op),
+        );
+    }
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("enoki gateway")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "HTTP routes to enoki / nameko RPC methods. Events: GET /ws (WebSocket) and GET /events (SSE).",
+                ))
+                .build(),
+        )
+        .paths(paths.build())
+        .build()
+}

@@ -1,0 +1,529 @@
+//! HTTP → RPC: the handlers of routed and generic calls, the mapping of
+//! request parts to `args`/`kwargs`, and errors as HTTP.
+//!
+//! Every error is a JSON body `{"error": {"type", "message", "service",
+//! "method", ...}}` with a status:
+//!
+//! | cause | status | `type` |
+//! |---|---|---|
+//! | unknown service | 404 | `UnknownService` |
+//! | unknown method | 404 | `MethodNotFound` |
+//! | wrong arguments | 400 | `IncorrectSignature` |
+//! | malformed body or parameter | 400 | `MalformedRequest` / `BadRequest` |
+//! | body is not JSON | 415 | `UnsupportedMediaType` |
+//! | body too large | 413 | `PayloadTooLarge` |
+//! | RPC timeout | 504 | `RpcTimeout` |
+//! | broker down | 503 | `ServiceUnavailable` (with `Retry-After`) |
+//! | remote error | 500, or `GATEWAY.error_status[exc_type]` | the `exc_type` |
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::GatewayState;
+use super::routes::{Conv, Part, Route, Source};
+use crate::error::Error;
+
+/// The header carrying the request id.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// An error answered as JSON.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The error type (`exc_type` for remote errors).
+    pub kind: String,
+    /// A human-readable message.
+    pub message: String,
+    /// More fields of the `error` object (`service`, `method`, ...).
+    pub extra: Map<String, Value>,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with a status, type and message.
+    pub fn new(status: StatusCode, kind: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            kind: kind.to_owned(),
+            message: message.into(),
+            extra: Map::new(),
+            retry_after: None,
+        }
+    }
+
+    /// Adds a field to the `error` object.
+    #[must_use]
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extra.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// Names the called service and method.
+    #[must_use]
+    pub fn target(self, service: &str, method: &str) -> Self {
+        self.with("service", service).with("method", method)
+    }
+
+    /// 400 `BadRequest`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "BadRequest", message)
+    }
+
+    /// The `error` object.
+    pub fn body(&self) -> Value {
+        let mut error = Map::new();
+        error.insert("type".into(), Value::String(self.kind.clone()));
+        error.insert("message".into(), Value::String(self.message.clone()));
+        error.insert("status".into(), Value::from(self.status.as_u16()));
+        error.extend(self.extra.clone());
+        json!({ "error": error })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// Maps an RPC failure to an HTTP error.
+pub fn rpc_error(
+    err: &Error,
+    service: &str,
+    method: &str,
+    status_by_type: &HashMap<String, u16>,
+    retry_after: u64,
+) -> ApiError {
+    let error = match err {
+        Error::UnknownService(name) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "UnknownService",
+            format!("unknown service `{name}`"),
+        ),
+        Error::RpcTimeout { timeout, .. } => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "RpcTimeout",
+            format!("{service}.{method} did not answer within {timeout:?}"),
+        ),
+        Error::ConnectionLost(_) | Error::TransportClosed | Error::Transport(_) => {
+            let mut e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                format!("the broker is unavailable: {err}"),
+            );
+            e.retry_after = Some(retry_after);
+            e
+        }
+        Error::Remote(remote) => {
+            let status = status_by_type
+                .get(&remote.exc_type)
+                .and_then(|s| StatusCode::from_u16(*s).ok())
+                .unwrap_or(match remote.exc_type.as_str() {
+                    "MethodNotFound" => StatusCode::NOT_FOUND,
+                    "IncorrectSignature" | "MalformedRequest" | "BadRequest" => {
+                        StatusCode::BAD_REQUEST
+                    }
+                    "UnknownService" => StatusCode::NOT_FOUND,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                });
+            ApiError::new(status, &remote.exc_type, remote.value.clone())
+                .with("exc_path", remote.exc_path.clone())
+                .with("exc_args", remote.exc_args.clone())
+        }
+        other => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "GatewayError",
+            other.to_string(),
+        ),
+    };
+    error.target(service, method)
+}
+
+/// Context data for a call: the request id and the user, if any.
+pub(crate) fn context_data(headers: &HeaderMap, user: Option<&str>) -> Map<String, Value> {
+    let mut data = Map::new();
+    if let Some(id) = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        data.insert("request_id".into(), Value::String(id.to_owned()));
+    }
+    if let Some(user) = user {
+        data.insert("user_id".into(), Value::String(user.to_owned()));
+    }
+    if let Some(lang) = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split([',', ';']).next())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && *v != "*")
+    {
+        data.insert("language".into(), Value::String(lang.to_owned()));
+    }
+    data
+}
+
+/// The outcome label of a call, for metrics.
+fn outcome(result: &Result<Box<serde_json::value::RawValue>, Error>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(Error::Remote(_)) => "remote_error",
+        Err(Error::RpcTimeout { .. }) => "timeout",
+        Err(Error::UnknownService(_)) => "unknown_service",
+        Err(_) => "unavailable",
+    }
+}
+
+/// Calls `service.method` and answers with its JSON result and `status`.
+pub(crate) async fn call(
+    state: &GatewayState,
+    service: &str,
+    method: &str,
+    args: &Value,
+    kwargs: &Map<String, Value>,
+    context: Map<String, Value>,
+    timeout: Duration,
+) -> Result<Box<serde_json::value::RawValue>, ApiError> {
+    let inner = &state.0;
+    let rpc = inner.rpc.with_context_data(context).with_timeout(timeout);
+    let body = crate::message::encode_request(args, kwargs);
+    let started = Instant::now();
+    let result = rpc.call_raw(service, method, body).await;
+    inner
+        .metrics
+        .rpc_call(service, method, outcome(&result), started.elapsed());
+    result.map_err(|err| {
+        rpc_error(
+            &err,
+            service,
+            method,
+            &inner.config.error_status,
+            inner.config.retry_after,
+        )
+    })
+}
+
+fn json_response(status: StatusCode, raw: Box<serde_json::value::RawValue>) -> Response {
+    let text: Box<str> = raw.into();
+    let mut response = Response::new(Body::from(String::from(text)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Reads a JSON body: `None` when empty; 415 when not JSON, 413 when too
+/// large, 400 when malformed.
+pub(crate) async fn read_json(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Option<Value>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PayloadTooLarge",
+            format!("the request body is larger than {limit} bytes"),
+        )
+    };
+    if headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .is_some_and(|n| n > limit)
+    {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if !(essence.eq_ignore_ascii_case("application/json") || essence.ends_with("+json")) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!(
+                "the body must be application/json, not `{}`",
+                if content_type.is_empty() {
+                    "(none)"
+                } else {
+                    content_type
+                }
+            ),
+        ));
+    }
+    serde_json::from_slice(&bytes).map(Some).map_err(|err| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "MalformedRequest",
+            format!("the body is not valid JSON: {err}"),
+        )
+    })
+}
+
+/// The user of a request, as the auth middleware found it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Identity(pub(crate) Option<String>);
+
+/// `POST /rpc/{service}/{method}` with `{"args": [...], "kwargs": {...}}`.
+pub(crate) async fn generic(
+    State(state): State<GatewayState>,
+    Path((service, method)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let inner = &state.0;
+    if !inner.config.rpc.allows(&service) {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "UnknownService",
+            format!("service `{service}` is not exposed by this gateway"),
+        )
+        .target(&service, &method)
+        .into_response();
+    }
+    let result = async {
+        let body = read_json(&parts.headers, body, inner.config.body_limit).await?;
+        let (args, kwargs) = split_call_body(body)?;
+        let user = parts
+            .extensions
+            .get::<Identity>()
+            .and_then(|i| i.0.as_deref());
+        let context = context_data(&parts.headers, user);
+        call(
+            &state,
+            &service,
+            &method,
+            &args,
+            &kwargs,
+            context,
+            inner.config.rpc_timeout(),
+        )
+        .await
+    }
+    .await;
+    match result {
+        Ok(raw) => json_response(StatusCode::OK, raw),
+        Err(err) => err.target(&service, &method).into_response(),
+    }
+}
+
+/// Splits `{"args": [...], "kwargs": {...}}` (either optional).
+pub(crate) fn split_call_body(
+    body: Option<Value>,
+) -> Result<(Value, Map<String, Value>), ApiError> {
+    let malformed = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, "MalformedRequest", m);
+    let mut object = match body {
+        None => return Ok((Value::Array(vec![]), Map::new())),
+        Some(Value::Object(map)) => map,
+        Some(_) => {
+            return Err(malformed(
+                r#"the body must be {"args": [...], "kwargs": {...}}"#,
+            ));
+        }
+    };
+    if let Some(key) = object.keys().find(|k| *k != "args" && *k != "kwargs") {
+        return Err(malformed(&format!(
+            "unexpected key `{key}`: the body must be {{\"args\": [...], \"kwargs\": {{...}}}}"
+        )));
+    }
+    let args = match object.remove("args") {
+        None | Some(Value::Null) => Value::Array(vec![]),
+        Some(list @ Value::Array(_)) => list,
+        Some(_) => return Err(malformed("`args` must be an array")),
+    };
+    let kwargs = match object.remove("kwargs") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(map)) => map,
+        Some(_) => return Err(malformed("`kwargs` must be an object")),
+    };
+    Ok((args, kwargs))
+}
+
+/// A configured route.
+pub(crate) async fn routed(state: GatewayState, route: Arc<Route>, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let inner = &state.0;
+    let result = async {
+        let params: Vec<(String, String)> = if route.params.is_empty() {
+            Vec::new()
+        } else {
+            Path::<Vec<(String, String)>>::from_request_parts(&mut parts, &state)
+                .await
+                .map_err(|err| ApiError::bad_request(err.body_text()))?
+                .0
+        };
+        let query: Vec<(String, String)> = Query::try_from_uri(&parts.uri)
+            .map_err(|err| ApiError::bad_request(err.body_text()))?
+            .0;
+        let body = if route.reads_body() {
+            read_json(&parts.headers, body, inner.config.body_limit).await?
+        } else {
+            None
+        };
+        let (args, kwargs) = arguments(&route, &params, &query, &parts.headers, body.as_ref())?;
+        let user = parts
+            .extensions
+            .get::<Identity>()
+            .and_then(|i| i.0.as_deref());
+        let context = context_data(&parts.headers, user);
+        let timeout = route.timeout.unwrap_or_else(|| inner.config.rpc_timeout());
+        call(
+            &state,
+            &route.service,
+            &route.rpc_method,
+            &args,
+            &kwargs,
+            context,
+            timeout,
+        )
+        .await
+    }
+    .await;
+    match result {
+        Ok(raw) => json_response(route.status, raw),
+        Err(err) => err
+            .target(&route.service, &route.rpc_method)
+            .into_response(),
+    }
+}
+
+/// Builds `args` and `kwargs` for a route from the request's parts.
+pub(crate) fn arguments(
+    route: &Route,
+    params: &[(String, String)],
+    query: &[(String, String)],
+    headers: &HeaderMap,
+    body: Option<&Value>,
+) -> Result<(Value, Map<String, Value>), ApiError> {
+    if route.default_mapping() {
+        let mut kwargs = match body {
+            None => Map::new(),
+            Some(Value::Object(map)) => map.clone(),
+            Some(_) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "MalformedRequest",
+                    "the body must be a JSON object (its fields become keyword arguments)",
+                ));
+            }
+        };
+        for (k, v) in query.iter().chain(params) {
+            kwargs.insert(k.clone(), Value::String(v.clone()));
+        }
+        return Ok((Value::Array(vec![]), kwargs));
+    }
+    let resolve = |source: &Source| resolve(source, params, query, headers, body);
+    let mut args = Vec::new();
+    for source in route.args.iter().flatten() {
+        args.push(resolve(source)?.unwrap_or(Value::Null));
+    }
+    // Missing trailing arguments are left out, so their defaults apply.
+    while args.last().is_some_and(Value::is_null) {
+        args.pop();
+    }
+    let mut kwargs = Map::new();
+    for (name, source) in route.kwargs.iter().flatten() {
+        if let Some(value) = resolve(source)? {
+            kwargs.insert(name.clone(), value);
+        }
+    }
+    Ok((Value::Array(args), kwargs))
+}
+
+fn resolve(
+    source: &Source,
+    params: &[(String, String)],
+    query: &[(String, String)],
+    headers: &HeaderMap,
+    body: Option<&Value>,
+) -> Result<Option<Value>, ApiError> {
+    let find = |list: &[(String, String)], name: &str| {
+        list.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| Value::String(v.clone()))
+    };
+    let value = match &source.from {
+        Part::Path(name) => find(params, name),
+        Part::Query(name) => find(query, name),
+        Part::Header(name) => headers
+            .get(name.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(|v| Value::String(v.to_owned())),
+        Part::Body => body.cloned(),
+        Part::BodyField(name) => match body {
+            None => None,
+            Some(Value::Object(map)) => map.get(name).cloned(),
+            Some(_) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "MalformedRequest",
+                    format!("the body must be a JSON object with `{name}`"),
+                ));
+            }
+        },
+    };
+    value.map(|v| convert(v, source)).transpose()
+}
+
+fn convert(value: Value, source: &Source) -> Result<Value, ApiError> {
+    let fail =
+        |what: &str| ApiError::bad_request(format!("{source}: expected {what}, got {value}"));
+    let text = value.as_str();
+    Ok(match source.conv {
+        Conv::Keep => value.clone(),
+        Conv::Str => match &value {
+            Value::String(_) => value.clone(),
+            other => Value::String(other.to_string()),
+        },
+        Conv::Int => match (&value, text) {
+            (Value::Number(n), _) if n.is_i64() || n.is_u64() => value.clone(),
+            (_, Some(t)) => t
+                .trim()
+                .parse::<i64>()
+                .map(Value::from)
+                .map_err(|_| fail("an integer"))?,
+            _ => return Err(fail("an integer")),
+        },
+        Conv::Float => match (&value, text) {
+            (Value::Number(_), _) => value.clone(),
+            (_, Some(t)) => t
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(|f| serde_json::Number::from_f64(f).map(Value::Number))
+                .ok_or_else(|| fail("a number"))?,
+            _ => return Err(fail("a number")),
+        },
+        Conv::Bool => match (&value, text.map(str::to_ascii_lowercase).as_deref()) {
+            (Value::Bool(_), _) => value.clone(),
+            (_, Some("true" | "1" | "yes" | "on")) => Value::Bool(true),
+            (_, Some("false" | "0" | "no" | "off")) => Value::Bool(false),
+            _ => return Err(fail("a boolean")),
+        },
+        Conv::Json => match text {
+            Some(t) => serde_json::from_str(t).map_err(|_| fail("JSON"))?,
+            None => value.clone(),
+        },
+    })
+}

@@ -1,0 +1,131 @@
+//! `GET /events?subscribe=service.event_type,...`: Server-Sent Events for
+//! clients that only listen.
+//!
+//! The first message is an `event: subscribed` with the patterns; then
+//! each broker event is one unnamed message whose data is the same JSON as
+//! the WebSocket's event frames (`{"type": "event", "service", "event_type",
+//! "payload"}`), so `EventSource.onmessage` sees them all. A client too slow
+//! for its queue gets a `{"type": "dropped", "count": n}` message (or is
+//! disconnected, per `GATEWAY.slow_client`). Keep-alive comments are sent
+//! every `GATEWAY.sse_keepalive` seconds.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, Request, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::stream::{self, Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::GatewayState;
+use super::bridge::{ClientQueue, EventBridge, EventPattern};
+use super::rpc::{ApiError, Identity};
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SseQuery {
+    #[serde(default)]
+    subscribe: String,
+}
+
+/// Unsubscribes a client when its stream is dropped.
+struct Leave {
+    bridge: EventBridge,
+    client: Arc<ClientQueue>,
+    metrics: super::metrics::GatewayMetrics,
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        self.metrics.sse_clients(-1.0);
+        let (bridge, client) = (self.bridge.clone(), self.client.clone());
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move { bridge.remove(&client).await });
+        }
+    }
+}
+
+/// The SSE handler.
+pub(crate) async fn handler(
+    State(state): State<GatewayState>,
+    Query(query): Query<SseQuery>,
+    request: Request,
+) -> Response {
+    let inner = &state.0;
+    let user = request
+        .extensions()
+        .get::<Identity>()
+        .and_then(|i| i.0.clone());
+    let patterns: Result<Vec<EventPattern>, ApiError> = query
+        .subscribe
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| EventPattern::parse(s).map_err(ApiError::bad_request))
+        .collect();
+    let patterns = match patterns {
+        Ok(p) if p.is_empty() => {
+            return ApiError::bad_request(
+                "add ?subscribe=service.event_type,... (e.g. ?subscribe=clock.tick)",
+            )
+            .into_response();
+        }
+        Ok(p) => p,
+        Err(err) => return err.into_response(),
+    };
+    for p in &patterns {
+        if let Err(d) = inner.auth.check_event(&p.to_string(), user.as_deref()) {
+            return ApiError::new(d.status, d.kind(), d.message).into_response();
+        }
+    }
+    let client = inner.bridge.client();
+    inner.metrics.sse_clients(1.0);
+    let leave = Leave {
+        bridge: inner.bridge.clone(),
+        client: client.clone(),
+        metrics: inner.metrics.clone(),
+    };
+    for p in &patterns {
+        if let Err(err) = inner.bridge.subscribe(&client, p).await {
+            drop(leave);
+            return ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "SubscribeFailed",
+                format!("cannot subscribe to {p}: {err}"),
+            )
+            .into_response();
+        }
+    }
+    let hello = Event::default().event("subscribed").data(
+        json!({ "events": patterns.iter().map(ToString::to_string).collect::<Vec<_>>() })
+            .to_string(),
+    );
+    let events = event_stream(client, leave);
+    let stream = stream::once(async move { Ok(hello) })
+        .chain(events)
+        .take_until(inner.shutdown.clone().cancelled_owned());
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs_f64(inner.config.sse_keepalive)))
+        .into_response()
+}
+
+fn event_stream(
+    client: Arc<ClientQueue>,
+    leave: Leave,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send {
+    stream::unfold(
+        (client, leave, Vec::new()),
+        |(client, leave, mut batch)| async move {
+            if !client.next_batch(&mut batch).await {
+                return None;
+            }
+            let events: Vec<Result<Event, Infallible>> = batch
+                .drain(..)
+                .map(|text| Ok(Event::default().data(text.as_str())))
+                .collect();
+            Some((stream::iter(events), (client, leave, batch)))
+        },
+    )
+    .flatten()
+}

@@ -1,0 +1,318 @@
+//! `GET /ws`: the WebSocket protocol. Every frame is a JSON text message
+//! with a `type`; the full description is `static/PROTOCOL.md`.
+//!
+//! Client → gateway:
+//! - `{"type": "subscribe", "events": ["clock.tick", "greeter.*"], "id": 1}`
+//!   → `{"type": "subscribed", "id": 1, "events": [...]}`
+//! - `{"type": "unsubscribe", "events": ["clock.tick"], "id": 2}`
+//!   → `{"type": "unsubscribed", "id": 2, "events": [...]}`
+//! - `{"type": "call", "id": "c1", "service": "greeter", "method": "hello",
+//!   "args": ["Ann"], "kwargs": {}, "timeout": 5}`
+//!   → `{"type": "result", "id": "c1", "result": "Hello, Ann!"}`
+//! - `{"type": "ping", "id": 3}` → `{"type": "pong", "id": 3}`
+//!
+//! Gateway → client:
+//! - `{"type": "welcome", "protocol": 1, "user_id": null}` on connect;
+//! - `{"type": "event", "service": "clock", "event_type": "tick", "payload": {...}}`;
+//! - `{"type": "dropped", "count": 3}` when this client was too slow and
+//!   lost its oldest events;
+//! - `{"type": "error", "id": ..., "error": {"type", "message", "status", ...}}`
+//!   for a failed call, a refused subscription or a malformed frame (the
+//!   connection stays open).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::GatewayState;
+use super::bridge::{ClientQueue, EventPattern};
+use super::rpc::{ApiError, Identity, context_data};
+
+/// Calls one connection may have in flight.
+const MAX_CALLS_IN_FLIGHT: usize = 64;
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientFrame {
+    Subscribe {
+        #[serde(default)]
+        id: Value,
+        events: Vec<String>,
+    },
+    Unsubscribe {
+        #[serde(default)]
+        id: Value,
+        events: Vec<String>,
+    },
+    Call {
+        #[serde(default)]
+        id: Value,
+        service: String,
+        method: String,
+        #[serde(default)]
+        args: Value,
+        #[serde(default)]
+        kwargs: Option<Map<String, Value>>,
+        #[serde(default)]
+        timeout: Option<f64>,
+    },
+    Ping {
+        #[serde(default)]
+        id: Value,
+    },
+}
+
+/// The upgrade handler.
+pub(crate) async fn handler(
+    State(state): State<GatewayState>,
+    ws: WebSocketUpgrade,
+    request: Request,
+) -> Response {
+    let user = request
+        .extensions()
+        .get::<Identity>()
+        .and_then(|i| i.0.clone());
+    let context = context_data(request.headers(), user.as_deref());
+    ws.read_buffer_size(2048)
+        .write_buffer_size(8 * 1024)
+        .max_write_buffer_size(4 * 1024 * 1024)
+        .max_message_size(1024 * 1024)
+        .on_upgrade(move |socket| session(state, socket, user, context))
+        .into_response()
+}
+
+fn frame(value: &Value) -> Utf8Bytes {
+    Utf8Bytes::from(value.to_string())
+}
+
+fn error_frame(id: &Value, error: &ApiError) -> Utf8Bytes {
+    let mut body = error.body();
+    body["type"] = json!("error");
+    body["id"] = id.clone();
+    frame(&body)
+}
+
+async fn session(
+    state: GatewayState,
+    socket: WebSocket,
+    user: Option<String>,
+    context: Map<String, Value>,
+) {
+    let inner = state.0.clone();
+    inner.metrics.ws_clients(1.0);
+    let client = inner.bridge.client();
+    client.push_control(frame(
+        &json!({ "type": "welcome", "protocol": 1, "user_id": user }),
+    ));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (mut sink, mut stream) = socket.split();
+    let mut batch: Vec<Utf8Bytes> = Vec::new();
+    let close = loop {
+        tokio::select! {
+            () = inner.shutdown.cancelled() => break Some((1001, "the gateway is shutting down")),
+            alive = client.next_batch(&mut batch) => {
+                if !alive {
+                    break Some((1008, "too slow: the event queue overflowed"));
+                }
+                let mut failed = false;
+                for text in batch.drain(..) {
+                    if sink.feed(Message::Text(text)).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                }
+                if failed || sink.flush().await.is_err() {
+                    break None;
+                }
+            }
+            message = stream.next() => match message {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break None,
+                Some(Ok(Message::Text(text))) => {
+                    on_frame(&state, &client, &calls, user.as_deref(), &context, text.as_str()).await;
+                }
+                Some(Ok(Message::Binary(_))) => client.push_control(error_frame(
+                    &Value::Null,
+                    &ApiError::bad_request("binary frames are not supported; send JSON text"),
+                )),
+                Some(Ok(_)) => {}
+            },
+        }
+    };
+    if let Some((code, reason)) = close {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            sink.send(Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            }))),
+        )
+        .await;
+    }
+    inner.bridge.remove(&client).await;
+    inner.metrics.ws_clients(-1.0);
+}
+
+fn patterns(events: &[String]) -> Result<Vec<EventPattern>, ApiError> {
+    if events.is_empty() {
+        return Err(ApiError::bad_request("`events` is empty"));
+    }
+    events
+        .iter()
+        .map(|e| EventPattern::parse(e).map_err(ApiError::bad_request))
+        .collect()
+}
+
+async fn on_frame(
+    state: &GatewayState,
+    client: &Arc<ClientQueue>,
+    calls: &Arc<AtomicUsize>,
+    user: Option<&str>,
+    context: &Map<String, Value>,
+    text: &str,
+) {
+    let inner = &state.0;
+    let parsed: ClientFrame = match serde_json::from_str(text) {
+        Ok(f) => f,
+        Err(err) => {
+            let id = serde_json::from_str::<Value>(text)
+                .ok()
+                .and_then(|v| v.get("id").cloned())
+                .unwrap_or(Value::Null);
+            client.push_control(error_frame(
+                &id,
+                &ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "MalformedFrame",
+                    format!("{err} (see /PROTOCOL.md)"),
+                ),
+            ));
+            return;
+        }
+    };
+    match parsed {
+        ClientFrame::Ping { id } => client.push_control(frame(&json!({"type": "pong", "id": id}))),
+        ClientFrame::Subscribe { id, events } => {
+            let result = async {
+                let patterns = patterns(&events)?;
+                for p in &patterns {
+                    inner
+                        .auth
+                        .check_event(&p.to_string(), user)
+                        .map_err(|d| ApiError::new(d.status, d.kind(), d.message))?;
+                }
+                for p in &patterns {
+                    inner.bridge.subscribe(client, p).await.map_err(|err| {
+                        ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "SubscribeFailed",
+                            format!("cannot subscribe to {p}: {err}"),
+                        )
+                    })?;
+                }
+                Ok::<_, ApiError>(patterns)
+            }
+            .await;
+            client.push_control(match result {
+                Ok(p) => frame(&json!({
+                    "type": "subscribed",
+                    "id": id,
+                    "events": p.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                })),
+                Err(err) => error_frame(&id, &err),
+            });
+        }
+        ClientFrame::Unsubscribe { id, events } => {
+            let result = async {
+                let patterns = patterns(&events)?;
+                for p in &patterns {
+                    let _ = inner.bridge.unsubscribe(client, p).await;
+                }
+                Ok::<_, ApiError>(patterns)
+            }
+            .await;
+            client.push_control(match result {
+                Ok(p) => frame(&json!({
+                    "type": "unsubscribed",
+                    "id": id,
+                    "events": p.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                })),
+                Err(err) => error_frame(&id, &err),
+            });
+        }
+        ClientFrame::Call {
+            id,
+            service,
+            method,
+            args,
+            kwargs,
+            timeout,
+        } => {
+            let refuse = |err: ApiError| {
+                client.push_control(error_frame(&id, &err.target(&service, &method)))
+            };
+            if !inner.config.rpc.allows(&service) {
+                return refuse(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "UnknownService",
+                    format!("service `{service}` is not exposed by this gateway"),
+                ));
+            }
+            let path = format!("/rpc/{service}/{method}");
+            if let Err(d) = inner.auth.check_path(&Method::POST, &path, user) {
+                return refuse(ApiError::new(d.status, d.kind(), d.message));
+            }
+            let timeout = match timeout {
+                None => inner.config.rpc_timeout(),
+                Some(t) if t.is_finite() && t > 0.0 => Duration::from_secs_f64(t),
+                Some(_) => {
+                    return refuse(ApiError::bad_request("`timeout` must be a positive number"));
+                }
+            };
+            if !matches!(args, Value::Null | Value::Array(_)) {
+                return refuse(ApiError::bad_request("`args` must be an array"));
+            }
+            if calls.fetch_add(1, Ordering::AcqRel) >= MAX_CALLS_IN_FLIGHT {
+                calls.fetch_sub(1, Ordering::AcqRel);
+                return refuse(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TooManyCalls",
+                    format!("at most {MAX_CALLS_IN_FLIGHT} calls may be in flight per connection"),
+                ));
+            }
+            let (state, client, calls, context) = (
+                state.clone(),
+                client.clone(),
+                calls.clone(),
+                context.clone(),
+            );
+            tokio::spawn(async move {
+                let kwargs = kwargs.unwrap_or_default();
+                let args = if args.is_null() {
+                    Value::Array(vec![])
+                } else {
+                    args
+                };
+                let result =
+                    super::rpc::call(&state, &service, &method, &args, &kwargs, context, timeout)
+                        .await;
+                calls.fetch_sub(1, Ordering::AcqRel);
+                client.push_control(match result {
+                    Ok(raw) => Utf8Bytes::from(format!(
+                        r#"{{"type":"result","id":{},"result":{}}}"#,
+                        id,
+                        raw.get()
+                    )),
+                    Err(err) => error_frame(&id, &err),
+                });
+            });
+        }
+    }
+}
