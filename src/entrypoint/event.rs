@@ -19,6 +19,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::{next_delivery, settle, worker_slot};
 use crate::client::declare_event_exchange;
 use crate::container::Shared;
 use crate::context::{ContextData, new_uuid};
@@ -93,29 +94,13 @@ impl EventEntrypoint {
             .consume(&self.queue, super::consume_options(&shared))
             .await?;
         Ok(tokio::spawn(async move {
-            loop {
-                let delivery = tokio::select! {
-                    biased;
-                    () = stop.cancelled() => break,
-                    delivery = consumer.next() => match delivery {
-                        Some(delivery) => delivery,
-                        None => {
-                            tracing::warn!(queue = %self.queue, "event consumer ended");
-                            break;
-                        }
-                    },
-                };
+            while let Some(delivery) = next_delivery(&mut consumer, &stop, &self.queue).await {
                 let Some(context) = self.check(&shared, &delivery) else {
                     settle(delivery.ack().await);
                     continue;
                 };
-                let permit = tokio::select! {
-                    biased;
-                    () = stop.cancelled() => break,
-                    permit = shared.permit() => match permit {
-                        Ok(permit) => permit,
-                        Err(_) => break,
-                    },
+                let Some(permit) = worker_slot(&shared, &stop).await else {
+                    break;
                 };
                 let payload = delivery.message.body.clone();
                 let requeue_on_error = self.requeue_on_error;
@@ -171,11 +156,5 @@ impl EventEntrypoint {
                 None
             }
         }
-    }
-}
-
-fn settle(result: Result<()>) {
-    if let Err(error) = result {
-        tracing::warn!(%error, "could not settle a delivery");
     }
 }

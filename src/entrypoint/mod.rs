@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::container::Shared;
 use crate::error::Result;
 use crate::service::EntrypointKind;
-use crate::transport::ConsumeOptions;
+use crate::transport::{ConsumeOptions, Consumer, Delivery};
 
 pub mod event;
 pub mod rpc;
@@ -79,5 +79,44 @@ pub(crate) async fn start_all(
 pub(crate) fn consume_options(shared: &Shared) -> ConsumeOptions {
     ConsumeOptions {
         prefetch: shared.ctx.settings().prefetch_count(),
+    }
+}
+
+/// The next delivery, or `None` once the container stops or the consumer
+/// ends (logged).
+pub(crate) async fn next_delivery(
+    consumer: &mut Consumer,
+    stop: &CancellationToken,
+    queue: &str,
+) -> Option<Delivery> {
+    tokio::select! {
+        biased;
+        () = stop.cancelled() => None,
+        delivery = consumer.next() => {
+            if delivery.is_none() {
+                tracing::warn!(queue, "consumer ended");
+            }
+            delivery
+        }
+    }
+}
+
+/// A worker slot (`max_workers`), or `None` once the container stops.
+/// A delivery dropped meanwhile goes back to its queue.
+pub(crate) async fn worker_slot(
+    shared: &Shared,
+    stop: &CancellationToken,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    tokio::select! {
+        biased;
+        () = stop.cancelled() => None,
+        permit = shared.permit() => permit.ok(),
+    }
+}
+
+/// Logs a failed ack or reject (the broker redelivers the message).
+pub(crate) fn settle(result: Result<()>) {
+    if let Err(error) = result {
+        tracing::warn!(%error, "could not settle a delivery");
     }
 }

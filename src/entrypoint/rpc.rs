@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::{next_delivery, settle, worker_slot};
 use crate::container::Shared;
 use crate::context::ContextData;
 use crate::error::{RemoteError, Result};
@@ -54,27 +55,11 @@ impl RpcEntrypoint {
             .consume(&self.queue, super::consume_options(&shared))
             .await?;
         Ok(tokio::spawn(async move {
-            loop {
-                let delivery = tokio::select! {
-                    biased;
-                    () = stop.cancelled() => break,
-                    delivery = consumer.next() => match delivery {
-                        Some(delivery) => delivery,
-                        None => {
-                            tracing::warn!(queue = %self.queue, "RPC consumer ended");
-                            break;
-                        }
-                    },
-                };
+            while let Some(delivery) = next_delivery(&mut consumer, &stop, &self.queue).await {
                 if let Some(request) = Request::check(&shared, delivery).await {
-                    let permit = tokio::select! {
-                        biased;
-                        // Dropping the request puts it back on the queue.
-                        () = stop.cancelled() => break,
-                        permit = shared.permit() => match permit {
-                            Ok(permit) => permit,
-                            Err(_) => break,
-                        },
+                    // Dropping the request (when stopping) puts it back on the queue.
+                    let Some(permit) = worker_slot(&shared, &stop).await else {
+                        break;
                     };
                     request.spawn(&shared, permit);
                 }
@@ -198,11 +183,5 @@ async fn reply_and_ack(shared: &Shared, delivery: Delivery, outcome: &Outcome) {
             );
             settle(delivery.reject(requeue).await);
         }
-    }
-}
-
-fn settle(result: Result<()>) {
-    if let Err(error) = result {
-        tracing::warn!(%error, "could not settle a delivery");
     }
 }

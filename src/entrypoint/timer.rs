@@ -38,13 +38,8 @@ impl TimerEntrypoint {
                     () = stop.cancelled() => break,
                     () = tokio::time::sleep_until(due) => {}
                 }
-                let permit = tokio::select! {
-                    biased;
-                    () = stop.cancelled() => break,
-                    permit = shared.permit() => match permit {
-                        Ok(permit) => permit,
-                        Err(_) => break,
-                    },
+                let Some(permit) = super::worker_slot(&shared, &stop).await else {
+                    break;
                 };
                 let (done_tx, done_rx) = tokio::sync::oneshot::channel();
                 shared.spawn_worker(
