@@ -24,62 +24,69 @@
 //!
 //! # Connection loss
 //!
-//! With [`AmqpOptions::auto_recover`] (the default) the transport uses lapin's
-//! own connection recovery: on a broker restart or TCP drop lapin reconnects
-//! with exponential backoff (200 ms doubling to 5 s, forever), reopens every
-//! channel, re-enables confirms and qos, replays the exchanges, queues and
-//! bindings declared on each channel, and re-registers consumers. On top of
-//! that, [`Transport::consume`] redeclares, on the consumer's own channel, the
-//! queue it consumes (and that queue's exchanges and bindings) if this
-//! transport declared them, so each consumer carries its topology with it,
-//! like kombu's `auto_declare`.
+//! The transport supervises its connection itself, kombu-style, instead of
+//! using lapin's built-in recovery (which, in lapin 4.12, sometimes stops
+//! reconnecting after a drop under load). A supervisor task owns the current
+//! plain lapin connection and notices its loss (lapin's error events, a status
+//! check every 250 ms, and any call that sees the connection fail). With
+//! [`AmqpOptions::auto_recover`] (the default) it then reconnects with
+//! exponential backoff (100 ms doubling to 5 s, forever, until
+//! [`Transport::close`]), logging a warning once per outage and an info line
+//! on recovery. On each new connection, before anyone may use it, it replays
+//! the exchanges, queues and bindings this transport declared and has not
+//! deleted or unbound since (a redeclaration the broker refuses is logged and
+//! skipped). Control and publishing channels are reopened on the new
+//! connection at their next use.
 //!
-//! What that covers and what it does not:
-//! - consumer streams keep going after the connection comes back; they never
-//!   end because of a connection loss;
-//! - publishes and declarations attempted while the connection is down (or
-//!   whose confirm was pending when it dropped) fail with
-//!   [`Error::ConnectionLost`]; they are not retried;
+//! What callers see:
+//! - consumer streams keep going: each one waits for the new connection and
+//!   consumes again on a fresh channel (same queue, same prefetch); it never
+//!   ends because of a connection loss (without `auto_recover` it ends);
+//! - declarations and [`Transport::consume`] attempted while the connection is
+//!   down fail at once with [`Error::ConnectionLost`] ("connection to the
+//!   broker is down; reconnecting");
+//! - [`Transport::publish`] while the connection is down waits up to 1 s for
+//!   the reconnection, then fails with [`Error::ConnectionLost`] likewise; a
+//!   publish whose confirm was pending when the connection dropped fails with
+//!   [`Error::ConnectionLost`] (the broker may or may not have the message);
+//!   publishes are never retried on the new connection;
 //! - deliveries handed out before the loss cannot be settled any more (the
 //!   broker has already requeued them): settling fails with
-//!   [`Error::ConnectionLost`] and the message comes again, `redelivered`;
-//! - bindings added with [`Transport::bind`] *after* the queue's consumer
-//!   started are replayed only while the control channel that made them has
-//!   not been replaced after an error;
-//! - [`Transport::close`] while the broker is unreachable stops nothing in
-//!   lapin's background reconnect loop, but every later call fails with
-//!   [`Error::TransportClosed`].
+//!   [`Error::ConnectionLost`] and the message comes again, `redelivered`
+//!   (at-least-once);
+//! - [`Transport::close`] stops the supervisor (also mid-backoff), closes the
+//!   connection and waits briefly for lapin's io thread to end. Dropping the
+//!   last handle (transport, consumer or unsettled delivery) without `close`
+//!   does the same in the background.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use futures::StreamExt;
 use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::protocol::AMQPErrorKind;
-use lapin::types::{FieldTable, ShortString};
+use lapin::types::FieldTable;
 use lapin::uri::AMQPUri;
-use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ErrorKind, ExchangeKind};
+use lapin::{Channel, Confirmation, ErrorKind, ExchangeKind};
 use parking_lot::Mutex;
+use tokio::task::JoinHandle;
 
-use super::{
-    Acker, ConsumeOptions, Consumer, Delivery, ExchangeSpec, PublishOptions, QueueSpec, Settle,
-    Transport,
-};
+use super::{ConsumeOptions, Consumer, ExchangeSpec, PublishOptions, QueueSpec, Transport};
 use crate::error::{Error, Result};
 use crate::message::Message;
 
 mod codec;
+mod consumer;
+mod link;
 
 use codec::short;
+use consumer::ConsumerState;
+use link::{Link, Live, Shared, guarded};
 
 /// Options of [`AmqpTransport::connect`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,8 +99,10 @@ pub struct AmqpOptions {
     /// (measured on RabbitMQ 3.10, persistent messages), and many concurrent
     /// publishes reach about the same rate either way.
     pub publish_channels: usize,
-    /// Reconnect and restore channels, topology and consumers after a
-    /// connection loss (lapin's recovery). Default true.
+    /// After a connection loss, reconnect (with backoff, forever) and restore
+    /// topology and consumers; see the [module docs](self). Default true.
+    /// When false a loss is final: later calls fail with
+    /// [`Error::ConnectionLost`] and consumers end.
     pub auto_recover: bool,
     /// Connection name shown by RabbitMQ (`connection_name`).
     pub connection_name: Option<String>,
@@ -110,34 +119,39 @@ impl Default for AmqpOptions {
     }
 }
 
-/// The declarations this transport made, so consumers can carry them.
-#[derive(Debug, Default)]
-struct Topology {
-    exchanges: HashMap<String, ExchangeSpec>,
-    queues: HashMap<String, QueueSpec>,
-    /// (queue, exchange, pattern)
-    bindings: Vec<(String, String, String)>,
+/// A channel and the connection generation it was opened on.
+type Slot = tokio::sync::Mutex<Option<(u64, Channel)>>;
+
+/// Alive while anything may still use the connection: the transport, its
+/// consumers and their unsettled deliveries. The last one gone stops the
+/// supervisor, which closes the connection.
+struct Owner {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.shared.shut();
+    }
 }
 
 /// A [`Transport`] on RabbitMQ (AMQP 0-9-1) via lapin. See the
 /// [module docs](self).
 pub struct AmqpTransport {
-    conn: Connection,
-    shown_uri: String,
-    closed: Arc<AtomicBool>,
-    runtime: tokio::runtime::Handle,
-    control: tokio::sync::Mutex<Option<Channel>>,
-    publishers: Vec<tokio::sync::Mutex<Option<Channel>>>,
+    shared: Arc<Shared>,
+    owner: Arc<Owner>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+    control: Slot,
+    publishers: Vec<Slot>,
     next_publisher: AtomicUsize,
-    topology: Mutex<Topology>,
 }
 
 impl fmt::Debug for AmqpTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AmqpTransport")
-            .field("uri", &self.shown_uri)
-            .field("connected", &self.conn.status().connected())
-            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .field("uri", &self.shared.shown_uri)
+            .field("connected", &self.is_connected())
+            .field("closed", &self.shared.is_closed())
             .finish_non_exhaustive()
     }
 }
@@ -218,7 +232,8 @@ fn is_soft_error(err: &lapin::Error) -> bool {
 impl AmqpTransport {
     /// Connects to RabbitMQ. A malformed URI, an unreachable broker or
     /// refused credentials each give a one-line [`Error::Transport`] that
-    /// names the URI without its password.
+    /// names the URI without its password; the first connection is never
+    /// retried.
     pub async fn connect(uri: &str, options: AmqpOptions) -> Result<Arc<AmqpTransport>> {
         let shown = redact_uri(uri);
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
@@ -239,225 +254,162 @@ impl AmqpTransport {
         if parsed.query.connection_timeout.is_none() {
             parsed.query.connection_timeout = Some(10_000);
         }
-        let properties = || {
-            let name = options
-                .connection_name
-                .clone()
-                .unwrap_or_else(|| "enoki".into());
-            ConnectionProperties::default().with_connection_name(name.into())
-        };
-        let fail = |err: lapin::Error| {
+        let (conn, events) = link::open(&parsed, &options).await.map_err(|err| {
             Error::Transport(format!(
                 "cannot connect to {shown}: {}",
                 connect_reason(&err)
             ))
-        };
-        let conn = if options.auto_recover {
-            // With recovery on, lapin retries even the first connection
-            // forever; a plain connection first fails fast and clearly.
-            let probe = Connection::connect_uri(parsed.clone(), properties())
-                .await
-                .map_err(fail)?;
-            let _ = probe.close(200, "OK".into()).await;
-            let properties = properties().enable_auto_recover().configure_backoff(|b| {
-                b.with_min_delay(Duration::from_millis(200))
-                    .with_max_delay(Duration::from_secs(5))
-                    .without_max_times()
-            });
-            Connection::connect_uri(parsed, properties)
-                .await
-                .map_err(fail)?
-        } else {
-            Connection::connect_uri(parsed, properties())
-                .await
-                .map_err(fail)?
-        };
+        })?;
+        let live = Arc::new(Live {
+            conn,
+            generation: 1,
+        });
         let publishers = (0..options.publish_channels.max(1))
             .map(|_| tokio::sync::Mutex::new(None))
             .collect();
+        let shared = Arc::new(Shared::new(
+            parsed,
+            shown,
+            options,
+            runtime.clone(),
+            live.clone(),
+        ));
+        let supervisor = runtime.spawn(link::supervise(shared.clone(), live, events));
         Ok(Arc::new(AmqpTransport {
-            conn,
-            shown_uri: shown,
-            closed: Arc::new(AtomicBool::new(false)),
-            runtime,
+            owner: Arc::new(Owner {
+                shared: shared.clone(),
+            }),
+            shared,
+            supervisor: Mutex::new(Some(supervisor)),
             control: tokio::sync::Mutex::new(None),
             publishers,
             next_publisher: AtomicUsize::new(0),
-            topology: Mutex::new(Topology::default()),
         }))
     }
 
-    /// Whether the AMQP connection is up right now (false while lapin is
-    /// reconnecting, and after [`Transport::close`]).
+    /// Whether the AMQP connection is up right now (false while the
+    /// transport is reconnecting, and after [`Transport::close`]).
     pub fn is_connected(&self) -> bool {
-        !self.closed.load(Ordering::Acquire) && self.conn.status().connected()
+        !self.shared.is_closed()
+            && matches!(&*self.shared.link.borrow(), Link::Up(live) if live.connected())
     }
 
     fn check_open(&self) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
+        if self.shared.is_closed() {
             Err(Error::TransportClosed)
         } else {
             Ok(())
         }
     }
 
-    fn map_err(&self, err: &lapin::Error, subject: Subject<'_>) -> Error {
-        if self.closed.load(Ordering::Acquire) {
-            return Error::TransportClosed;
-        }
-        if let ErrorKind::ProtocolError(amqp) = err.kind() {
-            let message = amqp.get_message().as_str().to_owned();
-            match amqp.get_id() {
-                404 => {
-                    let name = quoted(&message).map(str::to_owned);
-                    return if message.contains("no exchange") {
-                        Error::ExchangeNotFound(name.unwrap_or_default())
-                    } else if message.contains("no queue") {
-                        Error::QueueNotFound(name.unwrap_or_default())
-                    } else {
-                        match subject {
-                            Subject::Exchange(n) => Error::ExchangeNotFound(n.into()),
-                            Subject::Queue(n) => Error::QueueNotFound(n.into()),
-                        }
-                    };
-                }
-                405 => return Error::ResourceLocked(message),
-                406 => return Error::PreconditionFailed(message),
-                _ if matches!(amqp.kind(), AMQPErrorKind::Hard(_)) => {
-                    return Error::ConnectionLost(message);
-                }
-                _ => return Error::Transport(message),
-            }
-        }
-        if !self.conn.status().connected() {
-            return Error::ConnectionLost(err.to_string());
-        }
-        Error::Transport(err.to_string())
+    fn map_err(&self, err: &lapin::Error, subject: Subject<'_>, live: &Live) -> Error {
+        map_error(&self.shared, err, subject, live)
     }
 
     /// Runs one operation on the control channel, opening a fresh one if
-    /// the last one was closed by an error.
+    /// the last one was closed by an error or belongs to an older
+    /// connection.
     async fn control<T, F, Fut>(&self, subject: Subject<'_>, op: F) -> Result<T>
     where
         F: FnOnce(Channel) -> Fut,
         Fut: Future<Output = lapin::Result<T>>,
     {
         self.check_open()?;
+        let live = self.shared.live()?;
         let mut slot = self.control.lock().await;
         let channel = match slot.as_ref() {
-            Some(channel) if channel.status().connected() => channel.clone(),
+            Some((generation, channel))
+                if *generation == live.generation && channel.status().connected() =>
+            {
+                channel.clone()
+            }
             _ => {
-                let channel = self
-                    .conn
-                    .create_channel()
+                let channel = guarded(live.conn.status(), live.conn.create_channel())
                     .await
-                    .map_err(|e| self.map_err(&e, subject))?;
-                *slot = Some(channel.clone());
+                    .map_err(|e| self.map_err(&e, subject, &live))?;
+                *slot = Some((live.generation, channel.clone()));
                 channel
             }
         };
-        let result = op(channel).await;
+        let result = guarded(live.conn.status(), op(channel)).await;
         result.map_err(|err| {
             if is_soft_error(&err) {
                 *slot = None;
             }
-            self.map_err(&err, subject)
+            self.map_err(&err, subject, &live)
         })
     }
 
-    /// A publishing channel (in confirm mode) from the pool.
-    async fn publisher(&self) -> Result<Channel> {
+    /// A publishing channel (in confirm mode) from the pool, and its
+    /// connection. Waits briefly for a reconnection in progress.
+    async fn publisher(&self) -> Result<(Arc<Live>, Channel)> {
+        let live = self.shared.live_within(link::PUBLISH_WAIT).await?;
         let index = self.next_publisher.fetch_add(1, Ordering::Relaxed) % self.publishers.len();
         let mut slot = self.publishers[index].lock().await;
-        if let Some(channel) = slot.as_ref()
+        if let Some((generation, channel)) = slot.as_ref()
+            && *generation == live.generation
             && channel.status().connected()
         {
-            return Ok(channel.clone());
+            return Ok((live, channel.clone()));
         }
         let subject = Subject::Exchange("");
-        let channel = self
-            .conn
-            .create_channel()
+        let status = live.conn.status();
+        let channel = guarded(status, live.conn.create_channel())
             .await
-            .map_err(|e| self.map_err(&e, subject))?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| self.map_err(&e, subject))?;
-        *slot = Some(channel.clone());
-        Ok(channel)
+            .map_err(|e| self.map_err(&e, subject, &live))?;
+        guarded(
+            status,
+            channel.confirm_select(ConfirmSelectOptions::default()),
+        )
+        .await
+        .map_err(|e| self.map_err(&e, subject, &live))?;
+        *slot = Some((live.generation, channel.clone()));
+        Ok((live, channel))
     }
+}
 
-    /// Declares, on `channel`, the queue and its bindings (and their
-    /// exchanges) if this transport declared them, so that lapin replays
-    /// them on this channel after a reconnection.
-    async fn redeclare_for(&self, channel: &Channel, queue: &str) -> lapin::Result<()> {
-        let (exchanges, spec, bindings) = {
-            let topology = self.topology.lock();
-            let Some(spec) = topology.queues.get(queue).cloned() else {
-                return Ok(());
-            };
-            let bindings: Vec<_> = topology
-                .bindings
-                .iter()
-                .filter(|(q, _, _)| q == queue)
-                .cloned()
-                .collect();
-            let exchanges: Vec<ExchangeSpec> = bindings
-                .iter()
-                .filter_map(|(_, e, _)| topology.exchanges.get(e).cloned())
-                .collect();
-            (exchanges, spec, bindings)
-        };
-        for exchange in &exchanges {
-            declare_exchange_on(channel, exchange).await?;
-        }
-        declare_queue_on(channel, &spec).await?;
-        for (queue, exchange, pattern) in bindings {
-            channel
-                .queue_bind(
-                    queue.into(),
-                    exchange.into(),
-                    pattern.into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-        }
-        Ok(())
+/// A lapin error as enoki's, for an operation about `subject` on `live`.
+fn map_error(shared: &Shared, err: &lapin::Error, subject: Subject<'_>, live: &Live) -> Error {
+    if shared.is_closed() {
+        return Error::TransportClosed;
     }
-
-    async fn consume_inner(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer> {
-        let subject = Subject::Queue(queue);
-        let queue_name = short("queue name", queue)?;
-        let err = |e: lapin::Error| self.map_err(&e, subject);
-        let channel = self.conn.create_channel().await.map_err(err)?;
-        if options.prefetch > 0 {
-            channel
-                .basic_qos(options.prefetch, BasicQosOptions { global: false })
-                .await
-                .map_err(err)?;
+    if let ErrorKind::ProtocolError(amqp) = err.kind() {
+        let message = amqp.get_message().as_str().to_owned();
+        match amqp.get_id() {
+            404 => {
+                let name = quoted(&message).map(str::to_owned);
+                return if message.contains("no exchange") {
+                    Error::ExchangeNotFound(name.unwrap_or_default())
+                } else if message.contains("no queue") {
+                    Error::QueueNotFound(name.unwrap_or_default())
+                } else {
+                    match subject {
+                        Subject::Exchange(n) => Error::ExchangeNotFound(n.into()),
+                        Subject::Queue(n) => Error::QueueNotFound(n.into()),
+                    }
+                };
+            }
+            405 => return Error::ResourceLocked(message),
+            406 => return Error::PreconditionFailed(message),
+            _ if matches!(amqp.kind(), AMQPErrorKind::Hard(_)) => {
+                shared.suspect();
+                return Error::ConnectionLost(message);
+            }
+            _ => return Error::Transport(message),
         }
-        self.redeclare_for(&channel, queue).await.map_err(err)?;
-        let tag: ShortString = format!("enoki-{}", uuid::Uuid::new_v4().simple()).into();
-        let consumer = channel
-            .basic_consume(
-                queue_name,
-                tag.clone(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(err)?;
-        let state = ConsumerState {
-            inner: Some(consumer),
-            channel,
-            tag,
-            runtime: self.runtime.clone(),
-            closed: self.closed.clone(),
-        };
-        Ok(Consumer::new(futures::stream::unfold(state, next_delivery)))
     }
+    if !live.connected() {
+        shared.suspect();
+        let then = if shared.options.auto_recover {
+            "reconnecting"
+        } else {
+            "auto_recover is off"
+        };
+        return Error::ConnectionLost(format!(
+            "connection to the broker lost during the call; {then} ({err})"
+        ));
+    }
+    Error::Transport(err.to_string())
 }
 
 async fn declare_exchange_on(channel: &Channel, spec: &ExchangeSpec) -> lapin::Result<()> {
@@ -492,165 +444,6 @@ async fn declare_queue_on(channel: &Channel, spec: &QueueSpec) -> lapin::Result<
         .map(|_| ())
 }
 
-// ===== consuming =====
-
-struct ConsumerState {
-    /// `None` once the consumer has ended (cancelled or closed).
-    inner: Option<lapin::Consumer>,
-    channel: Channel,
-    tag: ShortString,
-    runtime: tokio::runtime::Handle,
-    closed: Arc<AtomicBool>,
-}
-
-async fn next_delivery(mut state: ConsumerState) -> Option<(Delivery, ConsumerState)> {
-    loop {
-        let next = state.inner.as_mut()?.next().await;
-        match next {
-            Some(Ok(delivery)) => {
-                if state.closed.load(Ordering::Acquire) {
-                    state.inner = None;
-                    return None;
-                }
-                if !delivery.acker.usable() {
-                    // Buffered before its channel closed: the broker has
-                    // requeued it already, handing it out would process it
-                    // twice.
-                    continue;
-                }
-                let delivery = state.convert(delivery);
-                return Some((delivery, state));
-            }
-            Some(Err(err)) => {
-                if state.closed.load(Ordering::Acquire) {
-                    state.inner = None;
-                    return None;
-                }
-                tracing::warn!(error = %err, "amqp consumer interrupted; waiting for recovery");
-                if let Err(err) = state.channel.wait_for_recovery(err).await {
-                    tracing::error!(error = %err, "amqp consumer cannot recover; it ends");
-                    state.inner = None;
-                    return None;
-                }
-            }
-            None => {
-                state.inner = None;
-                return None;
-            }
-        }
-    }
-}
-
-impl ConsumerState {
-    fn convert(&self, delivery: lapin::message::Delivery) -> Delivery {
-        let message = Message {
-            properties: codec::from_basic_properties(&delivery.properties),
-            body: Bytes::from(delivery.data),
-        };
-        Delivery {
-            exchange: delivery.exchange.as_str().to_owned(),
-            routing_key: delivery.routing_key.as_str().to_owned(),
-            redelivered: delivery.redelivered,
-            message: Arc::new(message),
-            acker: Acker::new(AmqpAck {
-                acker: delivery.acker,
-                channel: Some(self.channel.clone()),
-                runtime: self.runtime.clone(),
-                closed: self.closed.clone(),
-                settled: false,
-            }),
-        }
-    }
-}
-
-impl Drop for ConsumerState {
-    fn drop(&mut self) {
-        let Some(mut consumer) = self.inner.take() else {
-            return;
-        };
-        let channel = self.channel.clone();
-        let tag = self.tag.clone();
-        self.runtime.spawn(async move {
-            if !channel.status().connected() {
-                return;
-            }
-            if channel
-                .basic_cancel(tag, BasicCancelOptions::default())
-                .await
-                .is_err()
-            {
-                return;
-            }
-            // What lapin had buffered for us goes back to the queue; the
-            // stream ends at cancel-ok.
-            let drain = async {
-                while let Some(Ok(delivery)) = consumer.next().await {
-                    let _ = delivery
-                        .acker
-                        .reject(BasicRejectOptions { requeue: true })
-                        .await;
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
-            // `channel` drops here: the channel closes once no delivery of it
-            // is outstanding.
-        });
-    }
-}
-
-struct AmqpAck {
-    acker: lapin::Acker,
-    /// Keeps the channel open until this delivery is settled.
-    channel: Option<Channel>,
-    runtime: tokio::runtime::Handle,
-    closed: Arc<AtomicBool>,
-    settled: bool,
-}
-
-impl AmqpAck {
-    async fn settle(&mut self, requeue: Option<bool>) -> Result<()> {
-        self.settled = true;
-        let result = match requeue {
-            None => self.acker.ack(Default::default()).await,
-            Some(requeue) => self.acker.reject(BasicRejectOptions { requeue }).await,
-        };
-        match result {
-            Ok(true) => Ok(()),
-            _ if self.closed.load(Ordering::Acquire) => Err(Error::TransportClosed),
-            Ok(false) => Err(Error::ConnectionLost(
-                "the delivery's channel closed before it was settled; the broker requeues it"
-                    .into(),
-            )),
-            Err(err) => Err(Error::ConnectionLost(err.to_string())),
-        }
-    }
-}
-
-#[async_trait]
-impl Settle for AmqpAck {
-    async fn ack(mut self: Box<Self>) -> Result<()> {
-        self.settle(None).await
-    }
-
-    async fn reject(mut self: Box<Self>, requeue: bool) -> Result<()> {
-        self.settle(Some(requeue)).await
-    }
-}
-
-impl Drop for AmqpAck {
-    fn drop(&mut self) {
-        if self.settled || !self.acker.usable() {
-            return;
-        }
-        let acker = self.acker.clone();
-        let channel = self.channel.take();
-        self.runtime.spawn(async move {
-            let _ = acker.reject(BasicRejectOptions { requeue: true }).await;
-            drop(channel);
-        });
-    }
-}
-
 // ===== the Transport impl =====
 
 #[async_trait]
@@ -661,7 +454,8 @@ impl Transport for AmqpTransport {
             declare_exchange_on(&ch, spec).await
         })
         .await?;
-        self.topology
+        self.shared
+            .topology
             .lock()
             .exchanges
             .insert(spec.name.clone(), spec.clone());
@@ -675,7 +469,8 @@ impl Transport for AmqpTransport {
             declare_queue_on(&ch, spec).await
         })
         .await?;
-        self.topology
+        self.shared
+            .topology
             .lock()
             .queues
             .insert(spec.name.clone(), spec.clone());
@@ -691,9 +486,11 @@ impl Transport for AmqpTransport {
                     .map(|_| ())
             })
             .await;
-        let mut topology = self.topology.lock();
-        topology.queues.remove(name);
-        topology.bindings.retain(|(q, _, _)| q != name);
+        {
+            let mut topology = self.shared.topology.lock();
+            topology.queues.remove(name);
+            topology.bindings.retain(|(q, _, _)| q != name);
+        }
         match result {
             Err(Error::QueueNotFound(_)) => Ok(()),
             other => other,
@@ -712,7 +509,7 @@ impl Transport for AmqpTransport {
         })
         .await?;
         let binding = (queue.to_owned(), exchange.to_owned(), pattern.to_owned());
-        let mut topology = self.topology.lock();
+        let mut topology = self.shared.topology.lock();
         if !topology.bindings.contains(&binding) {
             topology.bindings.push(binding);
         }
@@ -730,7 +527,8 @@ impl Transport for AmqpTransport {
                 ch.queue_unbind(q, e, p, FieldTable::default()).await
             })
             .await;
-        self.topology
+        self.shared
+            .topology
             .lock()
             .bindings
             .retain(|(q, e, p)| !(q == queue && e == exchange && p == pattern));
@@ -757,8 +555,8 @@ impl Transport for AmqpTransport {
         };
         let mut retried = false;
         loop {
-            let channel = self.publisher().await?;
-            let confirm = async {
+            let (live, channel) = self.publisher().await?;
+            let confirm = guarded(live.conn.status(), async {
                 channel
                     .basic_publish(
                         exchange_name.clone(),
@@ -769,7 +567,7 @@ impl Transport for AmqpTransport {
                     )
                     .await?
                     .await
-            }
+            })
             .await;
             let err = match confirm {
                 Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_))) => {
@@ -786,12 +584,12 @@ impl Transport for AmqpTransport {
                 }
                 Err(err) => err,
             };
-            let mapped = self.map_err(&err, Subject::Exchange(exchange));
+            let mapped = self.map_err(&err, Subject::Exchange(exchange), &live);
             match &mapped {
                 Error::ExchangeNotFound(name) if name == exchange => return Err(mapped),
                 // Another publish's error closed the shared channel under us.
                 Error::ExchangeNotFound(_) | Error::Transport(_)
-                    if !retried && self.conn.status().connected() =>
+                    if !retried && live.connected() =>
                 {
                     retried = true;
                 }
@@ -802,19 +600,33 @@ impl Transport for AmqpTransport {
 
     async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer> {
         self.check_open()?;
-        self.consume_inner(queue, options).await
+        let queue_name = short("queue name", queue)?;
+        let state = ConsumerState::start(
+            self.shared.clone(),
+            self.owner.clone(),
+            queue_name,
+            options,
+            |err, live| self.map_err(err, Subject::Queue(queue), live),
+        )
+        .await?;
+        Ok(Consumer::new(futures::stream::unfold(
+            state,
+            consumer::next_delivery,
+        )))
     }
 
     async fn close(&self) {
-        if self.closed.swap(true, Ordering::AcqRel) {
+        if !self.shared.shut() {
             return;
         }
         self.control.lock().await.take();
         for slot in &self.publishers {
             slot.lock().await.take();
         }
-        if self.conn.status().connected() {
-            let _ = self.conn.close(200, "OK".into()).await;
+        let supervisor = self.supervisor.lock().take();
+        if let Some(supervisor) = supervisor {
+            // It closes the connection and waits for lapin's io thread.
+            let _ = tokio::time::timeout(Duration::from_secs(10), supervisor).await;
         }
     }
 

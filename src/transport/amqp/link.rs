@@ -1,0 +1,520 @@
+//! The connection supervisor: owns the current lapin [`Connection`] (plain,
+//! without lapin's own recovery), notices its loss and reconnects with
+//! backoff, replaying the recorded topology before it hands the new
+//! connection out. See the [module docs](super) for what callers see.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, Stream, StreamExt};
+use lapin::options::QueueBindOptions;
+use lapin::types::FieldTable;
+use lapin::uri::AMQPUri;
+use lapin::{Channel, Connection, ConnectionProperties, ConnectionStatus, Event};
+use parking_lot::Mutex;
+use tokio::sync::{Notify, watch};
+
+use super::{AmqpOptions, declare_exchange_on, declare_queue_on, is_soft_error};
+use crate::error::{Error, Result};
+use crate::transport::{ExchangeSpec, QueueSpec};
+
+/// First delay before a reconnection attempt.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest delay between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the supervisor looks at the connection status, on top of
+/// lapin's error events.
+const POLL: Duration = Duration::from_millis(250);
+/// The longest a reconnection attempt (TCP, handshake) may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
+/// The longest the topology replay on a new connection may take.
+const REPLAY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `close()` waits for the broker's close-ok.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a publish waits for a reconnection in progress.
+pub(super) const PUBLISH_WAIT: Duration = Duration::from_secs(1);
+
+/// The message of [`Error::ConnectionLost`] for calls made while the
+/// supervisor reconnects.
+pub(super) const DOWN: &str = "connection to the broker is down; reconnecting";
+/// The same without `auto_recover`: the loss is final.
+pub(super) const LOST: &str = "connection to the broker was lost (auto_recover is off)";
+
+/// The declarations this transport made, replayed after a reconnection.
+#[derive(Debug, Default)]
+pub(super) struct Topology {
+    pub(super) exchanges: HashMap<String, ExchangeSpec>,
+    pub(super) queues: HashMap<String, QueueSpec>,
+    /// (queue, exchange, pattern)
+    pub(super) bindings: Vec<(String, String, String)>,
+}
+
+/// One established connection.
+pub(super) struct Live {
+    pub(super) conn: Connection,
+    /// 1 for the first connection, +1 for each reconnection.
+    pub(super) generation: u64,
+}
+
+impl Live {
+    pub(super) fn connected(&self) -> bool {
+        self.conn.status().connected()
+    }
+}
+
+/// The state of the broker link, as the supervisor publishes it.
+#[derive(Clone)]
+pub(super) enum Link {
+    /// Connected, topology replayed: channels may be opened on it.
+    Up(Arc<Live>),
+    /// Lost; reconnecting (or lost for good without `auto_recover`).
+    Down,
+    /// [`Transport::close`](crate::transport::Transport::close) was called.
+    Closed,
+}
+
+pub(super) type Events = Pin<Box<dyn Stream<Item = Event> + Send>>;
+
+/// What the transport, its consumers and the supervisor share.
+pub(super) struct Shared {
+    pub(super) uri: AMQPUri,
+    pub(super) shown_uri: String,
+    pub(super) options: AmqpOptions,
+    pub(super) runtime: tokio::runtime::Handle,
+    pub(super) closed: AtomicBool,
+    pub(super) link: watch::Sender<Link>,
+    /// Wakes the supervisor: on close, or when a call saw the connection
+    /// fail.
+    pub(super) wake: Notify,
+    pub(super) topology: Mutex<Topology>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("uri", &self.shown_uri)
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(super) fn new(
+        uri: AMQPUri,
+        shown_uri: String,
+        options: AmqpOptions,
+        runtime: tokio::runtime::Handle,
+        live: Arc<Live>,
+    ) -> Shared {
+        let (link, _) = watch::channel(Link::Up(live));
+        Shared {
+            uri,
+            shown_uri,
+            options,
+            runtime,
+            closed: AtomicBool::new(false),
+            link,
+            wake: Notify::new(),
+            topology: Mutex::new(Topology::default()),
+        }
+    }
+
+    pub(super) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// The error for a call made while the link is down.
+    pub(super) fn down_error(&self) -> Error {
+        if self.is_closed() {
+            Error::TransportClosed
+        } else if self.options.auto_recover {
+            Error::ConnectionLost(DOWN.into())
+        } else {
+            Error::ConnectionLost(LOST.into())
+        }
+    }
+
+    /// The current connection, or fails fast with [`Error::ConnectionLost`]
+    /// (or [`Error::TransportClosed`]).
+    pub(super) fn live(&self) -> Result<Arc<Live>> {
+        match &*self.link.borrow() {
+            Link::Up(live) if live.connected() => Ok(live.clone()),
+            Link::Up(_) => {
+                self.wake.notify_one();
+                Err(self.down_error())
+            }
+            Link::Down => Err(self.down_error()),
+            Link::Closed => Err(Error::TransportClosed),
+        }
+    }
+
+    /// The current connection, waiting up to `wait` for a reconnection in
+    /// progress.
+    pub(super) async fn live_within(&self, wait: Duration) -> Result<Arc<Live>> {
+        match self.live() {
+            Err(Error::ConnectionLost(_)) if self.options.auto_recover => {}
+            other => return other,
+        }
+        let mut rx = self.link.subscribe();
+        let ready = rx.wait_for(|link| match link {
+            Link::Up(live) => live.connected(),
+            Link::Down => false,
+            Link::Closed => true,
+        });
+        let _ = tokio::time::timeout(wait, ready).await;
+        self.live()
+    }
+
+    /// Tells the supervisor a call saw the connection fail.
+    pub(super) fn suspect(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Publishes a new link state, unless the transport is closed already.
+    /// Returns whether it was published.
+    fn publish(&self, link: Link) -> bool {
+        self.link.send_if_modified(|current| {
+            if matches!(current, Link::Closed) {
+                return false;
+            }
+            *current = link;
+            true
+        })
+    }
+
+    /// Marks the transport closed and wakes everyone.
+    pub(super) fn shut(&self) -> bool {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.link.send_replace(Link::Closed);
+        self.wake.notify_one();
+        true
+    }
+}
+
+/// Opens a plain connection (no lapin recovery), with its events.
+pub(super) async fn open(
+    uri: &AMQPUri,
+    options: &AmqpOptions,
+) -> lapin::Result<(Connection, Events)> {
+    let name = options
+        .connection_name
+        .clone()
+        .unwrap_or_else(|| "enoki".into());
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    let conn = Connection::connect_uri(uri.clone(), properties).await?;
+    // lapin only sends events once someone listens: listen at once.
+    let events: Events = Box::pin(conn.events_listener());
+    Ok((conn, events))
+}
+
+/// How often [`guarded`] looks at the connection while a call is pending.
+const WATCHDOG: Duration = Duration::from_millis(100);
+
+/// Runs a lapin call, giving up with an I/O error (which maps to
+/// [`Error::ConnectionLost`]) once its connection is gone: lapin 4.12 does
+/// not resolve what is queued for an io loop that already stopped (an ack,
+/// a publish, a channel open racing the loss), so such a call would hang.
+pub(super) async fn guarded<T>(
+    connection: &ConnectionStatus,
+    call: impl Future<Output = lapin::Result<T>>,
+) -> lapin::Result<T> {
+    let mut call = std::pin::pin!(call);
+    loop {
+        match tokio::time::timeout(WATCHDOG, call.as_mut()).await {
+            Ok(result) => return result,
+            Err(_) if !connection.connected() => {
+                return Err(lapin::Error::from(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "the connection was lost before the broker answered",
+                )));
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Keeps the connection going until the transport is closed.
+pub(super) async fn supervise(shared: Arc<Shared>, mut live: Arc<Live>, mut events: Events) {
+    loop {
+        let Some(reason) = watch_connection(&shared, &live, &mut events).await else {
+            shutdown(live).await;
+            return;
+        };
+        let generation = live.generation;
+        drop(live);
+        if !shared.publish(Link::Down) {
+            return;
+        }
+        if !shared.options.auto_recover {
+            tracing::error!(
+                uri = %shared.shown_uri,
+                reason = %reason,
+                "AMQP connection lost; auto_recover is off, so the transport stays down"
+            );
+            return;
+        }
+        tracing::warn!(
+            uri = %shared.shown_uri,
+            reason = %reason,
+            "AMQP connection lost; reconnecting"
+        );
+        let Some((new_live, new_events, took, attempts)) = reconnect(&shared, generation + 1).await
+        else {
+            return;
+        };
+        if !shared.publish(Link::Up(new_live.clone())) {
+            shutdown(new_live).await;
+            return;
+        }
+        tracing::info!(
+            uri = %shared.shown_uri,
+            after = ?took,
+            attempts,
+            "AMQP connection re-established; topology replayed, consumers resume"
+        );
+        live = new_live;
+        events = new_events;
+    }
+}
+
+/// Waits until the connection is lost (`Some(reason)`) or the transport
+/// closed (`None`).
+async fn watch_connection(shared: &Shared, live: &Live, events: &mut Events) -> Option<String> {
+    loop {
+        if shared.is_closed() {
+            return None;
+        }
+        if !live.connected() {
+            let mut reason = if live.conn.status().closed() {
+                "the connection was closed".to_owned()
+            } else {
+                "the connection failed".to_owned()
+            };
+            // lapin's error event, if already sent, says why.
+            while let Some(Some(event)) = events.next().now_or_never() {
+                if let Event::Error(err) = event {
+                    reason = err.to_string();
+                }
+            }
+            return Some(reason);
+        }
+        tokio::select! {
+            event = events.next() => match event {
+                // Channel errors come this way too: only a dead connection
+                // counts.
+                Some(Event::Error(err)) if !live.connected() && !shared.is_closed() => {
+                    return Some(err.to_string());
+                }
+                Some(_) => {}
+                None => *events = Box::pin(futures::stream::pending()),
+            },
+            () = shared.wake.notified() => {}
+            () = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+/// Reconnects with backoff until it works (`Some`) or the transport closes
+/// (`None`).
+async fn reconnect(
+    shared: &Arc<Shared>,
+    generation: u64,
+) -> Option<(Arc<Live>, Events, Duration, u32)> {
+    let start = Instant::now();
+    let mut delay = MIN_BACKOFF;
+    let mut attempts = 0u32;
+    loop {
+        if !pause(shared, delay).await {
+            return None;
+        }
+        delay = (delay * 2).min(MAX_BACKOFF);
+        attempts += 1;
+        let attempt = tokio::spawn({
+            let shared = shared.clone();
+            async move { open(&shared.uri, &shared.options).await }
+        });
+        let abort = attempt.abort_handle();
+        let opened = tokio::select! {
+            opened = tokio::time::timeout(ATTEMPT_TIMEOUT, attempt) => opened,
+            () = closed(shared) => {
+                abort.abort();
+                return None;
+            }
+        };
+        let (conn, events) = match opened {
+            Ok(Ok(Ok(opened))) => opened,
+            Ok(Ok(Err(err))) => {
+                tracing::debug!(
+                    uri = %shared.shown_uri,
+                    attempt = attempts,
+                    error = %super::connect_reason(&err),
+                    "AMQP reconnection attempt failed"
+                );
+                continue;
+            }
+            Ok(Err(_)) => continue,
+            Err(_) => {
+                abort.abort();
+                tracing::debug!(
+                    uri = %shared.shown_uri,
+                    attempt = attempts,
+                    "AMQP reconnection attempt timed out"
+                );
+                continue;
+            }
+        };
+        let live = Arc::new(Live { conn, generation });
+        let replay = guarded(live.conn.status(), replay(shared, &live));
+        let replayed = tokio::time::timeout(REPLAY_TIMEOUT, replay)
+            .await
+            .unwrap_or_else(|_| Err(io_timeout()));
+        match replayed {
+            Ok(()) => return Some((live, events, start.elapsed(), attempts)),
+            Err(err) => {
+                tracing::debug!(
+                    uri = %shared.shown_uri,
+                    attempt = attempts,
+                    error = %err,
+                    "AMQP connection lost again while replaying the topology"
+                );
+                if live.connected() {
+                    let _ = tokio::time::timeout(
+                        CLOSE_TIMEOUT,
+                        live.conn.close(320, "topology replay failed".into()),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+}
+
+fn io_timeout() -> lapin::Error {
+    lapin::Error::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "the topology replay timed out",
+    ))
+}
+
+/// Sleeps `delay`, or returns false at once if the transport closes.
+async fn pause(shared: &Shared, delay: Duration) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(delay) => !shared.is_closed(),
+        () = closed(shared) => false,
+    }
+}
+
+/// Resolves once the transport is closed.
+async fn closed(shared: &Shared) {
+    let mut rx = shared.link.subscribe();
+    let _ = rx.wait_for(|link| matches!(link, Link::Closed)).await;
+}
+
+/// Redeclares, on the new connection, every exchange, queue and binding
+/// this transport declared and did not delete. A declaration the broker
+/// refuses (say a queue redeclared elsewhere with other flags) is logged
+/// and skipped; a connection failure aborts the replay.
+async fn replay(shared: &Shared, live: &Live) -> lapin::Result<()> {
+    let (exchanges, queues, bindings) = {
+        let topology = shared.topology.lock();
+        (
+            topology.exchanges.values().cloned().collect::<Vec<_>>(),
+            topology.queues.values().cloned().collect::<Vec<_>>(),
+            topology.bindings.clone(),
+        )
+    };
+    let mut channel = live.conn.create_channel().await?;
+    for exchange in &exchanges {
+        let result = declare_exchange_on(&channel, exchange).await;
+        skip_refused(live, &mut channel, result, "exchange", &exchange.name).await?;
+    }
+    for queue in &queues {
+        let result = declare_queue_on(&channel, queue).await;
+        skip_refused(live, &mut channel, result, "queue", &queue.name).await?;
+    }
+    for (queue, exchange, pattern) in &bindings {
+        let result = channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.as_str().into(),
+                pattern.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await;
+        let what = format!("{queue} -> {exchange} ({pattern})");
+        skip_refused(live, &mut channel, result, "binding", &what).await?;
+    }
+    let _ = channel.close(200, "OK".into()).await;
+    Ok(())
+}
+
+/// Passes a replay step's result on; a refusal by the broker (which closed
+/// `channel`) is logged and replaced by a fresh channel instead.
+async fn skip_refused(
+    live: &Live,
+    channel: &mut Channel,
+    result: lapin::Result<()>,
+    what: &str,
+    name: &str,
+) -> lapin::Result<()> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(err) if is_soft_error(&err) && live.connected() => {
+            tracing::warn!(
+                error = %err,
+                "could not redeclare {what} `{name}` after reconnecting; skipped"
+            );
+            *channel = live.conn.create_channel().await?;
+            Ok(())
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Closes the connection and waits (bounded) for lapin's io thread to end,
+/// so that nothing of it runs on after the runtime shuts down.
+async fn shutdown(live: Arc<Live>) {
+    let start = Instant::now();
+    if live.connected() {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, live.conn.close(200, "OK".into())).await;
+    }
+    // Calls in progress may hold the connection a moment longer.
+    let mut live = live;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let conn = loop {
+        match Arc::try_unwrap(live) {
+            Ok(owned) => break owned.conn,
+            Err(shared) if Instant::now() < deadline => {
+                live = shared;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(_) => {
+                tracing::debug!("AMQP connection still in use at close; not waiting for it");
+                return;
+            }
+        }
+    };
+    if conn.status().connected() {
+        // The close failed (a silent network?): joining would hang.
+        tracing::debug!("AMQP connection close unanswered; not waiting for lapin's io thread");
+        return;
+    }
+    let (done, joined) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("enoki-amqp-close".into())
+        .spawn(move || {
+            let _ = conn.run();
+            let _ = done.send(());
+        });
+    if spawned.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), joined).await;
+    }
+    tracing::debug!(took = ?start.elapsed(), "AMQP connection closed");
+}
