@@ -173,7 +173,9 @@ impl ClusterRpcBuilder {
                 let lost = !closed.load(Ordering::Acquire);
                 for (_, waiter) in pending.lock().drain() {
                     let _ = waiter.send(Err(if lost {
-                        Error::ConnectionLost(format!("reply queue {queue} stopped consuming"))
+                        Error::ConnectionLost(format!(
+                            "connection to the broker was lost: reply queue {queue} stopped consuming"
+                        ))
                     } else {
                         Error::TransportClosed
                     }));

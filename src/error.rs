@@ -42,7 +42,7 @@ pub enum Error {
     },
     /// The connection to the broker was lost while a call was waiting for its
     /// reply; the call may or may not have run.
-    #[error("connection to the broker was lost: {0}")]
+    #[error("{0}")]
     ConnectionLost(String),
     /// A message was published with `mandatory` and no queue was bound for it.
     #[error("message to exchange `{exchange}` with routing key `{routing_key}` is unroutable")]

@@ -885,3 +885,14 @@ async fn run_embeds_services_and_shuts_down_gracefully() {
         .unwrap();
     assert!(reqwest::get(format!("{base}/healthz")).await.is_err());
 }
+
+/// `/readyz` follows the broker connection, not only the embedded services.
+#[tokio::test]
+async fn readyz_is_unavailable_once_the_broker_connection_is_gone() {
+    let gw = Gw::start("").await;
+    assert_eq!(gw.get("/readyz").await.0, StatusCode::OK);
+    gw.transport.close().await;
+    let (status, body) = gw.get("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["broker"], json!(false), "{body}");
+}

@@ -116,7 +116,12 @@ pub(crate) async fn worker_slot(
 
 /// Logs a failed ack or reject (the broker redelivers the message).
 pub(crate) fn settle(result: Result<()>) {
-    if let Err(error) = result {
-        tracing::warn!(%error, "could not settle a delivery");
+    match result {
+        Ok(()) => {}
+        // The broker requeues it; the transport already logged the outage.
+        Err(error @ crate::error::Error::ConnectionLost(_)) => {
+            tracing::debug!(%error, "could not settle a delivery");
+        }
+        Err(error) => tracing::warn!(%error, "could not settle a delivery"),
     }
 }

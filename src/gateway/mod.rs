@@ -118,6 +118,7 @@ pub(crate) struct Inner {
     pub(crate) shutdown: CancellationToken,
     pub(crate) openapi: String,
     pub(crate) transport_kind: &'static str,
+    pub(crate) transport: Arc<dyn Transport>,
 }
 
 impl std::fmt::Debug for GatewayState {
@@ -242,6 +243,7 @@ impl GatewayBuilder {
         Ok(GatewayState(Arc::new(Inner {
             auth: Auth::new(config.auth.clone()),
             transport_kind: self.transport.kind(),
+            transport: self.transport.clone(),
             rpc,
             config,
             routes: self.routes,
@@ -355,7 +357,8 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(state): State<GatewayState>) -> Response {
     let services = state.0.services_ready.load(Ordering::Acquire);
-    let broker = state.0.bridge.is_consuming();
+    // The bridge's consumer survives reconnections, so ask the transport too.
+    let broker = state.0.bridge.is_consuming() && state.0.transport.is_connected();
     let body = json!({
         "ready": services && broker,
         "services": services,

@@ -772,6 +772,10 @@ impl Transport for MemoryTransport {
         }
     }
 
+    fn is_connected(&self) -> bool {
+        !self.closed.load(Ordering::Acquire)
+    }
+
     fn kind(&self) -> &'static str {
         "memory"
     }

@@ -165,6 +165,12 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
 
     /// A short name for logs: `memory` or `amqp`.
     fn kind(&self) -> &'static str;
+
+    /// Whether the broker connection is up right now (false while a
+    /// transport reconnects, and after [`Transport::close`]).
+    fn is_connected(&self) -> bool {
+        true
+    }
 }
 
 /// A message handed to a consumer, to be acked or rejected.

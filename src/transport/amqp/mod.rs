@@ -630,6 +630,10 @@ impl Transport for AmqpTransport {
         }
     }
 
+    fn is_connected(&self) -> bool {
+        AmqpTransport::is_connected(self)
+    }
+
     fn kind(&self) -> &'static str {
         "amqp"
     }
