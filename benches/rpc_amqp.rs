@@ -36,9 +36,11 @@
 //! - **nameko**: `benches/nameko/client.py` (a standalone `ClusterRpcProxy`)
 //!   calling `benches/nameko/echo_service.py` under `nameko run`
 //!   (`max_workers` = `IN_FLIGHT`). Sequential: plain calls. Throughput:
-//!   `NAMEKO_CLIENTS` client processes at once (default 2), each keeping
-//!   `IN_FLIGHT / NAMEKO_CLIENTS` calls outstanding with `call_async`; their
-//!   calls/s are added up. Skipped (with a message) without the venv.
+//!   `NAMEKO_CLIENTS` client processes at once (default 1, as enoki's one
+//!   `ClusterRpc`), each keeping `IN_FLIGHT / NAMEKO_CLIENTS` calls
+//!   outstanding with `call_async`; their calls/s are added up
+//!   (`NAMEKO_CLIENTS=2` gives nameko a second process and about 25% more).
+//!   Skipped (with a message) without the venv.
 //!
 //! The last lines are
 //! `rpc_amqp: enoki throughput N calls/s, raw lapin M calls/s, nameko K calls/s, enoki/nameko X, enoki/lapin Y`
@@ -474,7 +476,7 @@ async fn nameko(uri: &str, vhost: &amqp::TestVhost) -> Result<Figures, String> {
     let clients: usize = std::env::var("NAMEKO_CLIENTS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(2)
+        .unwrap_or(1)
         .max(1);
     let config = std::env::temp_dir().join(format!("enoki-bench-{}.yaml", vhost.name));
     std::fs::write(
