@@ -3,8 +3,10 @@
 //!
 //! 1. HTTP, with `wrk` (same tool, same load for each): a bare axum
 //!    hello-world route (the limit), `GET /hello/{name}` routed to
-//!    `greeter.hello` on the embedded transport, and the same through
-//!    RabbitMQ (when reachable; a throwaway vhost).
+//!    `greeter.hello` on the embedded transport, the same through
+//!    RabbitMQ (when reachable; a throwaway vhost), and the incumbent: a
+//!    Python nameko 2.14.1 `@http` entrypoint making the same RPC call
+//!    (`benches/nameko/http_gateway.py`, `ENOKI_PYTHON` or `scripts/venv`).
 //! 2. WebSocket fan-out: N clients (`ENOKI_BENCH_WS_CLIENTS`, default
 //!    10000) subscribed to one event; events published at a fixed rate on
 //!    the gateway's embedded broker; deliveries per second, p99 delivery
@@ -112,8 +114,15 @@ async fn wrk(url: &str) -> Option<WrkResult> {
     Some(WrkResult { rps, p99 })
 }
 
-async fn gateway_on(transport: Arc<dyn Transport>) -> (GatewayState, ServiceRunner) {
-    let mut runner = ServiceRunner::new(transport.clone(), Settings::new());
+/// The gateway on `transport`, and the greeter on `services` (its own
+/// connection on RabbitMQ, as a separate service process would have),
+/// with `max_workers` = `PREFETCH_COUNT` = 64, the load's concurrency.
+async fn gateway_on(
+    transport: Arc<dyn Transport>,
+    services: Arc<dyn Transport>,
+) -> (GatewayState, ServiceRunner) {
+    let settings = Settings::new().with("max_workers", 64.into());
+    let mut runner = ServiceRunner::new(services, settings);
     runner.add(enoki::service::<greeter::Greeter>());
     runner.start().await.unwrap();
     let config = GatewayConfig {
@@ -150,7 +159,7 @@ async fn http_benches() {
     );
 
     let transport: Arc<dyn Transport> = MemoryTransport::new();
-    let (state, runner) = gateway_on(transport.clone()).await;
+    let (state, runner) = gateway_on(transport.clone(), transport.clone()).await;
     let addr = serve(router(state.clone())).await;
     let embedded = wrk(&format!("http://{addr}/hello/Ann"))
         .await
@@ -175,7 +184,11 @@ async fn http_benches() {
                 enoki::transport::AmqpTransport::connect(&uri, Default::default())
                     .await
                     .expect("connect to RabbitMQ");
-            let (state, runner) = gateway_on(transport.clone()).await;
+            let services: Arc<dyn Transport> =
+                enoki::transport::AmqpTransport::connect(&uri, Default::default())
+                    .await
+                    .expect("connect to RabbitMQ");
+            let (state, runner) = gateway_on(transport.clone(), services.clone()).await;
             let addr = serve(router(state.clone())).await;
             let amqp = wrk(&format!("http://{addr}/hello/Ann"))
                 .await
@@ -186,13 +199,99 @@ async fn http_benches() {
                 amqp.p99,
                 amqp.rps / bare.rps
             );
+            // The incumbent: a nameko @http entrypoint making the same call
+            // (to the same enoki greeter, still running).
+            match nameko_http(&vhost).await {
+                Ok((child, url)) => {
+                    let nameko = wrk(&url).await.expect("wrk runs");
+                    println!(
+                        "gateway http: nameko @http RabbitMQ      {:>9.0} req/s  p99 {}",
+                        nameko.rps, nameko.p99
+                    );
+                    println!(
+                        "gateway http: enoki RabbitMQ route / nameko @http: {:.1}x",
+                        amqp.rps / nameko.rps
+                    );
+                    drop(child);
+                }
+                Err(why) => println!("gateway http: nameko @http RabbitMQ      skipped ({why})"),
+            }
             state.close().await;
             runner.stop().await;
             transport.close().await;
+            services.close().await;
             let _ = Command::new("rabbitmqctl")
                 .args(["delete_vhost", &vhost])
                 .output();
         }
+    }
+}
+
+/// A `nameko run` child process, killed on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `benches/nameko/http_gateway.py` under `nameko run` on `vhost`
+/// and waits until its `GET /hello/Ann` answers; returns the URL to load.
+async fn nameko_http(vhost: &str) -> Result<(Child, String), String> {
+    let python = match std::env::var("ENOKI_PYTHON") {
+        Ok(python) if !python.is_empty() => python,
+        _ => {
+            let out = Command::new("./scripts/venv")
+                .output()
+                .map_err(|err| format!("scripts/venv: {err}"))?;
+            if !out.status.success() {
+                return Err("scripts/venv failed".into());
+            }
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        }
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|err| err.to_string())?
+        .port();
+    let config = std::env::temp_dir().join(format!("enoki-bench-http-{vhost}.yaml"));
+    std::fs::write(
+        &config,
+        format!(
+            "AMQP_URI: amqp://guest:guest@127.0.0.1:5672/{vhost}\n\
+             WEB_SERVER_ADDRESS: 127.0.0.1:{port}\nmax_workers: 64\n"
+        ),
+    )
+    .map_err(|err| err.to_string())?;
+    let child = Command::new(python)
+        .args([
+            "-m",
+            "nameko",
+            "run",
+            "http_gateway:HttpGateway",
+            "--config",
+        ])
+        .arg(&config)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/nameko"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|err| format!("cannot start nameko: {err}"))?;
+    let child = Child(child);
+    let url = format!("http://127.0.0.1:{port}/hello/Ann");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(response) = reqwest::get(&url).await
+            && response.status().is_success()
+        {
+            return Ok((child, url));
+        }
+        if Instant::now() > deadline {
+            return Err("nameko's @http did not answer within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
