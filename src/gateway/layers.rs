@@ -57,8 +57,13 @@ pub(crate) fn apply(app: Router<GatewayState>, state: &GatewayState) -> Router<G
         })
         .on_response(DefaultOnResponse::new().level(tracing::Level::INFO));
     // Router::layer wraps every route: the last layer added is the outermost.
+    // Auth is off by default: then its layer is not there at all.
+    let app = if state.0.auth.enabled() {
+        app.layer(middleware::from_fn_with_state(state.clone(), authenticate))
+    } else {
+        app
+    };
     let app = app
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(RequestBodyLimitLayer::new(config.body_limit))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
@@ -194,9 +199,6 @@ async fn authenticate(
     next: Next,
 ) -> Response {
     let auth = &state.0.auth;
-    if !auth.enabled() {
-        return next.run(request).await;
-    }
     let Some(matched) = request.extensions().get::<MatchedPath>() else {
         return next.run(request).await; // static files
     };
