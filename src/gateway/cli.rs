@@ -10,7 +10,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Args;
 
@@ -19,7 +18,6 @@ use crate::config::Settings;
 use crate::container::ServiceDef;
 use crate::error::{Error, Result};
 use crate::runner::ServiceRunner;
-use crate::transport::{MemoryTransport, Transport};
 
 /// The gateway's options.
 #[derive(Debug, Clone, Args)]
@@ -71,10 +69,10 @@ pub async fn run_until(
     on_listen: impl FnOnce(SocketAddr),
 ) -> Result<()> {
     let routes = super::RouteTable::load_dir(&args.routes)?;
-    let (transport, embedded): (Arc<dyn Transport>, Vec<ServiceDef>) = match settings.amqp_uri() {
-        None => (MemoryTransport::new(), services),
-        Some(uri) => {
-            let transport = connect_amqp(uri, &settings).await?;
+    let transport = crate::cli::connect(&settings).await?;
+    let embedded: Vec<ServiceDef> = match settings.amqp_uri() {
+        None => services,
+        Some(_) => {
             let known: Vec<&str> = services.iter().map(ServiceDef::name).collect();
             if let Some(bad) = args.embed.iter().find(|n| !known.contains(&n.as_str())) {
                 return Err(Error::Config(format!(
@@ -82,11 +80,10 @@ pub async fn run_until(
                     known.join(", ")
                 )));
             }
-            let chosen = services
+            services
                 .into_iter()
                 .filter(|s| args.embed.iter().any(|n| n == s.name()))
-                .collect();
-            (transport, chosen)
+                .collect()
         }
     };
     let infos = embedded
@@ -135,25 +132,4 @@ pub async fn run_until(
     transport.close().await;
     tracing::info!("gateway stopped");
     Ok(())
-}
-
-#[cfg(feature = "amqp")]
-async fn connect_amqp(uri: &str, settings: &Settings) -> Result<Arc<dyn Transport>> {
-    use crate::transport::amqp::{AmqpOptions, AmqpTransport};
-    let transport = AmqpTransport::connect(
-        uri,
-        AmqpOptions {
-            heartbeat: settings.heartbeat(),
-            ..Default::default()
-        },
-    )
-    .await?;
-    Ok(transport)
-}
-
-#[cfg(not(feature = "amqp"))]
-async fn connect_amqp(uri: &str, _settings: &Settings) -> Result<Arc<dyn Transport>> {
-    Err(Error::Config(format!(
-        "AMQP_URI is set ({uri}), but this build has no AMQP transport"
-    )))
 }
