@@ -5,7 +5,7 @@
 //!   bindings), provider `start`, then entrypoints start consuming and
 //!   ticking.
 //! - **Workers**: each delivery, tick or hook call becomes a worker: a
-//!   fresh service instance ([`Dependencies::inject`]), `worker_setup`, the
+//!   fresh service instance ([`Dependencies::inject`](crate::Dependencies::inject)), `worker_setup`, the
 //!   method, the entrypoint's result handling (reply, ack), `worker_result`,
 //!   `worker_teardown`. At most `max_workers` run at once, across all
 //!   entrypoints (a semaphore, as mini-redis bounds its connections). A

@@ -40,7 +40,7 @@
 //! ```
 //!
 //! ## Layout
-//! - [`service`]: the [`Service`] trait the `#[service]` macro implements;
+//! - [`service`](mod@service): the [`Service`] trait the `#[service]` macro implements;
 //! - [`dependency`]: [`DependencyProvider`] and the built-in providers;
 //! - [`entrypoint`]: RPC, event and timer entrypoints;
 //! - [`container`] and [`runner`]: lifecycle, workers, `max_workers`;

@@ -6,8 +6,8 @@
 //!   `POST /rpc/{service}/{method}` calls anything exposed ([`rpc`]).
 //! - RPC errors become HTTP statuses with JSON bodies ([`rpc`]).
 //! - `GET /ws` speaks a small JSON protocol: subscribe to events, call
-//!   methods ([`ws`], `static/PROTOCOL.md`); `GET /events?subscribe=...` is
-//!   Server-Sent Events ([`sse`]). Both are fed by the [`bridge`].
+//!   methods (`ws`, `static/PROTOCOL.md`); `GET /events?subscribe=...` is
+//!   Server-Sent Events (`sse`). Both are fed by the [`bridge`].
 //! - `/` serves `static/` (a page to try it all), `/healthz`, `/readyz`,
 //!   `/metrics` ([`metrics`]), `/openapi.json` ([`openapi`]), `/api/info`.
 //! - CORS, request ids, access logs, timeouts, body limits, compression,
