@@ -27,8 +27,10 @@
 //! }
 //! ```
 
+use enoki::args::{Args, Param};
+use enoki::outcome::{IntoOutcome, Outcome};
 use enoki::prelude::*;
-use enoki::service::{Args, EntrypointSpec, IntoOutcome, Outcome, Param};
+use enoki::service::EntrypointSpec;
 use futures::future::BoxFuture;
 
 /// The service struct: its fields are its dependencies.

@@ -85,7 +85,8 @@ use crate::config::Settings;
 use crate::container::ServiceDef;
 use crate::error::{Error, Result};
 use crate::runner::ServiceRunner;
-use crate::transport::{MemoryTransport, Transport};
+use crate::shutdown;
+use crate::transport::{self, Transport};
 
 /// How configuration sources override each other, shown by `--help`.
 const PRECEDENCE_HELP: &str = "\
@@ -123,7 +124,7 @@ impl Cli {
         #[cfg(feature = "gateway")]
         return Command::Gateway(self.gateway.clone());
         #[cfg(not(feature = "gateway"))]
-        return Command::Run { services: vec![] };
+        return Command::Run(RunArgs::default());
     }
 }
 
@@ -152,40 +153,61 @@ enum Command {
     Gateway(crate::gateway::GatewayArgs),
     /// Run services (all by default) until Ctrl-C or SIGTERM.
     #[command(after_help = PRECEDENCE_HELP)]
-    Run {
-        /// Services to run.
-        services: Vec<String>,
-    },
+    Run(RunArgs),
     /// Call an RPC method and print its JSON result.
     #[command(allow_negative_numbers = true, after_help = PRECEDENCE_HELP)]
-    Call {
-        /// `service.method`
-        target: String,
-        /// Positional arguments: a JSON array (or one JSON value).
-        args: Option<String>,
-        /// Keyword arguments: a JSON object.
-        #[arg(long)]
-        kwargs: Option<String>,
-        /// Context data: a JSON object (e.g. `{"user_id": 7}`).
-        #[arg(long)]
-        context: Option<String>,
-        /// Seconds to wait for the reply (default: RPC_TIMEOUT, else 30).
-        #[arg(long)]
-        timeout: Option<f64>,
-    },
+    Call(CallArgs),
     /// Dispatch an event as a service.
     #[command(allow_negative_numbers = true, after_help = PRECEDENCE_HELP)]
-    Dispatch {
-        /// The source service.
-        service: String,
-        /// The event type.
-        event_type: String,
-        /// The payload, as JSON.
-        payload: String,
-    },
+    Dispatch(DispatchArgs),
     /// Print the resolved configuration as YAML.
     #[command(after_help = PRECEDENCE_HELP)]
-    ShowConfig,
+    ShowConfig(ShowConfigArgs),
+}
+
+/// `enoki run`.
+#[derive(Debug, Args, Clone, Default)]
+struct RunArgs {
+    /// Services to run.
+    services: Vec<String>,
+}
+
+/// `enoki call`.
+#[derive(Debug, Args, Clone)]
+struct CallArgs {
+    /// `service.method`
+    target: String,
+    /// Positional arguments: a JSON array (or one JSON value).
+    args: Option<String>,
+    /// Keyword arguments: a JSON object.
+    #[arg(long)]
+    kwargs: Option<String>,
+    /// Context data: a JSON object (e.g. `{"user_id": 7}`).
+    #[arg(long)]
+    context: Option<String>,
+    /// Seconds to wait for the reply (default: RPC_TIMEOUT, else 30).
+    #[arg(long)]
+    timeout: Option<f64>,
+}
+
+/// `enoki dispatch`.
+#[derive(Debug, Args, Clone)]
+struct DispatchArgs {
+    /// The source service.
+    service: String,
+    /// The event type.
+    event_type: String,
+    /// The payload, as JSON.
+    payload: String,
+}
+
+/// `enoki show-config`.
+#[derive(Debug, Args, Clone)]
+struct ShowConfigArgs {
+    /// Also every key enoki reads that is left at its default, with what
+    /// it means.
+    #[arg(long)]
+    all: bool,
 }
 
 impl Command {
@@ -197,17 +219,19 @@ impl Command {
         // `call` reports the outcome itself, so the logs of services it
         // hosts in-process (embedded transport) would only repeat it.
         match self {
-            Command::Run { .. } => "info,lapin=off",
+            Command::Run(_) => "info,lapin=off",
             #[cfg(feature = "gateway")]
             Command::Gateway(_) => "info,lapin=off",
-            Command::Call { .. } => "warn,lapin=off,enoki::container=off,enoki::entrypoint=off",
+            Command::Call(_) => {
+                "warn,lapin=off,enoki::container=off,enoki::entrypoint=off,enoki::worker=off"
+            }
             _ => "warn,lapin=off",
         }
     }
 }
 
 /// A binary's command line: its services, and the config keys they read
-/// besides enoki's own ([`crate::config::KNOWN_KEYS`]).
+/// besides enoki's own ([`crate::config::KEYS`]).
 #[derive(Debug)]
 pub struct App {
     services: Vec<ServiceDef>,
@@ -300,8 +324,7 @@ fn one_line(text: &str) -> String {
         .join(" ")
 }
 
-/// Runs one parsed command. Every command is one arm here (a future
-/// `gateway` command and the default command go in the same match).
+/// Runs one parsed command: one function per command.
 async fn run(cli: Cli, app: App) -> Result<ExitCode> {
     let App {
         services,
@@ -316,112 +339,149 @@ async fn run(cli: Cli, app: App) -> Result<ExitCode> {
     };
     match command {
         #[cfg(feature = "gateway")]
-        Command::Gateway(args) => {
-            crate::gateway::run(args, settings, services).await?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::ShowConfig => {
-            let yaml = serde_yaml_ng::to_string(settings.as_map())
-                .map_err(|err| Error::Config(err.to_string()))?;
-            print!("{yaml}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Run { services: names } => run_services(&settings, services, &names).await,
-        Command::Call {
-            target,
-            args,
-            kwargs,
-            context,
-            timeout,
-        } => {
-            let (service, method) = match target.split_once('.') {
-                Some((service, method)) if !service.is_empty() && !method.is_empty() => {
-                    (service, method)
-                }
-                _ => {
-                    return Err(Error::Config(format!(
-                        "`{target}` is not SERVICE.METHOD (e.g. greeter.hello)"
-                    )));
-                }
-            };
-            let args = parse_json("ARGS_JSON", args.as_deref().unwrap_or("[]"))?;
-            let kwargs = parse_object("--kwargs", kwargs.as_deref())?;
-            let context = parse_object("--context", context.as_deref())?;
-            let timeout = match timeout {
-                Some(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => {
-                    Duration::from_secs_f64(secs)
-                }
-                Some(secs) => {
-                    return Err(Error::Config(format!(
-                        "--timeout must be a positive number of seconds, got {secs}"
-                    )));
-                }
-                None => settings.rpc_timeout().unwrap_or(Duration::from_secs(30)),
-            };
-            let (transport, runner) = embed(&settings, services).await?;
-            let result = async {
-                let rpc = ClusterRpc::builder(transport.clone())
-                    .settings(&settings)
-                    .context_data(context)
-                    .timeout(timeout)
-                    .connect()
-                    .await?;
-                let result = rpc.call(service, method, args, kwargs).await;
-                rpc.close().await;
-                result
-            }
-            .await;
-            if let Some(runner) = runner {
-                runner.stop().await;
-            }
-            transport.close().await;
-            match result {
-                Ok(value) => {
-                    println!("{}", serde_json::to_string_pretty(&value)?);
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(Error::Remote(remote)) => {
-                    eprintln!("{}: {}", remote.exc_type, one_line(&remote.value));
-                    Ok(ExitCode::FAILURE)
-                }
-                Err(Error::UnknownService(service)) => {
-                    eprintln!("UnknownService: {service}");
-                    Ok(ExitCode::FAILURE)
-                }
-                Err(Error::RpcTimeout {
-                    service,
-                    method,
-                    timeout,
-                }) => {
-                    eprintln!(
-                        "RpcTimeout: no reply from {service}.{method} within {}s",
-                        timeout.as_secs_f64()
-                    );
-                    Ok(ExitCode::FAILURE)
-                }
-                Err(other) => Err(other),
-            }
-        }
-        Command::Dispatch {
-            service,
-            event_type,
-            payload,
-        } => {
-            let payload = parse_json("PAYLOAD_JSON", &payload)?;
-            let (transport, runner) = embed(&settings, services).await?;
-            let result = EventPublisher::new(transport.clone(), &settings)
-                .dispatch(&service, &event_type, &payload)
-                .await;
-            if let Some(runner) = runner {
-                // Let the in-process handlers run, then drain them.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                runner.stop().await;
-            }
-            transport.close().await;
-            result?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Gateway(args) => gateway(args, settings, services).await,
+        Command::ShowConfig(args) => show_config(&args, &settings),
+        Command::Run(args) => run_services(&settings, services, &args.services).await,
+        Command::Call(args) => call(args, &settings, services).await,
+        Command::Dispatch(args) => dispatch(args, &settings, services).await,
     }
+}
+
+/// `gateway` (and plain `enoki`).
+#[cfg(feature = "gateway")]
+async fn gateway(
+    args: crate::gateway::GatewayArgs,
+    settings: Settings,
+    services: Vec<ServiceDef>,
+) -> Result<ExitCode> {
+    crate::gateway::run(args, settings, services).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `show-config`: the resolved settings as YAML; with `--all`, every key
+/// enoki reads at its value or default, each with its meaning as a comment.
+fn show_config(args: &ShowConfigArgs, settings: &Settings) -> Result<ExitCode> {
+    let yaml = |map: &Map<String, Value>| {
+        serde_yaml_ng::to_string(map).map_err(|err| Error::Config(err.to_string()))
+    };
+    if !args.all {
+        print!("{}", yaml(settings.as_map())?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = String::new();
+    for (key, value) in settings.effective() {
+        out.push_str(&format!("# {} ({})\n", key.doc, key.describe()));
+        let mut one = Map::new();
+        one.insert(key.name.to_owned(), value.unwrap_or(Value::Null));
+        out.push_str(&yaml(&one)?);
+    }
+    let own: Map<String, Value> = settings
+        .as_map()
+        .iter()
+        .filter(|(name, _)| crate::config::keys::key(name).is_none())
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    if !own.is_empty() {
+        out.push_str("# the services' own keys\n");
+        out.push_str(&yaml(&own)?);
+    }
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `call`: one RPC call, its JSON result on stdout.
+async fn call(args: CallArgs, settings: &Settings, services: Vec<ServiceDef>) -> Result<ExitCode> {
+    let CallArgs {
+        target,
+        args,
+        kwargs,
+        context,
+        timeout,
+    } = args;
+    let (service, method) = match target.split_once('.') {
+        Some((service, method)) if !service.is_empty() && !method.is_empty() => (service, method),
+        _ => {
+            return Err(Error::Config(format!(
+                "`{target}` is not SERVICE.METHOD (e.g. greeter.hello)"
+            )));
+        }
+    };
+    let args = parse_json("ARGS_JSON", args.as_deref().unwrap_or("[]"))?;
+    let kwargs = parse_object("--kwargs", kwargs.as_deref())?;
+    let context = parse_object("--context", context.as_deref())?;
+    let timeout = match timeout {
+        Some(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => Duration::from_secs_f64(secs),
+        Some(secs) => {
+            return Err(Error::Config(format!(
+                "--timeout must be a positive number of seconds, got {secs}"
+            )));
+        }
+        None => settings.rpc_timeout().unwrap_or(Duration::from_secs(30)),
+    };
+    let (transport, runner) = embed(settings, services).await?;
+    let result = async {
+        let rpc = ClusterRpc::builder(transport.clone())
+            .settings(settings)
+            .context_data(context)
+            .timeout(timeout)
+            .connect()
+            .await?;
+        let result = rpc.call(service, method, args, kwargs).await;
+        rpc.close().await;
+        result
+    }
+    .await;
+    if let Some(runner) = runner {
+        runner.stop().await;
+    }
+    transport.close().await;
+    match result {
+        Ok(value) => {
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(Error::Remote(remote)) => {
+            eprintln!("{}: {}", remote.exc_type, one_line(&remote.value));
+            Ok(ExitCode::FAILURE)
+        }
+        Err(Error::UnknownService(service)) => {
+            eprintln!("UnknownService: {service}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(Error::RpcTimeout {
+            service,
+            method,
+            timeout,
+        }) => {
+            eprintln!(
+                "RpcTimeout: no reply from {service}.{method} within {}s",
+                timeout.as_secs_f64()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// `dispatch`: one event, published as `service`.
+async fn dispatch(
+    args: DispatchArgs,
+    settings: &Settings,
+    services: Vec<ServiceDef>,
+) -> Result<ExitCode> {
+    let payload = parse_json("PAYLOAD_JSON", &args.payload)?;
+    let (transport, runner) = embed(settings, services).await?;
+    let result = EventPublisher::new(transport.clone(), settings)
+        .dispatch(&args.service, &args.event_type, &payload)
+        .await;
+    if let Some(runner) = runner {
+        // Let the in-process handlers run, then drain them.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        runner.stop().await;
+    }
+    transport.close().await;
+    result?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `run`: the selected services until Ctrl-C or SIGTERM.
@@ -433,8 +493,8 @@ async fn run_services(
     let selected = select(services, names)?;
     // Signal handlers first, so that a SIGTERM during startup stops the
     // services gracefully instead of killing the process.
-    let stop = shutdown_signal();
-    let transport = connect(settings).await?;
+    let stop = shutdown::shutdown_signal();
+    let transport = transport::connect(settings).await?;
     let names: Vec<&str> = selected.iter().map(ServiceDef::name).collect();
     println!(
         "enoki: running {} on the {} transport (Ctrl-C to stop)",
@@ -449,7 +509,7 @@ async fn run_services(
         .run_until(async {
             stop.await;
             // A second signal while stopping gracefully exits at once.
-            let again = shutdown_signal();
+            let again = shutdown::shutdown_signal();
             tokio::spawn(async move {
                 again.await;
                 eprintln!("enoki: killed (second signal)");
@@ -465,7 +525,7 @@ async fn run_services(
 /// Settings from `--config`, the `AMQP_URI` environment variable,
 /// `--broker` and `--define`, in that order of precedence (see the
 /// [module docs](self)). `extra_keys` are accepted besides
-/// [`crate::config::KNOWN_KEYS`].
+/// [`crate::config::KEYS`].
 pub fn load_settings(global: &GlobalArgs, extra_keys: &[&str]) -> Result<Settings> {
     let env_uri = std::env::var("AMQP_URI").ok();
     resolve_settings(global, env_uri.as_deref(), extra_keys)
@@ -515,26 +575,10 @@ fn resolve_settings(
     Ok(settings)
 }
 
-/// The transport the settings ask for: RabbitMQ when `AMQP_URI` is set
-/// (with `HEARTBEAT`), the embedded broker otherwise.
+/// Moved to [`crate::transport::connect`].
+#[deprecated(since = "0.1.0", note = "use `enoki::transport::connect`")]
 pub async fn connect(settings: &Settings) -> Result<Arc<dyn Transport>> {
-    match settings.amqp_uri() {
-        None => Ok(MemoryTransport::new()),
-        #[cfg(feature = "amqp")]
-        Some(uri) => {
-            let options = crate::transport::AmqpOptions {
-                heartbeat: settings.heartbeat(),
-                connection_name: Some(format!("enoki {}", std::process::id())),
-                ..Default::default()
-            };
-            let transport = crate::transport::AmqpTransport::connect(uri, options).await?;
-            Ok(transport)
-        }
-        #[cfg(not(feature = "amqp"))]
-        Some(_) => Err(Error::Config(
-            "AMQP_URI is set, but this build has no AMQP transport (feature `amqp`)".into(),
-        )),
-    }
+    transport::connect(settings).await
 }
 
 /// Connects; on the embedded transport, also starts the services in this
@@ -543,7 +587,7 @@ async fn embed(
     settings: &Settings,
     services: Vec<ServiceDef>,
 ) -> Result<(Arc<dyn Transport>, Option<ServiceRunner>)> {
-    let transport = connect(settings).await?;
+    let transport = transport::connect(settings).await?;
     if settings.amqp_uri().is_some() {
         return Ok((transport, None));
     }
@@ -590,38 +634,10 @@ fn parse_object(what: &str, text: Option<&str>) -> Result<Map<String, Value>> {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM (axum's `shutdown_signal`). The signal
-/// handlers are installed when this is called, not when first polled, so
-/// a signal that arrives in between is not lost.
+/// Moved to [`crate::shutdown::shutdown_signal`].
+#[deprecated(since = "0.1.0", note = "use `enoki::shutdown::shutdown_signal`")]
 pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let interrupt = signal(SignalKind::interrupt()).ok();
-        let terminate = signal(SignalKind::terminate()).ok();
-        async move {
-            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
-                match s {
-                    Some(mut s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                () = wait(interrupt) => {},
-                () = wait(terminate) => {},
-            }
-            tracing::info!("shutdown signal received");
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutdown signal received");
-        }
-    }
+    crate::shutdown::shutdown_signal()
 }
 
 #[cfg(test)]

@@ -36,7 +36,8 @@ use tokio::sync::oneshot;
 use crate::config::Settings;
 use crate::context::{WorkerCtx, encode_headers, new_uuid, push_uuid};
 use crate::error::{Error, Result};
-use crate::message::{Headers, Message, REPLY_QUEUE_TTL_MS, ReplyBody, STANDALONE_OWNER, names};
+use crate::message::{Headers, Message, ReplyBody};
+use crate::names::{self, REPLY_QUEUE_TTL_MS, STANDALONE_OWNER};
 use crate::transport::{ConsumeOptions, ExchangeSpec, PublishOptions, QueueSpec, Transport};
 
 type Pending = Mutex<HashMap<String, oneshot::Sender<Result<Bytes>>>>;
@@ -206,7 +207,7 @@ impl ClusterRpc {
         ClusterRpcBuilder {
             transport,
             owner: STANDALONE_OWNER.to_owned(),
-            exchange: crate::message::DEFAULT_RPC_EXCHANGE.to_owned(),
+            exchange: names::DEFAULT_RPC_EXCHANGE.to_owned(),
             context_data: Map::new(),
             timeout: None,
         }

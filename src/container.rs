@@ -1,45 +1,47 @@
-//! [`ServiceContainer`]: hosts one service, runs its workers, and drives
-//! its lifecycle in nameko's order.
+//! [`ServiceContainer`]: hosts one service and drives its lifecycle in
+//! nameko's order; [`ServiceDef`]: a service ready to be hosted.
 //!
-//! - **Start**: provider `setup`, entrypoint setup (declare queues and
-//!   bindings), provider `start`, then entrypoints start consuming and
-//!   ticking.
-//! - **Workers**: each delivery, tick or hook call becomes a worker: a
-//!   fresh service instance ([`Dependencies::inject`](crate::Dependencies::inject)), `worker_setup`, the
-//!   method, the entrypoint's result handling (reply, ack), `worker_result`,
-//!   `worker_teardown`. At most `max_workers` run at once, across all
-//!   entrypoints (a semaphore, as mini-redis bounds its connections). A
-//!   worker that fails or panics never takes the container down.
-//! - **Graceful stop**: entrypoints stop consuming; in-flight workers are
-//!   drained, up to `GRACE_PERIOD`, then killed; providers `stop`; the
-//!   container's RPC client closes. Workers run on a tokio-util
-//!   `TaskTracker`; stopping and killing use `CancellationToken`s
-//!   (mini-redis's broadcast and mpsc shutdown tricks, packaged).
-//! - **Kill**: workers are cancelled where they wait (their deliveries go
-//!   back to the broker unsettled), providers are killed.
+//! - **Start**: provider `setup`, entrypoint `setup` (declare queues and
+//!   bindings), provider `start`, then entrypoint `start` (consume, tick).
+//!   The entrypoints are the service's own (one [`RpcEntrypoint`] for all
+//!   `#[rpc]` methods, one [`EventEntrypoint`] per `#[event_handler]`, one
+//!   [`TimerEntrypoint`] per `#[timer]`) and any added with
+//!   [`ServiceDef::with_entrypoint`].
+//! - **Workers** run in the container's [`WorkerPool`], at most
+//!   `max_workers` at once; a worker that fails or panics never takes the
+//!   container down.
+//! - **Graceful stop**: entrypoints stop taking input and their tasks end;
+//!   in-flight workers are drained, up to `GRACE_PERIOD`, then killed;
+//!   providers `stop`; the container's RPC client closes (mini-redis's
+//!   shutdown, packaged as tokio-util's `CancellationToken` and
+//!   `TaskTracker`).
+//! - **Kill**: entrypoints and workers are cancelled where they wait (their
+//!   deliveries go back to the broker unsettled), providers are killed.
 
 use std::fmt;
-use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::FutureExt;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio::sync::broadcast;
 
 use crate::config::Settings;
-use crate::context::{ContainerCtx, ContextData, WorkerCtx};
+use crate::container_ctx::ContainerCtx;
+use crate::context::{ContextData, WorkerCtx};
 use crate::dependency::{DependencyProvider, ProviderSet};
-use crate::entrypoint;
-use crate::error::{Error, RemoteError, Result};
-use crate::service::{EntrypointKind, EntrypointSpec, Outcome, Service};
+use crate::entrypoint::event::EventEntrypoint;
+use crate::entrypoint::rpc::RpcEntrypoint;
+use crate::entrypoint::timer::TimerEntrypoint;
+use crate::entrypoint::{Entrypoint, ErasedEntrypoint};
+use crate::error::{Error, Result};
+use crate::outcome::Outcome;
+use crate::service::{EntrypointKind, EntrypointSpec, Service};
 use crate::transport::Transport;
+use crate::worker::{InvokeFn, WorkerPool};
 
-type InvokeFn = fn(&ProviderSet, WorkerCtx, &'static str, Bytes) -> BoxFuture<'static, Outcome>;
+/// Moved to [`crate::worker::WorkerRecord`].
+#[deprecated(since = "0.1.0", note = "use `enoki::worker::WorkerRecord`")]
+pub type WorkerRecord = crate::worker::WorkerRecord;
 
 /// A service, type-erased, ready to be hosted: its name, entrypoints and
 /// dependency providers. `enoki::service::<Greeter>()` makes one.
@@ -48,13 +50,16 @@ pub struct ServiceDef {
     entrypoints: Vec<EntrypointSpec>,
     providers: ProviderSet,
     invoke: InvokeFn,
+    extra: Vec<Box<dyn ErasedEntrypoint>>,
 }
 
 impl fmt::Debug for ServiceDef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let extra: Vec<&str> = self.extra.iter().map(|e| e.type_name()).collect();
         f.debug_struct("ServiceDef")
             .field("name", &self.name)
             .field("entrypoints", &self.entrypoints)
+            .field("extra_entrypoints", &extra)
             .field("providers", &self.providers)
             .finish()
     }
@@ -68,6 +73,7 @@ impl ServiceDef {
             entrypoints: S::entrypoints(),
             providers: S::providers(),
             invoke: invoke::<S>,
+            extra: Vec::new(),
         }
     }
 
@@ -79,6 +85,20 @@ impl ServiceDef {
     /// The entrypoints.
     pub fn entrypoints(&self) -> &[EntrypointSpec] {
         &self.entrypoints
+    }
+
+    /// Adds an entrypoint of your own (see [`Entrypoint`]); it runs the
+    /// service's methods through the container's worker pool.
+    #[must_use]
+    pub fn with_entrypoint(mut self, entrypoint: impl Entrypoint) -> Self {
+        self.add_entrypoint(entrypoint);
+        self
+    }
+
+    /// Adds an entrypoint of your own, in place.
+    pub fn add_entrypoint(&mut self, entrypoint: impl Entrypoint) -> &mut Self {
+        self.extra.push(Box::new(entrypoint));
+        self
     }
 
     /// Replaces the provider of dependency `name` (nameko's
@@ -104,6 +124,33 @@ impl ServiceDef {
         self.entrypoints.retain(|e| methods.contains(&e.method));
         Ok(())
     }
+
+    /// The built-in entrypoints of the spec table, then the extra ones.
+    fn take_entrypoints(&mut self) -> Vec<Box<dyn ErasedEntrypoint>> {
+        let mut out: Vec<Box<dyn ErasedEntrypoint>> = Vec::new();
+        let rpc: Vec<&'static str> = self
+            .entrypoints
+            .iter()
+            .filter(|e| e.kind == EntrypointKind::Rpc)
+            .map(|e| e.method)
+            .collect();
+        if !rpc.is_empty() {
+            out.push(Box::new(RpcEntrypoint::new(rpc)));
+        }
+        for spec in &self.entrypoints {
+            match &spec.kind {
+                EntrypointKind::Rpc | EntrypointKind::Custom => {}
+                EntrypointKind::Event(event) => {
+                    out.push(Box::new(EventEntrypoint::new(spec.method, event.clone())));
+                }
+                EntrypointKind::Timer(timer) => {
+                    out.push(Box::new(TimerEntrypoint::new(spec.method, *timer)));
+                }
+            }
+        }
+        out.append(&mut self.extra);
+        out
+    }
 }
 
 fn invoke<S: Service>(
@@ -117,17 +164,6 @@ fn invoke<S: Service>(
     Box::pin(async move { service.dispatch(method, &payload, &worker).await })
 }
 
-/// A finished worker, as seen by [`ServiceContainer::subscribe`].
-#[derive(Debug, Clone)]
-pub struct WorkerRecord {
-    /// The entrypoint method that ran.
-    pub entrypoint: &'static str,
-    /// The worker's context.
-    pub worker: WorkerCtx,
-    /// What it returned.
-    pub outcome: Arc<Outcome>,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Created,
@@ -138,12 +174,11 @@ enum State {
 /// Hosts one service.
 pub struct ServiceContainer {
     def: Option<ServiceDef>,
-    shared: Option<Arc<Shared>>,
+    pool: Option<WorkerPool>,
     ctx: ContainerCtx,
-    stop: CancellationToken,
-    entrypoints: Mutex<Vec<JoinHandle<()>>>,
+    entrypoints: Mutex<Vec<Box<dyn ErasedEntrypoint>>>,
     state: Mutex<State>,
-    records: broadcast::Sender<WorkerRecord>,
+    records: broadcast::Sender<crate::worker::WorkerRecord>,
 }
 
 impl fmt::Debug for ServiceContainer {
@@ -155,30 +190,19 @@ impl fmt::Debug for ServiceContainer {
     }
 }
 
-/// What entrypoints and workers share.
-pub(crate) struct Shared {
-    pub(crate) name: &'static str,
-    pub(crate) ctx: ContainerCtx,
-    pub(crate) entrypoints: Vec<EntrypointSpec>,
-    providers: Arc<ProviderSet>,
-    invoke: InvokeFn,
-    permits: Arc<Semaphore>,
-    workers: TaskTracker,
-    kill: CancellationToken,
-    parent_calls_tracked: usize,
-    records: broadcast::Sender<WorkerRecord>,
-}
-
 impl ServiceContainer {
     /// A container for `def` on `transport`.
-    pub fn new(def: ServiceDef, transport: Arc<dyn Transport>, settings: Settings) -> Self {
+    pub fn new(
+        def: ServiceDef,
+        transport: std::sync::Arc<dyn Transport>,
+        settings: Settings,
+    ) -> Self {
         let ctx = ContainerCtx::new(def.name, settings, transport);
         let (records, _) = broadcast::channel(256);
         ServiceContainer {
             def: Some(def),
-            shared: None,
+            pool: None,
             ctx,
-            stop: CancellationToken::new(),
             entrypoints: Mutex::new(Vec::new()),
             state: Mutex::new(State::Created),
             records,
@@ -195,8 +219,8 @@ impl ServiceContainer {
         &self.ctx
     }
 
-    /// The service definition, before start (to replace dependencies or
-    /// restrict entrypoints).
+    /// The service definition, before start (to replace dependencies,
+    /// restrict entrypoints or add entrypoints).
     pub fn def_mut(&mut self) -> Result<&mut ServiceDef> {
         self.def
             .as_mut()
@@ -210,42 +234,57 @@ impl ServiceContainer {
 
     /// Workers running now.
     pub fn running_workers(&self) -> usize {
-        self.shared
-            .as_ref()
-            .map_or(0, |shared| shared.workers.len())
+        self.pool.as_ref().map_or(0, WorkerPool::running)
+    }
+
+    /// The worker pool, once started.
+    pub fn workers(&self) -> Option<&WorkerPool> {
+        self.pool.as_ref()
     }
 
     /// A stream of finished workers (for `entrypoint_waiter`).
-    pub fn subscribe(&self) -> broadcast::Receiver<WorkerRecord> {
+    pub fn subscribe(&self) -> broadcast::Receiver<crate::worker::WorkerRecord> {
         self.records.subscribe()
     }
 
     /// Sets up providers and entrypoints, then starts them. Returns once
-    /// every entrypoint is consuming.
+    /// every entrypoint is taking input. Settings of the wrong type are an
+    /// error naming the key.
     pub async fn start(&mut self) -> Result<()> {
         let mut def = self
             .def
             .take()
             .ok_or_else(|| Error::Lifecycle("the container has already started".into()))?;
+        self.ctx.settings().validate()?;
         let name = def.name;
         def.providers.setup(&self.ctx).await?;
-        let settings = self.ctx.settings();
-        let shared = Arc::new(Shared {
+        let mut entrypoints = def.take_entrypoints();
+        for entrypoint in &mut entrypoints {
+            entrypoint.setup(&self.ctx).await?;
+        }
+        let methods = def.entrypoints.iter().map(|e| e.method).collect();
+        let pool = WorkerPool::new(
             name,
-            ctx: self.ctx.clone(),
-            entrypoints: def.entrypoints,
-            providers: Arc::new(def.providers),
-            invoke: def.invoke,
-            permits: Arc::new(Semaphore::new(settings.max_workers())),
-            workers: TaskTracker::new(),
-            kill: self.ctx.kill_token().clone(),
-            parent_calls_tracked: settings.parent_calls_tracked(),
-            records: self.records.clone(),
-        });
-        self.shared = Some(shared.clone());
-        let prepared = entrypoint::setup_all(&shared).await?;
-        shared.providers.start().await?;
-        *self.entrypoints.lock() = entrypoint::start_all(&shared, prepared, &self.stop).await?;
+            self.ctx.clone(),
+            methods,
+            def.providers,
+            def.invoke,
+            self.records.clone(),
+        );
+        self.pool = Some(pool.clone());
+        let started = async {
+            pool.providers().start().await?;
+            for entrypoint in &mut entrypoints {
+                entrypoint.start(pool.clone()).await?;
+            }
+            Ok::<_, Error>(())
+        }
+        .await;
+        *self.entrypoints.lock() = entrypoints;
+        if let Err(err) = started {
+            self.kill().await;
+            return Err(err);
+        }
         *self.state.lock() = State::Running;
         tracing::info!(service = name, "service started");
         Ok(())
@@ -261,26 +300,25 @@ impl ServiceContainer {
         payload: Bytes,
         context: ContextData,
     ) -> Result<Outcome> {
-        let shared = self
-            .shared
+        let pool = self
+            .pool
             .as_ref()
             .ok_or_else(|| Error::Lifecycle("the container is not running".into()))?;
-        let method = shared.entrypoint(method).ok_or_else(|| {
+        let method = pool.method(method).ok_or_else(|| {
             Error::Lifecycle(format!(
                 "service `{}` has no entrypoint `{method}`",
-                shared.name
+                pool.service_name()
             ))
         })?;
-        let permit = shared.permit().await?;
+        let slot = pool.acquire().await;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        shared.spawn_worker(
-            permit,
+        pool.spawn(
+            slot,
             method,
             payload,
             context,
             move |outcome: Outcome| async move {
-                let copy = clone_outcome(&outcome);
-                let _ = tx.send(copy);
+                let _ = tx.send(outcome.clone());
                 outcome
             },
         );
@@ -294,35 +332,30 @@ impl ServiceContainer {
     pub async fn stop(&self) {
         {
             let mut state = self.state.lock();
-            if *state != State::Running {
-                *state = State::Stopped;
+            let running = *state == State::Running;
+            *state = State::Stopped;
+            if !running {
                 return;
             }
-            *state = State::Stopped;
         }
         let name = self.ctx.service_name().to_owned();
         tracing::info!(service = %name, "stopping service");
-        self.stop.cancel();
-        let tasks: Vec<_> = self.entrypoints.lock().drain(..).collect();
-        for task in tasks {
-            let _ = task.await;
-        }
-        if let Some(shared) = &self.shared {
-            shared.workers.close();
-            let grace = self.ctx.settings().grace_period();
-            if tokio::time::timeout(grace, shared.workers.wait())
-                .await
-                .is_err()
-            {
+        if let Some(pool) = &self.pool {
+            pool.begin_stop();
+            let mut entrypoints: Vec<_> = self.entrypoints.lock().drain(..).collect();
+            for entrypoint in &mut entrypoints {
+                entrypoint.stop().await;
+            }
+            pool.join_managed().await;
+            let left = pool.drain(self.ctx.settings().grace_period()).await;
+            if left > 0 {
                 tracing::warn!(
                     service = %name,
-                    workers = shared.workers.len(),
-                    "workers still running after the grace period; killing them"
+                    workers = left,
+                    "workers still running after the grace period were killed"
                 );
-                shared.kill.cancel();
-                shared.workers.wait().await;
             }
-            shared.providers.stop().await;
+            pool.providers().stop().await;
         }
         self.ctx.close_rpc().await;
         tracing::info!(service = %name, "service stopped");
@@ -332,151 +365,15 @@ impl ServiceContainer {
     /// deliveries go back to the broker), providers are killed.
     pub async fn kill(&self) {
         *self.state.lock() = State::Stopped;
-        self.stop.cancel();
         self.ctx.kill_token().cancel();
-        let tasks: Vec<_> = self.entrypoints.lock().drain(..).collect();
-        for task in tasks {
-            task.abort();
-            let _ = task.await;
+        let mut entrypoints: Vec<_> = self.entrypoints.lock().drain(..).collect();
+        for entrypoint in &mut entrypoints {
+            entrypoint.kill();
         }
-        if let Some(shared) = &self.shared {
-            shared.workers.close();
-            shared.workers.wait().await;
-            shared.providers.kill();
+        if let Some(pool) = &self.pool {
+            pool.kill().await;
+            pool.providers().kill();
         }
         self.ctx.close_rpc().await;
-    }
-}
-
-impl Shared {
-    /// The `&'static` name of an entrypoint method.
-    pub(crate) fn entrypoint(&self, method: &str) -> Option<&'static str> {
-        self.entrypoints
-            .iter()
-            .find(|e| e.method == method)
-            .map(|e| e.method)
-    }
-
-    /// The RPC methods.
-    pub(crate) fn rpc_method(&self, method: &str) -> Option<&'static str> {
-        self.entrypoints
-            .iter()
-            .find(|e| e.method == method && e.kind == EntrypointKind::Rpc)
-            .map(|e| e.method)
-    }
-
-    /// Waits for a free worker slot.
-    pub(crate) async fn permit(&self) -> Result<OwnedSemaphorePermit> {
-        self.permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Lifecycle("the container is stopping".into()))
-    }
-
-    /// Runs one worker: inject, `worker_setup`, the method, then
-    /// `handle_result` (the entrypoint's reply and ack), `worker_result`,
-    /// `worker_teardown`.
-    pub(crate) fn spawn_worker<F, Fut>(
-        self: &Arc<Self>,
-        permit: OwnedSemaphorePermit,
-        method: &'static str,
-        payload: Bytes,
-        incoming: ContextData,
-        handle_result: F,
-    ) where
-        F: FnOnce(Outcome) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Outcome> + Send,
-    {
-        let shared = self.clone();
-        let kill = self.kill.clone();
-        self.workers.spawn(async move {
-            let _permit = permit;
-            let worker = WorkerCtx::with_cancel(
-                std::borrow::Cow::Borrowed(shared.name),
-                std::borrow::Cow::Borrowed(method),
-                incoming,
-                shared.parent_calls_tracked,
-                kill.clone(),
-            );
-            // Boxed: the task itself stays small (tokio allocates task cells
-            // cache-aligned, and moves the future in).
-            let body = Box::pin(async {
-                let call = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    (shared.invoke)(&shared.providers, worker.clone(), method, payload)
-                }));
-                shared.providers.worker_setup(&worker).await;
-                let call = async move {
-                    match call {
-                        Ok(call) => call.await,
-                        Err(panic) => std::panic::resume_unwind(panic),
-                    }
-                };
-                let outcome = match AssertUnwindSafe(call).catch_unwind().await {
-                    Ok(outcome) => outcome,
-                    Err(panic) => {
-                        let message = panic_message(&*panic);
-                        tracing::error!(
-                            service = shared.name, method, call_id = worker.call_id(), %message,
-                            "worker panicked"
-                        );
-                        Err(RemoteError::panic(message))
-                    }
-                };
-                if let Err(error) = &outcome {
-                    if error.is_bad_request() {
-                        tracing::warn!(service = shared.name, method, %error, "bad request");
-                    } else {
-                        tracing::error!(
-                            service = shared.name, method, call_id = worker.call_id(), %error,
-                            "worker failed"
-                        );
-                    }
-                }
-                let outcome = handle_result(outcome).await;
-                shared.providers.worker_result(&worker, &outcome).await;
-                shared.providers.worker_teardown(&worker).await;
-                outcome
-            });
-            tokio::select! {
-                biased;
-                outcome = AssertUnwindSafe(body).catch_unwind() => match outcome {
-                    Ok(outcome) => {
-                        if shared.records.receiver_count() > 0 {
-                            let _ = shared.records.send(WorkerRecord {
-                                entrypoint: method,
-                                worker,
-                                outcome: Arc::new(outcome),
-                            });
-                        }
-                    }
-                    Err(panic) => tracing::error!(
-                        service = shared.name, method, message = %panic_message(&*panic),
-                        "worker lifecycle panicked"
-                    ),
-                },
-                () = kill.cancelled() => {
-                    tracing::warn!(service = shared.name, method, "worker killed");
-                }
-            }
-        });
-    }
-}
-
-/// Copies an outcome (results are small JSON values).
-pub(crate) fn clone_outcome(outcome: &Outcome) -> Outcome {
-    match outcome {
-        Ok(raw) => Ok(raw.clone()),
-        Err(err) => Err(err.clone()),
-    }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "worker panicked".to_owned()
     }
 }

@@ -15,12 +15,17 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::RemoteError;
-use crate::message::{HEADER_PREFIX, Headers};
+use crate::message::Headers;
+use crate::names::HEADER_PREFIX;
 
 /// The context-data key of the call-id stack.
 pub const CALL_ID_STACK: &str = "call_id_stack";
 /// The default `parent_calls_tracked`.
 pub const DEFAULT_PARENT_CALLS_TRACKED: usize = 10;
+
+/// Moved to [`crate::container_ctx::ContainerCtx`].
+#[deprecated(since = "0.1.0", note = "use `enoki::ContainerCtx`")]
+pub type ContainerCtx = crate::container_ctx::ContainerCtx;
 
 /// Context data: every key except the call-id stack, plus the stack itself.
 ///
@@ -331,86 +336,5 @@ mod tests {
         assert_eq!(ctx.call_id_stack()[0], "svc.m.5");
         assert_eq!(ctx.immediate_parent_call_id(), Some("svc.m.14"));
         assert!(ctx.call_id().starts_with("greeter.hello."));
-    }
-}
-
-/// What a container shares with its providers and entrypoints: the service
-/// name, the settings, the transport, and the container's RPC client (one
-/// reply queue per container, as nameko's shared `ReplyListener`). Cheap to
-/// clone.
-#[derive(Clone, Debug)]
-pub struct ContainerCtx {
-    inner: Arc<ContainerInner>,
-}
-
-#[derive(Debug)]
-struct ContainerInner {
-    service_name: String,
-    settings: crate::config::Settings,
-    transport: Arc<dyn crate::transport::Transport>,
-    rpc: tokio::sync::OnceCell<crate::client::ClusterRpc>,
-    kill: CancellationToken,
-}
-
-impl ContainerCtx {
-    /// A context for the container of `service_name`.
-    pub fn new(
-        service_name: &str,
-        settings: crate::config::Settings,
-        transport: Arc<dyn crate::transport::Transport>,
-    ) -> Self {
-        ContainerCtx {
-            inner: Arc::new(ContainerInner {
-                service_name: service_name.to_owned(),
-                settings,
-                transport,
-                rpc: tokio::sync::OnceCell::new(),
-                kill: CancellationToken::new(),
-            }),
-        }
-    }
-
-    /// The service name.
-    pub fn service_name(&self) -> &str {
-        &self.inner.service_name
-    }
-
-    /// The container's settings.
-    pub fn settings(&self) -> &crate::config::Settings {
-        &self.inner.settings
-    }
-
-    /// The transport the container runs on.
-    pub fn transport(&self) -> &Arc<dyn crate::transport::Transport> {
-        &self.inner.transport
-    }
-
-    /// The container's RPC client, created (with its reply queue
-    /// `rpc.reply-<service>-<uuid>`) on first use and shared by every
-    /// provider of the container.
-    pub async fn rpc(&self) -> crate::error::Result<crate::client::ClusterRpc> {
-        self.inner
-            .rpc
-            .get_or_try_init(|| {
-                crate::client::ClusterRpc::builder(self.inner.transport.clone())
-                    .owner(&self.inner.service_name)
-                    .settings(&self.inner.settings)
-                    .connect()
-            })
-            .await
-            .cloned()
-    }
-
-    /// Cancelled when the container is killed; workers see it through
-    /// [`WorkerCtx::cancelled`].
-    pub(crate) fn kill_token(&self) -> &CancellationToken {
-        &self.inner.kill
-    }
-
-    /// Closes the container's RPC client, if it was created.
-    pub(crate) async fn close_rpc(&self) {
-        if let Some(rpc) = self.inner.rpc.get() {
-            rpc.close().await;
-        }
     }
 }

@@ -17,10 +17,15 @@ use serde_json::Value;
 /// `Result` with enoki's [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A boxed error of another library, kept as a source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Everything that can go wrong in enoki outside user code.
 ///
 /// RPC calls fail with [`Error::Remote`] when the service answered with an
-/// error, and with the other variants when no answer came.
+/// error, and with the other variants when no answer came. Errors that wrap
+/// another keep it as their [`source`](std::error::Error::source) and
+/// repeat its message in their own, so one line tells the whole story.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -70,6 +75,9 @@ pub enum Error {
     /// Any other broker or transport failure.
     #[error("transport error: {0}")]
     Transport(String),
+    /// A failure of the broker client library (lapin), kept as the source.
+    #[error("transport error: {0}")]
+    Broker(#[source] BoxError),
     /// Invalid configuration.
     #[error("configuration error: {0}")]
     Config(String),
@@ -80,12 +88,22 @@ pub enum Error {
     #[error("{0}")]
     Lifecycle(String),
     /// A dependency provider failed in one of its container hooks.
-    #[error("dependency `{name}` failed: {message}")]
+    #[error("dependency `{name}` failed: {source}")]
     Dependency {
         /// The field name of the dependency.
         name: String,
         /// What went wrong.
-        message: String,
+        #[source]
+        source: Box<Error>,
+    },
+    /// A service of a runner failed to start (the others were stopped).
+    #[error("service `{service}` failed to start: {source}")]
+    ServiceStart {
+        /// The service.
+        service: String,
+        /// Why.
+        #[source]
+        source: Box<Error>,
     },
     /// An I/O error.
     #[error(transparent)]

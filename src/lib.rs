@@ -39,38 +39,60 @@
 //! # Ok(()) }
 //! ```
 //!
-//! ## Layout
-//! - [`service`](mod@service): the [`Service`] trait the `#[service]` macro implements;
-//! - [`dependency`]: [`DependencyProvider`] and the built-in providers;
-//! - [`entrypoint`]: RPC, event and timer entrypoints;
-//! - [`container`] and [`runner`]: lifecycle, workers, `max_workers`;
-//! - [`context`]: [`WorkerCtx`], the call-id stack and context data;
-//! - [`message`]: the wire envelope and nameko's names;
-//! - [`transport`]: the broker seam and the embedded memory broker;
-//! - [`client`]: [`ClusterRpc`] and [`EventPublisher`];
-//! - [`config`]: nameko-style YAML settings;
-//! - [`testing`]: nameko.testing for Rust;
-//! - [`cli`]: the `enoki` command line, for your own binaries too;
-//! - `gateway`: the HTTP/WebSocket gateway (routes → RPC, events → browsers).
+//! ## Where each concept lives
+//!
+//! | nameko | enoki | module |
+//! |---|---|---|
+//! | service class, `name` | [`Service`] (what `#[service]` implements), its entrypoint table | [`service`](mod@service) |
+//! | `@rpc`, `@event_handler`, `@timer`, your own `Entrypoint` | [`Entrypoint`](entrypoint::Entrypoint), [`RpcEntrypoint`](entrypoint::rpc::RpcEntrypoint), [`EventEntrypoint`](entrypoint::event::EventEntrypoint), [`TimerEntrypoint`](entrypoint::timer::TimerEntrypoint) | [`entrypoint`] |
+//! | `container.spawn_worker`, `max_workers` | [`WorkerPool`](worker::WorkerPool) | [`worker`] |
+//! | `ServiceContainer` | [`ServiceContainer`], [`ServiceDef`] | [`container`] |
+//! | an extension's `self.container` | [`ContainerCtx`] | [`container_ctx`] |
+//! | `ServiceRunner` | [`ServiceRunner`] | [`runner`] |
+//! | `DependencyProvider`, `Config`, `RpcProxy`, `EventDispatcher` | [`DependencyProvider`], [`Dependencies`], the built-in providers | [`dependency`] |
+//! | `WorkerContext`, `call_id_stack`, context data | [`WorkerCtx`], [`ContextData`](context::ContextData) | [`context`] |
+//! | `getcallargs`, `IncorrectSignature` | [`Args`](args::Args): `args`/`kwargs` bound to a signature | [`args`] |
+//! | a worker's result | [`Outcome`](outcome::Outcome), [`IntoOutcome`](outcome::IntoOutcome) | [`outcome`] |
+//! | kombu message, serializer | [`Message`](message::Message), request and reply bodies | [`message`] |
+//! | `rpc-<service>`, `<service>.events`, `evt-…` | nameko's naming rules | [`names`] |
+//! | kombu connection, exchanges, queues | [`Transport`](transport::Transport), [`MemoryTransport`](transport::MemoryTransport), AMQP (lapin) | [`transport`] |
+//! | `ClusterRpcProxy`, standalone `event_dispatcher` | [`ClusterRpc`], [`EventPublisher`] | [`client`] |
+//! | `config.yaml`, `${VAR:default}` | [`Settings`], the table of config keys | [`config`] |
+//! | exceptions, `serialize(exc)` | [`Error`], [`RemoteError`] | [`error`] |
+//! | `nameko run` handling SIGTERM | [`shutdown_signal`](shutdown::shutdown_signal) | [`shutdown`] |
+//! | `nameko.testing` | `worker_factory`, `entrypoint_hook`, … | `testing` (feature `testing`) |
+//! | `nameko run / show-config` | the `enoki` command line | `cli` (feature `cli`) |
+//! | `@http` + a web gateway | routes → RPC, events → browsers | `gateway` (feature `gateway`) |
+//! | | `use enoki::prelude::*` | [`prelude`] |
+//!
+//! `tests/architecture.rs` checks that no module imports one that imports
+//! it back, and that this table names every module.
 //!
 //! ## Features
 //! - `macros` (default): `#[service]`, `#[derive(Dependencies)]`;
-//! - `testing` (default): [`testing`];
-//! - `cli` (default): [`cli`] and the `enoki` binary;
+//! - `testing` (default): `enoki::testing`;
+//! - `cli` (default): `enoki::cli` and the `enoki` binary;
+//! - `amqp` (default): the RabbitMQ transport;
 //! - `gateway` (default): the HTTP/WebSocket gateway, `enoki::gateway`.
 
+pub mod args;
 pub mod client;
 pub mod config;
 pub mod container;
+pub mod container_ctx;
 pub mod context;
 pub mod dependency;
 pub mod entrypoint;
 pub mod error;
 pub mod message;
+pub mod names;
+pub mod outcome;
 pub mod prelude;
 pub mod runner;
 pub mod service;
+pub mod shutdown;
 pub mod transport;
+pub mod worker;
 
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -86,7 +108,9 @@ pub use crate::config::Settings;
 #[doc(inline)]
 pub use crate::container::{ServiceContainer, ServiceDef};
 #[doc(inline)]
-pub use crate::context::{ContainerCtx, WorkerCtx};
+pub use crate::container_ctx::ContainerCtx;
+#[doc(inline)]
+pub use crate::context::WorkerCtx;
 #[doc(inline)]
 pub use crate::dependency::{
     Config, Dependencies, DependencyProvider, Dispatcher, EventDispatcher, ProviderSet, RpcProxy,
@@ -100,7 +124,7 @@ pub use crate::service::{HandlerType, Service};
 
 #[cfg(feature = "macros")]
 #[doc(inline)]
-pub use enoki_macros::{Dependencies, event_handler, rpc, service, timer};
+pub use enoki_macros::{Dependencies, entrypoint, event_handler, rpc, service, timer};
 
 /// A service definition for a container or runner: `enoki::service::<Greeter>()`.
 pub fn service<S: Service>() -> ServiceDef {
@@ -110,25 +134,19 @@ pub fn service<S: Service>() -> ServiceDef {
 /// What generated code refers to. Not public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::args::{Args, Param, event_payload};
     pub use crate::dependency::assert_provides;
-    pub use crate::service::{
-        Args, EntrypointSpec, EventHandlerSpec, IntoOutcome, Outcome, Param, TimerSpec,
-        event_payload,
-    };
+    pub use crate::outcome::{IntoOutcome, Outcome, unit};
+    pub use crate::service::{EntrypointSpec, EventHandlerSpec, TimerSpec};
     pub use futures::future::BoxFuture;
     pub use serde;
     pub use serde_json;
 
     /// Boxes an entrypoint future.
-    pub fn boxed<'a, F>(future: F) -> BoxFuture<'a, crate::service::Outcome>
+    pub fn boxed<'a, F>(future: F) -> BoxFuture<'a, Outcome>
     where
-        F: std::future::Future<Output = crate::service::Outcome> + Send + 'a,
+        F: std::future::Future<Output = Outcome> + Send + 'a,
     {
         Box::pin(future)
-    }
-
-    /// `null`, the result of methods that return `()`.
-    pub fn unit() -> crate::service::Outcome {
-        Ok(serde_json::value::RawValue::NULL.to_owned())
     }
 }

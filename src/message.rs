@@ -1,9 +1,9 @@
-//! The wire envelope: [`Message`] and its [`Properties`], nameko's naming
-//! rules for exchanges and queues, and the JSON bodies of requests and
-//! replies (`nameko-wire.md` §0–§3).
+//! The wire envelope: [`Message`] and its [`Properties`], and the JSON
+//! bodies of requests and replies (`nameko-wire.md` §0, §2).
 //!
 //! This module is the "frame" of enoki (mini-redis's `frame.rs` role): every
-//! byte a transport carries is built or read here.
+//! byte a transport carries is built or read here. The names of exchanges,
+//! queues and headers are nameko's rules, in [`crate::names`].
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::RemoteError;
+use crate::outcome::Outcome;
 
 /// The AMQP headers table of a message. Values are JSON values; a transport
 /// maps them onto AMQP field types (strings → `S`, integers → `I`/`L`,
@@ -21,14 +22,18 @@ pub type Headers = Map<String, Value>;
 pub const CONTENT_TYPE_JSON: &str = "application/json";
 /// The content encoding of every message enoki publishes.
 pub const CONTENT_ENCODING_UTF8: &str = "utf-8";
-/// The prefix of context-data headers (`nameko.user_id`, ...).
-pub const HEADER_PREFIX: &str = "nameko.";
-/// The default RPC exchange (config key `rpc_exchange`).
-pub const DEFAULT_RPC_EXCHANGE: &str = "nameko-rpc";
-/// The reply-queue owner name of standalone clients (nameko 2.x).
-pub const STANDALONE_OWNER: &str = "standalone_rpc_proxy";
-/// How long an idle reply queue lives, in milliseconds (`x-expires`).
-pub const REPLY_QUEUE_TTL_MS: i64 = 300_000;
+/// Moved to [`crate::names::HEADER_PREFIX`].
+#[deprecated(since = "0.1.0", note = "use `enoki::names::HEADER_PREFIX`")]
+pub const HEADER_PREFIX: &str = crate::names::HEADER_PREFIX;
+/// Moved to [`crate::names::DEFAULT_RPC_EXCHANGE`].
+#[deprecated(since = "0.1.0", note = "use `enoki::names::DEFAULT_RPC_EXCHANGE`")]
+pub const DEFAULT_RPC_EXCHANGE: &str = crate::names::DEFAULT_RPC_EXCHANGE;
+/// Moved to [`crate::names::STANDALONE_OWNER`].
+#[deprecated(since = "0.1.0", note = "use `enoki::names::STANDALONE_OWNER`")]
+pub const STANDALONE_OWNER: &str = crate::names::STANDALONE_OWNER;
+/// Moved to [`crate::names::REPLY_QUEUE_TTL_MS`].
+#[deprecated(since = "0.1.0", note = "use `enoki::names::REPLY_QUEUE_TTL_MS`")]
+pub const REPLY_QUEUE_TTL_MS: i64 = crate::names::REPLY_QUEUE_TTL_MS;
 
 /// AMQP basic properties that nameko uses.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -97,43 +102,13 @@ impl Message {
     }
 }
 
-// ===== names =====
-
-/// nameko's names for exchanges, queues and routing keys.
+/// Moved to [`crate::names`].
+#[deprecated(since = "0.1.0", note = "use `enoki::names`")]
 pub mod names {
-    /// `rpc-<service>`: the queue of a service's RPC requests.
-    pub fn rpc_queue(service: &str) -> String {
-        format!("rpc-{service}")
-    }
+    pub use crate::names::{event_exchange, reply_queue, rpc_binding, rpc_queue, rpc_routing_key};
 
-    /// `<service>.*`: the binding of a service's RPC queue.
-    pub fn rpc_binding(service: &str) -> String {
-        format!("{service}.*")
-    }
-
-    /// `<service>.<method>`: the routing key of an RPC request.
-    pub fn rpc_routing_key(service: &str, method: &str) -> String {
-        let mut key = String::with_capacity(service.len() + method.len() + 1);
-        key.push_str(service);
-        key.push('.');
-        key.push_str(method);
-        key
-    }
-
-    /// `rpc.reply-<owner>-<uuid>`: a caller's reply queue.
-    pub fn reply_queue(owner: &str, uuid: &str) -> String {
-        format!("rpc.reply-{owner}-{uuid}")
-    }
-
-    /// `<service>.events`: a service's event exchange.
-    pub fn event_exchange(service: &str) -> String {
-        format!("{service}.events")
-    }
-
-    /// The queue of an event handler, by handler type:
-    /// - service pool: `evt-<source>-<event>--<service>.<method>`
-    /// - singleton: `evt-<source>-<event>`
-    /// - broadcast: `evt-<source>-<event>--<service>.<method>-<identifier>`
+    /// The queue of an event handler, by handler type; see
+    /// [`EventHandlerSpec::queue_name`](crate::service::EventHandlerSpec::queue_name).
     pub fn event_queue(
         source: &str,
         event_type: &str,
@@ -142,13 +117,20 @@ pub mod names {
         method: &str,
         broadcast_identifier: &str,
     ) -> String {
-        use crate::service::HandlerType;
         match handler_type {
-            HandlerType::ServicePool => format!("evt-{source}-{event_type}--{service}.{method}"),
-            HandlerType::Singleton => format!("evt-{source}-{event_type}"),
-            HandlerType::Broadcast => {
-                format!("evt-{source}-{event_type}--{service}.{method}-{broadcast_identifier}")
+            crate::service::HandlerType::ServicePool => {
+                crate::names::service_pool_queue(source, event_type, service, method)
             }
+            crate::service::HandlerType::Singleton => {
+                crate::names::singleton_queue(source, event_type)
+            }
+            crate::service::HandlerType::Broadcast => crate::names::broadcast_queue(
+                source,
+                event_type,
+                service,
+                method,
+                broadcast_identifier,
+            ),
         }
     }
 }
@@ -229,7 +211,7 @@ pub fn encode_request(args: &Value, kwargs: &Map<String, Value>) -> Vec<u8> {
 }
 
 /// Encodes an RPC reply body: `{"result": ..., "error": ...}`.
-pub fn encode_reply(outcome: &Result<Box<RawValue>, RemoteError>) -> Vec<u8> {
+pub fn encode_reply(outcome: &Outcome) -> Vec<u8> {
     #[derive(Serialize)]
     struct Reply<'a> {
         result: &'a RawValue,
@@ -327,23 +309,5 @@ mod tests {
         let err = ReplyBody::decode(body).unwrap().unwrap_err();
         assert_eq!(err.exc_path, "services.GreeterError");
         assert_eq!(err.value, "this call always fails");
-    }
-
-    #[test]
-    fn names_follow_nameko() {
-        use crate::service::HandlerType;
-        assert_eq!(names::rpc_queue("greeter"), "rpc-greeter");
-        assert_eq!(names::rpc_binding("greeter"), "greeter.*");
-        assert_eq!(names::reply_queue("gateway", "u"), "rpc.reply-gateway-u");
-        let q = |t| names::event_queue("greeter", "greeted", t, "listener", "on", "abc");
-        assert_eq!(
-            q(HandlerType::ServicePool),
-            "evt-greeter-greeted--listener.on"
-        );
-        assert_eq!(q(HandlerType::Singleton), "evt-greeter-greeted");
-        assert_eq!(
-            q(HandlerType::Broadcast),
-            "evt-greeter-greeted--listener.on-abc"
-        );
     }
 }

@@ -2,7 +2,8 @@
 
 pub use crate::client::{ClusterRpc, EventPublisher};
 pub use crate::config::Settings;
-pub use crate::context::{ContainerCtx, WorkerCtx};
+pub use crate::container_ctx::ContainerCtx;
+pub use crate::context::WorkerCtx;
 pub use crate::dependency::{
     Config, Dependencies, DependencyProvider, Dispatcher, EventDispatcher, RpcProxy,
 };
@@ -11,4 +12,4 @@ pub use crate::runner::ServiceRunner;
 pub use crate::service::{HandlerType, Service};
 
 #[cfg(feature = "macros")]
-pub use enoki_macros::{Dependencies, event_handler, rpc, service, timer};
+pub use enoki_macros::{Dependencies, entrypoint, event_handler, rpc, service, timer};

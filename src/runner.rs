@@ -97,9 +97,10 @@ impl ServiceRunner {
                 for started in &self.containers[..index] {
                     started.stop().await;
                 }
-                return Err(Error::Lifecycle(format!(
-                    "service `{name}` failed to start: {err}"
-                )));
+                return Err(Error::ServiceStart {
+                    service: name,
+                    source: Box::new(err),
+                });
             }
         }
         Ok(())

@@ -10,15 +10,32 @@ use std::fmt;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde_json::value::RawValue;
 
 use crate::context::WorkerCtx;
 use crate::dependency::Dependencies;
-use crate::error::RemoteError;
+use crate::error::{Error, RemoteError};
+use crate::names;
 
-/// What an entrypoint returns: the JSON-encoded result, or the error that
-/// crosses the wire.
-pub type Outcome = Result<Box<RawValue>, RemoteError>;
+/// Moved to [`crate::outcome::Outcome`].
+#[deprecated(since = "0.1.0", note = "use `enoki::outcome::Outcome`")]
+pub type Outcome = crate::outcome::Outcome;
+/// Moved to [`crate::args::Param`].
+#[deprecated(since = "0.1.0", note = "use `enoki::args::Param`")]
+pub type Param = crate::args::Param;
+/// Moved to [`crate::args::Args`].
+#[deprecated(since = "0.1.0", note = "use `enoki::args::Args`")]
+pub type Args<'a> = crate::args::Args<'a>;
+/// Moved to [`crate::args::event_payload`].
+#[deprecated(since = "0.1.0", note = "use `enoki::args::event_payload`")]
+pub fn event_payload<T: serde::de::DeserializeOwned>(
+    method: &str,
+    body: &[u8],
+) -> Result<T, RemoteError> {
+    crate::args::event_payload(method, body)
+}
+/// [`IntoOutcome`](crate::outcome::IntoOutcome) lives in [`crate::outcome`];
+/// this path stays for existing code.
+pub use crate::outcome::IntoOutcome;
 
 /// A service: a name, its entrypoints, and a dispatcher.
 ///
@@ -43,7 +60,7 @@ pub trait Service: Dependencies {
         method: &'a str,
         payload: &'a [u8],
         ctx: &'a WorkerCtx,
-    ) -> BoxFuture<'a, Outcome>;
+    ) -> BoxFuture<'a, crate::outcome::Outcome>;
 }
 
 /// One entrypoint of a service.
@@ -79,6 +96,18 @@ impl EntrypointSpec {
             kind: EntrypointKind::Timer(spec),
         }
     }
+
+    /// An `#[entrypoint]` method: triggered by an [`Entrypoint`] of the
+    /// user's own, added with
+    /// [`ServiceDef::with_entrypoint`](crate::container::ServiceDef::with_entrypoint).
+    ///
+    /// [`Entrypoint`]: crate::entrypoint::Entrypoint
+    pub fn custom(method: &'static str) -> Self {
+        EntrypointSpec {
+            method,
+            kind: EntrypointKind::Custom,
+        }
+    }
 }
 
 /// What triggers an entrypoint.
@@ -91,6 +120,10 @@ pub enum EntrypointKind {
     Event(EventHandlerSpec),
     /// `#[timer]`: a periodic tick.
     Timer(TimerSpec),
+    /// `#[entrypoint]`: whatever a user-written
+    /// [`Entrypoint`](crate::entrypoint::Entrypoint) of the service hands
+    /// it; the payload is decoded as an event handler's is.
+    Custom,
 }
 
 /// How events reach a handler (nameko's `handler_type`).
@@ -123,15 +156,15 @@ impl fmt::Display for HandlerType {
 }
 
 impl std::str::FromStr for HandlerType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
         match s {
             "service_pool" => Ok(HandlerType::ServicePool),
             "singleton" => Ok(HandlerType::Singleton),
             "broadcast" => Ok(HandlerType::Broadcast),
-            other => Err(format!(
+            other => Err(Error::Config(format!(
                 "unknown handler_type `{other}`: expected service_pool, singleton or broadcast"
-            )),
+            ))),
         }
     }
 }
@@ -193,6 +226,20 @@ impl EventHandlerSpec {
         self.requeue_on_error = requeue;
         self
     }
+
+    /// The name of the queue this handler of `service.method` consumes
+    /// from, by handler type ([`crate::names`]); `identifier` tells one
+    /// broadcast queue from another.
+    pub fn queue_name(&self, service: &str, method: &str, identifier: &str) -> String {
+        let (source, event) = (self.source_service, self.event_type);
+        match self.handler_type {
+            HandlerType::ServicePool => names::service_pool_queue(source, event, service, method),
+            HandlerType::Singleton => names::singleton_queue(source, event),
+            HandlerType::Broadcast => {
+                names::broadcast_queue(source, event, service, method, identifier)
+            }
+        }
+    }
 }
 
 /// The configuration of a `#[timer]`.
@@ -214,236 +261,39 @@ impl TimerSpec {
     }
 }
 
-// ===== argument decoding, used by generated code =====
-
-/// One parameter of an RPC method, for argument decoding.
-#[derive(Debug, Clone, Copy)]
-pub struct Param {
-    /// The parameter name (its keyword).
-    pub name: &'static str,
-    /// Whether it must be given (`Option` parameters may be left out).
-    pub required: bool,
-}
-
-/// The decoded arguments of one RPC call, matched against a signature the
-/// way Python's `inspect.getcallargs` does, with Python's messages.
-#[derive(Debug)]
-pub struct Args<'a> {
-    method: &'static str,
-    slots: Vec<Option<&'a RawValue>>,
-    params: &'static [Param],
-}
-
-impl<'a> Args<'a> {
-    /// Binds a request body to a signature. Errors are `MalformedRequest`
-    /// (bad body) or `IncorrectSignature` (arguments that don't fit).
-    pub fn bind(
-        method: &'static str,
-        body: &'a [u8],
-        params: &'static [Param],
-    ) -> Result<Self, RemoteError> {
-        let request = crate::message::RequestBody::parse(body)?;
-        let mut slots: Vec<Option<&'a RawValue>> = vec![None; params.len()];
-        if request.args.len() > params.len() {
-            return Err(RemoteError::incorrect_signature(too_many(
-                method,
-                params,
-                request.args.len(),
-            )));
-        }
-        for (slot, value) in slots.iter_mut().zip(&request.args) {
-            *slot = Some(value);
-        }
-        for (key, value) in &request.kwargs {
-            let Some(index) = params.iter().position(|p| p.name == key) else {
-                return Err(RemoteError::incorrect_signature(format!(
-                    "{method}() got an unexpected keyword argument '{key}'"
-                )));
-            };
-            if slots[index].is_some() {
-                return Err(RemoteError::incorrect_signature(format!(
-                    "{method}() got multiple values for argument '{key}'"
-                )));
-            }
-            slots[index] = Some(value);
-        }
-        let missing: Vec<&str> = params
-            .iter()
-            .zip(&slots)
-            .filter(|(param, slot)| param.required && slot.is_none())
-            .map(|(param, _)| param.name)
-            .collect();
-        if !missing.is_empty() {
-            return Err(RemoteError::incorrect_signature(format!(
-                "{method}() missing {} required positional argument{}: {}",
-                missing.len(),
-                if missing.len() == 1 { "" } else { "s" },
-                python_list(&missing)
-            )));
-        }
-        Ok(Args {
-            method,
-            slots,
-            params,
-        })
-    }
-
-    /// Decodes parameter `index`. A left-out optional parameter decodes from
-    /// `null`. A value of the wrong type is `IncorrectSignature`.
-    pub fn get<T: serde::de::DeserializeOwned>(&self, index: usize) -> Result<T, RemoteError> {
-        let raw = self.slots[index].map_or("null", RawValue::get);
-        serde_json::from_str(raw).map_err(|err| {
-            RemoteError::incorrect_signature(format!(
-                "{}() argument '{}': {err}",
-                self.method, self.params[index].name
-            ))
-        })
-    }
-}
-
-/// Python's message for too many positional arguments (counting `self`,
-/// as `getcallargs(fn, None, ...)` does).
-fn too_many(method: &str, params: &[Param], given: usize) -> String {
-    let required = params.iter().filter(|p| p.required).count() + 1;
-    let total = params.len() + 1;
-    let takes = if required == total {
-        format!(
-            "{total} positional argument{}",
-            if total == 1 { "" } else { "s" }
-        )
-    } else {
-        format!("from {required} to {total} positional arguments")
-    };
-    format!("{method}() takes {takes} but {} were given", given + 1)
-}
-
-/// `'a'`, `'a' and 'b'`, `'a', 'b', and 'c'`, as Python lists names.
-fn python_list(names: &[&str]) -> String {
-    let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
-    match quoted.len() {
-        0 => String::new(),
-        1 => quoted[0].clone(),
-        2 => format!("{} and {}", quoted[0], quoted[1]),
-        n => format!("{}, and {}", quoted[..n - 1].join(", "), quoted[n - 1]),
-    }
-}
-
-/// Decodes an event payload for a handler.
-pub fn event_payload<T: serde::de::DeserializeOwned>(
-    method: &str,
-    body: &[u8],
-) -> Result<T, RemoteError> {
-    serde_json::from_slice(body).map_err(|err| {
-        RemoteError::incorrect_signature(format!("{method}() payload does not fit: {err}"))
-    })
-}
-
-/// Turns what an entrypoint method returned into an [`Outcome`]: the result
-/// encoded as JSON, or the error as a [`RemoteError`].
-#[diagnostic::on_unimplemented(
-    message = "entrypoint methods must return `Result<T, E>` with `T: Serialize` and `E: Into<RemoteError>`",
-    label = "this return type"
-)]
-pub trait IntoOutcome {
-    /// Converts.
-    fn into_outcome(self) -> Outcome;
-}
-
-impl<T, E> IntoOutcome for Result<T, E>
-where
-    T: serde::Serialize,
-    E: Into<RemoteError>,
-{
-    fn into_outcome(self) -> Outcome {
-        match self {
-            Ok(value) => {
-                serde_json::value::to_raw_value(&value).map_err(RemoteError::unserializable)
-            }
-            Err(err) => Err(err.into()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const HELLO: &[Param] = &[
-        Param {
-            name: "name",
-            required: true,
-        },
-        Param {
-            name: "greeting",
-            required: false,
-        },
-    ];
-
-    fn bind(body: &str) -> Result<Args<'_>, RemoteError> {
-        Args::bind("hello", body.as_bytes(), HELLO)
-    }
-
     #[test]
-    fn positional_keyword_and_both() {
-        let args = bind(r#"{"args": ["Ann"], "kwargs": {}}"#).unwrap();
-        assert_eq!(args.get::<String>(0).unwrap(), "Ann");
-        assert_eq!(args.get::<Option<String>>(1).unwrap(), None);
-
-        let args = bind(r#"{"args": [], "kwargs": {"greeting": "Hi", "name": "Bob"}}"#).unwrap();
-        assert_eq!(args.get::<String>(0).unwrap(), "Bob");
+    fn queue_names_by_handler_type() {
+        let spec = EventHandlerSpec::new("greeter", "greeted");
+        let name = |t| {
+            spec.clone()
+                .handler_type(t)
+                .queue_name("listener", "on", "abc")
+        };
         assert_eq!(
-            args.get::<Option<String>>(1).unwrap().as_deref(),
-            Some("Hi")
+            name(HandlerType::ServicePool),
+            "evt-greeter-greeted--listener.on"
         );
-
-        let args = bind(r#"{"args": ["Cy"], "kwargs": {"greeting": "Yo"}}"#).unwrap();
-        assert_eq!(args.get::<String>(0).unwrap(), "Cy");
-    }
-
-    #[test]
-    fn python_messages_for_bad_signatures() {
-        let msg = |body| bind(body).unwrap_err().value;
+        assert_eq!(name(HandlerType::Singleton), "evt-greeter-greeted");
         assert_eq!(
-            msg(r#"{"args": [], "kwargs": {}}"#),
-            "hello() missing 1 required positional argument: 'name'"
-        );
-        assert_eq!(
-            msg(r#"{"args": [1, 2, 3], "kwargs": {}}"#),
-            "hello() takes from 2 to 3 positional arguments but 4 were given"
-        );
-        assert_eq!(
-            msg(r#"{"args": [], "kwargs": {"nope": 1}}"#),
-            "hello() got an unexpected keyword argument 'nope'"
-        );
-        assert_eq!(
-            msg(r#"{"args": ["a"], "kwargs": {"name": "b"}}"#),
-            "hello() got multiple values for argument 'name'"
-        );
-        let err = bind(r#"{"args": [5], "kwargs": {}}"#)
-            .unwrap()
-            .get::<String>(0)
-            .unwrap_err();
-        assert_eq!(err.exc_type, "IncorrectSignature");
-        assert!(
-            err.value
-                .starts_with("hello() argument 'name': invalid type"),
-            "{}",
-            err.value
+            name(HandlerType::Broadcast),
+            "evt-greeter-greeted--listener.on-abc"
         );
     }
 
     #[test]
-    fn python_lists_names() {
-        assert_eq!(python_list(&["a"]), "'a'");
-        assert_eq!(python_list(&["a", "b"]), "'a' and 'b'");
-        assert_eq!(python_list(&["a", "b", "c"]), "'a', 'b', and 'c'");
-        const TWO: &[Param] = &[Param {
-            name: "a",
-            required: true,
-        }];
-        assert_eq!(
-            too_many("f", TWO, 2),
-            "f() takes 2 positional arguments but 3 were given"
-        );
+    fn handler_types_parse_by_nameko_name() {
+        for t in [
+            HandlerType::ServicePool,
+            HandlerType::Singleton,
+            HandlerType::Broadcast,
+        ] {
+            assert_eq!(t.as_str().parse::<HandlerType>().unwrap(), t);
+        }
+        let err = "pool".parse::<HandlerType>().unwrap_err().to_string();
+        assert!(err.contains("unknown handler_type `pool`"), "{err}");
     }
 }

@@ -23,13 +23,15 @@ use serde_json::{Map, Value};
 
 use crate::client::ClusterRpc;
 use crate::config::Settings;
-use crate::container::{ServiceContainer, ServiceDef, WorkerRecord};
-use crate::context::{ContainerCtx, ContextData, WorkerCtx};
+use crate::container::{ServiceContainer, ServiceDef};
+use crate::container_ctx::ContainerCtx;
+use crate::context::{ContextData, WorkerCtx};
 use crate::dependency::{DependencyProvider, ProviderSet};
 use crate::error::{Error, RemoteError, Result};
 use crate::runner::ServiceRunner;
 use crate::service::Service;
 use crate::transport::{MemoryTransport, Transport};
+use crate::worker::WorkerRecord;
 
 // ===== worker_factory =====
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use enoki::outcome::Outcome;
 use enoki::prelude::*;
-use enoki::service::Outcome;
 use enoki::testing::{Cluster, entrypoint_hook, replace_dependencies, restrict_entrypoints};
 use parking_lot::Mutex;
 use serde_json::{Map, json};

@@ -161,6 +161,7 @@ impl<'a> ServiceGenerator<'a> {
                     })
                 }
             }
+            Kind::Custom => quote!(#private::EntrypointSpec::custom(#method)),
             Kind::Timer(timer) => {
                 let interval = Literal::f64_suffixed(timer.interval);
                 let eager = timer.eager;
@@ -253,7 +254,7 @@ impl<'a> ServiceGenerator<'a> {
                     })
                     .collect()
             }
-            Kind::Event(_) | Kind::Timer(_) => ep
+            Kind::Event(_) | Kind::Timer(_) | Kind::Custom => ep
                 .inputs
                 .iter()
                 .map(|input| match input {

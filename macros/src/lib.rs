@@ -259,6 +259,26 @@ pub fn timer(_args: TokenStream, item: TokenStream) -> TokenStream {
     outside_service("timer", item)
 }
 
+/// Marks a method of a `#[service]` impl block as run by an entrypoint of
+/// your own: an [`Entrypoint`] added to the service with
+/// `ServiceDef::with_entrypoint`, which hands the method its payload
+/// through the container's worker pool.
+///
+/// Takes no arguments. The method takes at most one parameter, the payload
+/// decoded from JSON (plus an optional `&WorkerCtx`), as an event handler
+/// does.
+///
+/// [`Entrypoint`]: https://docs.rs/enoki/latest/enoki/entrypoint/trait.Entrypoint.html
+///
+/// # Expands to
+///
+/// Nothing of its own: see [`macro@service`] (a `match` arm in `dispatch`
+/// and an `EntrypointSpec::custom`).
+#[proc_macro_attribute]
+pub fn entrypoint(_args: TokenStream, item: TokenStream) -> TokenStream {
+    outside_service("entrypoint", item)
+}
+
 /// `#[service]` removes the entrypoint attributes before they expand, so an
 /// entrypoint attribute that does expand is misplaced: report it, and keep
 /// the item so that it is the only error.

@@ -1,7 +1,8 @@
 //! The `Config` provider: the container's settings, as nameko's `Config`.
 
 use crate::config::Settings;
-use crate::context::{ContainerCtx, WorkerCtx};
+use crate::container_ctx::ContainerCtx;
+use crate::context::WorkerCtx;
 use crate::dependency::DependencyProvider;
 use crate::error::Result;
 

@@ -5,10 +5,12 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::client::declare_event_exchange;
-use crate::context::{ContainerCtx, WorkerCtx};
+use crate::container_ctx::ContainerCtx;
+use crate::context::WorkerCtx;
 use crate::dependency::DependencyProvider;
 use crate::error::Result;
-use crate::message::{Message, names};
+use crate::message::Message;
+use crate::names;
 use crate::transport::{PublishOptions, Transport};
 
 /// Provides a [`Dispatcher`] that publishes events from this service to

@@ -15,9 +15,10 @@ use std::future::Future;
 
 use futures::future::BoxFuture;
 
-use crate::context::{ContainerCtx, WorkerCtx};
+use crate::container_ctx::ContainerCtx;
+use crate::context::WorkerCtx;
 use crate::error::{Error, Result};
-use crate::service::Outcome;
+use crate::outcome::Outcome;
 
 mod config;
 mod events;
@@ -211,7 +212,7 @@ impl ProviderSet {
                 .await
                 .map_err(|err| Error::Dependency {
                     name: slot.name.to_owned(),
-                    message: err.to_string(),
+                    source: Box::new(err),
                 })?;
         }
         Ok(())
@@ -224,7 +225,7 @@ impl ProviderSet {
                 .await
                 .map_err(|err| Error::Dependency {
                     name: slot.name.to_owned(),
-                    message: err.to_string(),
+                    source: Box::new(err),
                 })?;
         }
         Ok(())

@@ -3,7 +3,8 @@
 use tokio::sync::OnceCell;
 
 use crate::client::ClusterRpc;
-use crate::context::{ContainerCtx, WorkerCtx};
+use crate::container_ctx::ContainerCtx;
+use crate::context::WorkerCtx;
 use crate::dependency::DependencyProvider;
 use crate::error::Result;
 

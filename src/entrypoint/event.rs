@@ -14,25 +14,23 @@
 //! not fit the handler, a bad context header) is never requeued: it could
 //! only fail again.
 
-use std::sync::Arc;
-
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-use super::{next_delivery, settle, worker_slot};
+use super::{Entrypoint, consume_options, next_delivery, settle};
 use crate::client::declare_event_exchange;
-use crate::container::Shared;
+use crate::container_ctx::ContainerCtx;
 use crate::context::{ContextData, new_uuid};
 use crate::error::Result;
-use crate::message::{CONTENT_TYPE_JSON, names};
+use crate::message::CONTENT_TYPE_JSON;
+use crate::names;
 use crate::service::{EventHandlerSpec, HandlerType};
 use crate::transport::{Delivery, QueueSpec};
+use crate::worker::WorkerPool;
 
-/// One event handler after setup.
-pub(crate) struct EventEntrypoint {
+/// One `#[event_handler]`.
+#[derive(Debug)]
+pub struct EventEntrypoint {
     method: &'static str,
+    spec: EventHandlerSpec,
     queue: String,
-    requeue_on_error: bool,
 }
 
 /// The queue an event handler consumes from, with nameko's flags.
@@ -41,14 +39,7 @@ pub fn queue_spec(service: &str, method: &str, spec: &EventHandlerSpec) -> Queue
         Some(id) => id.to_owned(),
         None => new_uuid().replace('-', ""),
     };
-    let name = names::event_queue(
-        spec.source_service,
-        spec.event_type,
-        spec.handler_type,
-        service,
-        method,
-        &identifier,
-    );
+    let name = spec.queue_name(service, method, &identifier);
     let exclusive = spec.handler_type == HandlerType::Broadcast && !spec.reliable_delivery;
     QueueSpec {
         name,
@@ -61,100 +52,95 @@ pub fn queue_spec(service: &str, method: &str, spec: &EventHandlerSpec) -> Queue
 }
 
 impl EventEntrypoint {
+    /// The entrypoint of handler `method`.
+    pub fn new(method: &'static str, spec: EventHandlerSpec) -> Self {
+        EventEntrypoint {
+            method,
+            spec,
+            queue: String::new(),
+        }
+    }
+}
+
+impl Entrypoint for EventEntrypoint {
     /// Declares the source's event exchange, the handler's queue and its
     /// binding.
-    pub(crate) async fn setup(
-        shared: &Arc<Shared>,
-        method: &'static str,
-        spec: &EventHandlerSpec,
-    ) -> Result<Self> {
-        let transport = shared.ctx.transport();
-        let exchange = names::event_exchange(spec.source_service);
-        declare_event_exchange(transport, shared.ctx.settings(), &exchange).await?;
-        let queue = queue_spec(shared.name, method, spec);
+    async fn setup(&mut self, ctx: &ContainerCtx) -> Result<()> {
+        let transport = ctx.transport();
+        let exchange = names::event_exchange(self.spec.source_service);
+        declare_event_exchange(transport, ctx.settings(), &exchange).await?;
+        let queue = queue_spec(ctx.service_name(), self.method, &self.spec);
         transport.declare_queue(&queue).await?;
         transport
-            .bind(&queue.name, &exchange, spec.event_type)
+            .bind(&queue.name, &exchange, self.spec.event_type)
             .await?;
-        Ok(EventEntrypoint {
-            method,
-            queue: queue.name,
-            requeue_on_error: spec.requeue_on_error,
-        })
+        self.queue = queue.name;
+        Ok(())
     }
 
-    /// Starts consuming; the task ends when `stop` is cancelled.
-    pub(crate) async fn start(
-        self,
-        shared: Arc<Shared>,
-        stop: CancellationToken,
-    ) -> Result<JoinHandle<()>> {
-        let transport = shared.ctx.transport().clone();
-        let mut consumer = transport
-            .consume(&self.queue, super::consume_options(&shared))
+    /// Starts consuming, in a managed task.
+    async fn start(&mut self, workers: WorkerPool) -> Result<()> {
+        let mut consumer = workers
+            .ctx()
+            .transport()
+            .consume(&self.queue, consume_options(workers.ctx()))
             .await?;
-        Ok(tokio::spawn(async move {
-            while let Some(delivery) = next_delivery(&mut consumer, &stop, &self.queue).await {
-                let Some(context) = self.check(&shared, &delivery) else {
+        let queue = self.queue.clone();
+        let method = self.method;
+        let requeue_on_error = self.spec.requeue_on_error;
+        let pool = workers.clone();
+        workers.spawn_managed(async move {
+            while let Some(delivery) = next_delivery(&mut consumer, &pool, &queue).await {
+                let Some(context) = check(&pool, method, &delivery) else {
                     settle(delivery.ack().await);
                     continue;
                 };
-                let Some(permit) = worker_slot(&shared, &stop).await else {
+                let Some(slot) = pool.slot().await else {
                     break;
                 };
                 let payload = delivery.message.body.clone();
-                let requeue_on_error = self.requeue_on_error;
-                let method = self.method;
-                let name = shared.name;
-                shared.spawn_worker(
-                    permit,
-                    method,
-                    payload,
-                    context,
-                    move |outcome| async move {
-                        match &outcome {
-                            Ok(_) => settle(delivery.ack().await),
-                            Err(error) if error.is_bad_request() => {
-                                tracing::error!(
-                                    service = name, method, %error,
-                                    "event does not fit its handler; dropped"
-                                );
-                                settle(delivery.ack().await);
-                            }
-                            Err(_) if requeue_on_error => settle(delivery.reject(true).await),
-                            Err(_) => settle(delivery.ack().await),
+                pool.spawn(slot, method, payload, context, move |outcome| async move {
+                    match &outcome {
+                        Ok(_) => settle(delivery.ack().await),
+                        Err(error) if error.is_bad_request() => {
+                            tracing::error!(%error, "event does not fit its handler; dropped");
+                            settle(delivery.ack().await);
                         }
-                        outcome
-                    },
-                );
+                        Err(_) if requeue_on_error => settle(delivery.reject(true).await),
+                        Err(_) => settle(delivery.ack().await),
+                    }
+                    outcome
+                });
             }
-        }))
+        });
+        Ok(())
     }
+}
 
-    /// The event's context, or `None` (logged) for an event that can never
-    /// be handled.
-    fn check(&self, shared: &Shared, delivery: &Delivery) -> Option<ContextData> {
-        let properties = &delivery.message.properties;
-        if let Some(content_type) = properties.content_type.as_deref()
-            && content_type != CONTENT_TYPE_JSON
-        {
+/// The event's context, or `None` (logged) for an event that can never be
+/// handled.
+fn check(pool: &WorkerPool, method: &str, delivery: &Delivery) -> Option<ContextData> {
+    let service = pool.service_name();
+    let properties = &delivery.message.properties;
+    if let Some(content_type) = properties.content_type.as_deref()
+        && content_type != CONTENT_TYPE_JSON
+    {
+        tracing::error!(
+            service,
+            method,
+            content_type,
+            "event with an unsupported content type; dropped"
+        );
+        return None;
+    }
+    match ContextData::from_headers(&properties.headers) {
+        Ok(context) => Some(context),
+        Err(error) => {
             tracing::error!(
-                service = shared.name,
-                method = self.method,
-                content_type,
-                "event with an unsupported content type; dropped"
+                service, method, %error,
+                "event with a bad context header; dropped"
             );
-            return None;
-        }
-        match ContextData::from_headers(&properties.headers) {
-            Ok(context) => Some(context),
-            Err(error) => {
-                tracing::error!(
-                    service = shared.name, method = self.method, %error,
-                    "event with a bad context header; dropped"
-                );
-                None
-            }
+            None
         }
     }
 }

@@ -1,97 +1,200 @@
-//! Entrypoints: what turns deliveries and ticks into workers.
+//! Entrypoints: what turns deliveries, ticks or requests into workers.
 //!
-//! - [`rpc`]: one consumer on `rpc-<service>` for all `#[rpc]` methods;
-//!   replies are published before the request is acked.
-//! - [`event`]: one queue and consumer per `#[event_handler]`; the event
-//!   is acked after the handler returns (or requeued, per
-//!   `requeue_on_error`).
-//! - [`timer`]: a drift-free schedule per `#[timer]`, never overlapping.
+//! [`Entrypoint`] is nameko's entrypoint lifecycle in Rust: `setup`
+//! (declare what it needs), `start` (begin turning input into workers
+//! through the container's [`WorkerPool`]), `stop` and `kill`. The
+//! container drives every entrypoint of a service through it and knows
+//! nothing about AMQP. Built in:
 //!
-//! Each has a setup step (declare exchanges, queues and bindings) and a
-//! start step (consume or tick) that runs until the container's stop token
-//! is cancelled.
+//! - [`rpc::RpcEntrypoint`]: one consumer on `rpc-<service>` for all
+//!   `#[rpc]` methods; replies are published before the request is acked.
+//! - [`event::EventEntrypoint`]: one queue and consumer per
+//!   `#[event_handler]`; the event is acked after the handler returns (or
+//!   requeued, per `requeue_on_error`).
+//! - [`timer::TimerEntrypoint`]: a drift-free schedule per `#[timer]`,
+//!   never overlapping.
+//!
+//! Your own entrypoints implement the same trait and are added to a
+//! service with
+//! [`ServiceDef::with_entrypoint`](crate::container::ServiceDef::with_entrypoint);
+//! the methods they run are marked `#[entrypoint]` in the service (or are
+//! any of its other entrypoint methods).
+//!
+//! # A user-written entrypoint
+//!
+//! One that consumes a plain queue and hands each message to a method:
+//!
+//! ```
+//! use enoki::prelude::*;
+//! use enoki::entrypoint::{Entrypoint, settle};
+//! use enoki::transport::{ConsumeOptions, QueueSpec};
+//! use enoki::worker::WorkerPool;
+//!
+//! /// Runs `method` for every message on `queue`; acks when it succeeds,
+//! /// drops the message (logged) when it fails.
+//! struct QueueConsumer {
+//!     queue: &'static str,
+//!     method: &'static str,
+//! }
+//!
+//! impl Entrypoint for QueueConsumer {
+//!     async fn setup(&mut self, ctx: &ContainerCtx) -> enoki::Result<()> {
+//!         ctx.transport().declare_queue(&QueueSpec::durable(self.queue)).await
+//!     }
+//!
+//!     async fn start(&mut self, workers: WorkerPool) -> enoki::Result<()> {
+//!         let method = workers.method(self.method).ok_or_else(|| {
+//!             enoki::Error::Lifecycle(format!("no entrypoint method `{}`", self.method))
+//!         })?;
+//!         let options = ConsumeOptions { prefetch: workers.max_workers() as u16 };
+//!         let mut consumer = workers.ctx().transport().consume(self.queue, options).await?;
+//!         let pool = workers.clone();
+//!         workers.spawn_managed(async move {
+//!             loop {
+//!                 let delivery = tokio::select! {
+//!                     () = pool.stopped() => break,
+//!                     delivery = consumer.next() => match delivery {
+//!                         Some(delivery) => delivery,
+//!                         None => break,
+//!                     },
+//!                 };
+//!                 let Some(slot) = pool.slot().await else { break };
+//!                 let payload = delivery.message.body.clone();
+//!                 pool.spawn(slot, method, payload, Default::default(), move |outcome| async move {
+//!                     // Success or not, the message was handled once.
+//!                     settle(delivery.ack().await);
+//!                     outcome
+//!                 });
+//!             }
+//!         });
+//!         Ok(())
+//!     }
+//! }
+//!
+//! #[derive(Dependencies)]
+//! struct Jobs;
+//!
+//! #[service(name = "jobs")]
+//! impl Jobs {
+//!     #[entrypoint]
+//!     async fn process(&self, job: serde_json::Value) -> Result<(), RemoteError> {
+//!         tracing::info!(%job, "processing");
+//!         Ok(())
+//!     }
+//!
+//!     #[rpc]
+//!     async fn ping(&self) -> Result<String, RemoteError> {
+//!         Ok("pong".into())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> enoki::Result<()> {
+//! let transport = enoki::transport::MemoryTransport::new();
+//! let mut runner = ServiceRunner::new(transport.clone(), Settings::new());
+//! runner.add(enoki::service::<Jobs>().with_entrypoint(QueueConsumer { queue: "jobs", method: "process" }));
+//! runner.start().await?;
+//! # runner.stop().await;
+//! # Ok(()) }
+//! ```
 
-use std::sync::Arc;
+use std::future::Future;
 
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use futures::future::BoxFuture;
 
-use crate::container::Shared;
-use crate::error::Result;
-use crate::service::EntrypointKind;
+use crate::container_ctx::ContainerCtx;
+use crate::error::{Error, Result};
 use crate::transport::{ConsumeOptions, Consumer, Delivery};
+use crate::worker::WorkerPool;
 
 pub mod event;
 pub mod rpc;
 pub mod timer;
 
-/// An entrypoint after setup, ready to start.
-pub(crate) enum Prepared {
-    Rpc(rpc::RpcEntrypoint),
-    Event(event::EventEntrypoint),
-    Timer(timer::TimerEntrypoint),
+/// An entrypoint: nameko's `Entrypoint` lifecycle.
+///
+/// The container calls, in order:
+/// 1. [`setup`](Self::setup) after its providers' `setup`: declare what the
+///    entrypoint needs (exchanges, queues, bindings). An error stops the
+///    container from starting.
+/// 2. [`start`](Self::start) after its providers' `start`: begin turning
+///    input into workers through the [`WorkerPool`], and return once input
+///    is flowing (for a consumer: once it consumes). Long-running loops go
+///    in [`WorkerPool::spawn_managed`] tasks, which end when
+///    [`WorkerPool::stopped`] resolves.
+/// 3. On a graceful stop, [`stop`](Self::stop), after `stopped` resolved:
+///    return once no new worker will be spawned. The container then waits
+///    for the managed tasks, then drains the workers in flight.
+/// 4. On a kill, [`kill`](Self::kill): stop at once; the container aborts
+///    the managed tasks and cancels the workers.
+///
+/// Every hook but `start` has a default that does nothing.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an entrypoint",
+    note = "implement `enoki::entrypoint::Entrypoint` for it (`start` at least)"
+)]
+pub trait Entrypoint: Send + Sync + 'static {
+    /// Declares what the entrypoint needs.
+    fn setup(&mut self, _ctx: &ContainerCtx) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Starts turning input into workers.
+    fn start(&mut self, workers: WorkerPool) -> impl Future<Output = Result<()>> + Send;
+
+    /// Stops taking input (graceful).
+    fn stop(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// Stops at once.
+    fn kill(&mut self) {}
 }
 
-/// Declares what every entrypoint of the container needs on the broker.
-pub(crate) async fn setup_all(shared: &Arc<Shared>) -> Result<Vec<Prepared>> {
-    let mut prepared = Vec::new();
-    if shared
-        .entrypoints
-        .iter()
-        .any(|e| e.kind == EntrypointKind::Rpc)
-    {
-        prepared.push(Prepared::Rpc(rpc::RpcEntrypoint::setup(shared).await?));
-    }
-    for spec in &shared.entrypoints {
-        match &spec.kind {
-            EntrypointKind::Rpc => {}
-            EntrypointKind::Event(event) => prepared.push(Prepared::Event(
-                event::EventEntrypoint::setup(shared, spec.method, event).await?,
-            )),
-            EntrypointKind::Timer(timer) => prepared.push(Prepared::Timer(
-                timer::TimerEntrypoint::new(spec.method, *timer),
-            )),
-        }
-    }
-    Ok(prepared)
+/// The object-safe face of an [`Entrypoint`], for the container.
+pub(crate) trait ErasedEntrypoint: Send + Sync {
+    fn type_name(&self) -> &'static str;
+    fn setup<'a>(&'a mut self, ctx: &'a ContainerCtx) -> BoxFuture<'a, Result<()>>;
+    fn start(&mut self, workers: WorkerPool) -> BoxFuture<'_, Result<()>>;
+    fn stop(&mut self) -> BoxFuture<'_, ()>;
+    fn kill(&mut self);
 }
 
-/// Starts every entrypoint; returns once all consumers are consuming.
-pub(crate) async fn start_all(
-    shared: &Arc<Shared>,
-    prepared: Vec<Prepared>,
-    stop: &CancellationToken,
-) -> Result<Vec<JoinHandle<()>>> {
-    let mut tasks = Vec::with_capacity(prepared.len());
-    for entrypoint in prepared {
-        let task = match entrypoint {
-            Prepared::Rpc(rpc) => rpc.start(shared.clone(), stop.clone()).await?,
-            Prepared::Event(event) => event.start(shared.clone(), stop.clone()).await?,
-            Prepared::Timer(timer) => timer.start(shared.clone(), stop.clone()),
-        };
-        tasks.push(task);
+impl<E: Entrypoint> ErasedEntrypoint for E {
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<E>()
     }
-    Ok(tasks)
+    fn setup<'a>(&'a mut self, ctx: &'a ContainerCtx) -> BoxFuture<'a, Result<()>> {
+        Box::pin(Entrypoint::setup(self, ctx))
+    }
+    fn start(&mut self, workers: WorkerPool) -> BoxFuture<'_, Result<()>> {
+        Box::pin(Entrypoint::start(self, workers))
+    }
+    fn stop(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(Entrypoint::stop(self))
+    }
+    fn kill(&mut self) {
+        Entrypoint::kill(self);
+    }
 }
 
 /// Consumer options from the container settings: prefetch is
 /// `PREFETCH_COUNT`, by default `max_workers`.
-pub(crate) fn consume_options(shared: &Shared) -> ConsumeOptions {
+pub fn consume_options(ctx: &ContainerCtx) -> ConsumeOptions {
     ConsumeOptions {
-        prefetch: shared.ctx.settings().prefetch_count(),
+        prefetch: ctx.settings().prefetch_count(),
     }
 }
 
 /// The next delivery, or `None` once the container stops or the consumer
 /// ends (logged).
-pub(crate) async fn next_delivery(
+pub async fn next_delivery(
     consumer: &mut Consumer,
-    stop: &CancellationToken,
+    workers: &WorkerPool,
     queue: &str,
 ) -> Option<Delivery> {
     tokio::select! {
         biased;
-        () = stop.cancelled() => None,
+        () = workers.stopped() => None,
         delivery = consumer.next() => {
             if delivery.is_none() {
                 tracing::warn!(queue, "consumer ended");
@@ -101,25 +204,12 @@ pub(crate) async fn next_delivery(
     }
 }
 
-/// A worker slot (`max_workers`), or `None` once the container stops.
-/// A delivery dropped meanwhile goes back to its queue.
-pub(crate) async fn worker_slot(
-    shared: &Shared,
-    stop: &CancellationToken,
-) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    tokio::select! {
-        biased;
-        () = stop.cancelled() => None,
-        permit = shared.permit() => permit.ok(),
-    }
-}
-
 /// Logs a failed ack or reject (the broker redelivers the message).
-pub(crate) fn settle(result: Result<()>) {
+pub fn settle(result: Result<()>) {
     match result {
         Ok(()) => {}
         // The broker requeues it; the transport already logged the outage.
-        Err(error @ crate::error::Error::ConnectionLost(_)) => {
+        Err(error @ Error::ConnectionLost(_)) => {
             tracing::debug!(%error, "could not settle a delivery");
         }
         Err(error) => tracing::warn!(%error, "could not settle a delivery"),

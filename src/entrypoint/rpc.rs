@@ -10,61 +10,73 @@
 //! `reply_to` cannot be answered: it is logged and acked. Every request is
 //! acked only after its reply is published.
 
-use std::sync::Arc;
-
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-use super::{next_delivery, settle, worker_slot};
-use crate::container::Shared;
+use super::{Entrypoint, consume_options, next_delivery, settle};
+use crate::container_ctx::ContainerCtx;
 use crate::context::ContextData;
 use crate::error::{RemoteError, Result};
-use crate::message::{CONTENT_TYPE_JSON, Message, encode_reply, names};
-use crate::service::Outcome;
-use crate::transport::{Delivery, ExchangeSpec, PublishOptions, QueueSpec, Transport};
+use crate::message::{CONTENT_TYPE_JSON, Message, encode_reply};
+use crate::names;
+use crate::outcome::Outcome;
+use crate::transport::{Delivery, ExchangeSpec, PublishOptions, QueueSpec};
+use crate::worker::{WorkerPool, WorkerSlot};
 
-/// The RPC entrypoint of one container, after setup.
-pub(crate) struct RpcEntrypoint {
+/// The RPC entrypoint of one container: serves every `#[rpc]` method.
+#[derive(Debug)]
+pub struct RpcEntrypoint {
+    methods: Vec<&'static str>,
     queue: String,
 }
 
 impl RpcEntrypoint {
+    /// The entrypoint of these RPC methods.
+    pub fn new(methods: Vec<&'static str>) -> Self {
+        RpcEntrypoint {
+            methods,
+            queue: String::new(),
+        }
+    }
+}
+
+impl Entrypoint for RpcEntrypoint {
     /// Declares the RPC exchange, the `rpc-<service>` queue and its binding.
-    pub(crate) async fn setup(shared: &Arc<Shared>) -> Result<Self> {
-        let transport = shared.ctx.transport();
-        let exchange = shared.ctx.settings().rpc_exchange();
-        let queue = names::rpc_queue(shared.name);
+    async fn setup(&mut self, ctx: &ContainerCtx) -> Result<()> {
+        let transport = ctx.transport();
+        let exchange = ctx.settings().rpc_exchange();
+        let service = ctx.service_name();
+        self.queue = names::rpc_queue(service);
         transport
             .declare_exchange(&ExchangeSpec::topic(exchange))
             .await?;
-        transport.declare_queue(&QueueSpec::durable(&queue)).await?;
         transport
-            .bind(&queue, exchange, &names::rpc_binding(shared.name))
+            .declare_queue(&QueueSpec::durable(&self.queue))
             .await?;
-        Ok(RpcEntrypoint { queue })
+        transport
+            .bind(&self.queue, exchange, &names::rpc_binding(service))
+            .await
     }
 
-    /// Starts consuming; the task ends when `stop` is cancelled.
-    pub(crate) async fn start(
-        self,
-        shared: Arc<Shared>,
-        stop: CancellationToken,
-    ) -> Result<JoinHandle<()>> {
-        let transport = shared.ctx.transport().clone();
-        let mut consumer = transport
-            .consume(&self.queue, super::consume_options(&shared))
+    /// Starts consuming, in a managed task.
+    async fn start(&mut self, workers: WorkerPool) -> Result<()> {
+        let mut consumer = workers
+            .ctx()
+            .transport()
+            .consume(&self.queue, consume_options(workers.ctx()))
             .await?;
-        Ok(tokio::spawn(async move {
-            while let Some(delivery) = next_delivery(&mut consumer, &stop, &self.queue).await {
-                if let Some(request) = Request::check(&shared, delivery).await {
+        let queue = self.queue.clone();
+        let methods = self.methods.clone();
+        let pool = workers.clone();
+        workers.spawn_managed(async move {
+            while let Some(delivery) = next_delivery(&mut consumer, &pool, &queue).await {
+                if let Some(request) = Request::check(&pool, &methods, delivery).await {
                     // Dropping the request (when stopping) puts it back on the queue.
-                    let Some(permit) = worker_slot(&shared, &stop).await else {
+                    let Some(slot) = pool.slot().await else {
                         break;
                     };
-                    request.spawn(&shared, permit);
+                    request.spawn(&pool, slot);
                 }
             }
-        }))
+        });
+        Ok(())
     }
 }
 
@@ -77,11 +89,16 @@ struct Request {
 
 impl Request {
     /// Answers (and acks) requests that are bad before any worker runs.
-    async fn check(shared: &Arc<Shared>, delivery: Delivery) -> Option<Request> {
+    async fn check(
+        pool: &WorkerPool,
+        methods: &[&'static str],
+        delivery: Delivery,
+    ) -> Option<Request> {
+        let service = pool.service_name();
         let properties = &delivery.message.properties;
         if properties.reply_to.is_none() {
             tracing::error!(
-                service = shared.name,
+                service,
                 routing_key = %delivery.routing_key,
                 "RPC request without reply_to: cannot reply; dropped"
             );
@@ -102,9 +119,9 @@ impl Request {
         };
         let method = delivery
             .routing_key
-            .strip_prefix(shared.name)
+            .strip_prefix(service)
             .and_then(|rest| rest.strip_prefix('.'))
-            .and_then(|method| shared.rpc_method(method));
+            .and_then(|method| methods.iter().copied().find(|m| *m == method));
         let context = ContextData::from_headers(&properties.headers);
         let error = match (rejected, method, context) {
             (Some(error), _, _) => error,
@@ -122,41 +139,35 @@ impl Request {
             }
         };
         tracing::warn!(
-            service = shared.name,
+            service,
             routing_key = %delivery.routing_key,
             %error,
             "bad RPC request"
         );
         let outcome = Err(error);
-        reply_and_ack(shared, delivery, &outcome).await;
+        reply_and_ack(pool.ctx(), delivery, &outcome).await;
         None
     }
 
-    fn spawn(self, shared: &Arc<Shared>, permit: tokio::sync::OwnedSemaphorePermit) {
+    fn spawn(self, pool: &WorkerPool, slot: WorkerSlot) {
         let Request {
             delivery,
             method,
             context,
         } = self;
         let payload = delivery.message.body.clone();
-        let replier = shared.clone();
-        shared.spawn_worker(
-            permit,
-            method,
-            payload,
-            context,
-            move |outcome| async move {
-                reply_and_ack(&replier, delivery, &outcome).await;
-                outcome
-            },
-        );
+        let ctx = pool.ctx().clone();
+        pool.spawn(slot, method, payload, context, move |outcome| async move {
+            reply_and_ack(&ctx, delivery, &outcome).await;
+            outcome
+        });
     }
 }
 
 /// Publishes the reply, then acks the request. If the reply cannot be
 /// published, the request is requeued once (its worker runs again), then
 /// dropped.
-async fn reply_and_ack(shared: &Shared, delivery: Delivery, outcome: &Outcome) {
+async fn reply_and_ack(ctx: &ContainerCtx, delivery: Delivery, outcome: &Outcome) {
     // `check` made sure there is a reply_to.
     let reply_to = delivery
         .message
@@ -164,10 +175,10 @@ async fn reply_and_ack(shared: &Shared, delivery: Delivery, outcome: &Outcome) {
         .reply_to
         .as_deref()
         .unwrap_or_default();
-    let transport: &Arc<dyn Transport> = shared.ctx.transport();
+    let transport = ctx.transport();
     let mut reply = Message::json(encode_reply(outcome));
     reply.properties.correlation_id = delivery.message.properties.correlation_id.clone();
-    let exchange = shared.ctx.settings().rpc_exchange();
+    let exchange = ctx.settings().rpc_exchange();
     match transport
         .publish(exchange, reply_to, reply, PublishOptions::default())
         .await
@@ -176,7 +187,7 @@ async fn reply_and_ack(shared: &Shared, delivery: Delivery, outcome: &Outcome) {
         Err(error) => {
             let requeue = !delivery.redelivered;
             tracing::error!(
-                service = shared.name,
+                service = ctx.service_name(),
                 %error,
                 requeue,
                 "could not publish an RPC reply"

@@ -4,47 +4,57 @@
 //! worker to finish, so runs never overlap; a run that overruns is followed
 //! by the missed fires back to back until the schedule is caught up.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-use crate::container::Shared;
+use super::Entrypoint;
 use crate::context::ContextData;
+use crate::error::{Error, Result};
 use crate::service::TimerSpec;
+use crate::worker::WorkerPool;
 
 /// One `#[timer]` entrypoint.
-pub(crate) struct TimerEntrypoint {
+#[derive(Debug)]
+pub struct TimerEntrypoint {
     method: &'static str,
     spec: TimerSpec,
 }
 
 impl TimerEntrypoint {
-    pub(crate) fn new(method: &'static str, spec: TimerSpec) -> Self {
+    /// The timer of `method`.
+    pub fn new(method: &'static str, spec: TimerSpec) -> Self {
         TimerEntrypoint { method, spec }
     }
+}
 
-    /// Starts ticking; the task ends when `stop` is cancelled.
-    pub(crate) fn start(self, shared: Arc<Shared>, stop: CancellationToken) -> JoinHandle<()> {
-        tokio::spawn(async move {
+impl Entrypoint for TimerEntrypoint {
+    /// Starts ticking, in a managed task.
+    async fn start(&mut self, workers: WorkerPool) -> Result<()> {
+        if self.spec.interval.is_zero() {
+            return Err(Error::Config(format!(
+                "timer `{}` has a zero interval",
+                self.method
+            )));
+        }
+        let (method, spec) = (self.method, self.spec);
+        let pool = workers.clone();
+        workers.spawn_managed(async move {
             let start = Instant::now();
-            let mut n: u32 = if self.spec.eager { 0 } else { 1 };
+            let mut n: u32 = if spec.eager { 0 } else { 1 };
             loop {
-                let due = start + self.spec.interval * n;
+                let due = start + spec.interval * n;
                 tokio::select! {
                     biased;
-                    () = stop.cancelled() => break,
+                    () = pool.stopped() => break,
                     () = tokio::time::sleep_until(due) => {}
                 }
-                let Some(permit) = super::worker_slot(&shared, &stop).await else {
+                let Some(slot) = pool.slot().await else {
                     break;
                 };
                 let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-                shared.spawn_worker(
-                    permit,
-                    self.method,
+                pool.spawn(
+                    slot,
+                    method,
                     Bytes::new(),
                     ContextData::default(),
                     move |outcome| async move {
@@ -52,11 +62,15 @@ impl TimerEntrypoint {
                         outcome
                     },
                 );
-                // Wait for the run to finish (even while stopping: the
-                // container drains it).
-                let _ = done_rx.await;
+                // Wait for the run to finish; when stopping, the container
+                // drains it (up to its grace period) instead.
+                tokio::select! {
+                    _ = done_rx => {}
+                    () = pool.stopped() => break,
+                }
                 n = n.saturating_add(1);
             }
-        })
+        });
+        Ok(())
     }
 }

@@ -32,7 +32,7 @@ use super::config::SlowClient;
 use super::metrics::GatewayMetrics;
 use crate::config::Settings;
 use crate::error::{Error, Result};
-use crate::message::names;
+use crate::names;
 use crate::transport::{ConsumeOptions, QueueSpec, Transport, topic};
 
 /// A subscription: a source service and an event-type pattern (`*` is one

@@ -53,7 +53,7 @@ pub async fn run(args: GatewayArgs, settings: Settings, services: Vec<ServiceDef
         args,
         settings,
         services,
-        crate::cli::shutdown_signal(),
+        crate::shutdown::shutdown_signal(),
         |_| {},
     )
     .await
@@ -69,7 +69,7 @@ pub async fn run_until(
     on_listen: impl FnOnce(SocketAddr),
 ) -> Result<()> {
     let routes = super::RouteTable::load_dir(&args.routes)?;
-    let transport = crate::cli::connect(&settings).await?;
+    let transport = crate::transport::connect(&settings).await?;
     let embedded: Vec<ServiceDef> = match settings.amqp_uri() {
         None => services,
         Some(_) => {

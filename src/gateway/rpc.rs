@@ -120,7 +120,10 @@ pub fn rpc_error(
             "RpcTimeout",
             format!("{service}.{method} did not answer within {timeout:?}"),
         ),
-        Error::ConnectionLost(_) | Error::TransportClosed | Error::Transport(_) => {
+        Error::ConnectionLost(_)
+        | Error::TransportClosed
+        | Error::Transport(_)
+        | Error::Broker(_) => {
             let mut e = ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceUnavailable",

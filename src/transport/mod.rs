@@ -42,11 +42,13 @@ use crate::message::{Headers, Message};
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
+mod connect;
 pub mod memory;
 pub mod topic;
 
 #[cfg(feature = "amqp")]
 pub use amqp::{AmqpOptions, AmqpTransport};
+pub use connect::connect;
 pub use memory::MemoryTransport;
 
 /// A topic exchange to declare.

@@ -232,6 +232,8 @@ pub(crate) enum Kind {
     Event(EventArgs),
     /// `#[timer(...)]`.
     Timer(TimerArgs),
+    /// `#[entrypoint]`: triggered by an entrypoint of the user's own.
+    Custom,
 }
 
 /// The arguments of `#[event_handler(...)]`.
@@ -294,6 +296,17 @@ impl Kind {
                     return None;
                 }
                 Some(Kind::Rpc)
+            }
+            "entrypoint" => {
+                if let Some(first) = args.first() {
+                    errors.at(
+                        arg_tokens(first),
+                        "#[entrypoint] takes no arguments: the entrypoint that triggers the \
+                         method is added with `ServiceDef::with_entrypoint`",
+                    );
+                    return None;
+                }
+                Some(Kind::Custom)
             }
             "event_handler" => EventArgs::parse(attr, args, errors).map(Kind::Event),
             _ => TimerArgs::parse(attr, args, errors).map(Kind::Timer),

@@ -74,7 +74,7 @@ pub(crate) struct Param {
 
 /// The entrypoint attribute names, as `#[service]` recognises them (by last
 /// path segment, so `#[enoki::rpc]` works too).
-const ENTRYPOINT_ATTRS: [&str; 3] = ["rpc", "event_handler", "timer"];
+const ENTRYPOINT_ATTRS: [&str; 4] = ["rpc", "event_handler", "timer", "entrypoint"];
 
 pub(crate) fn is_entrypoint_attr(attr: &Attribute) -> bool {
     let last = attr.path().segments.last();
@@ -153,7 +153,7 @@ impl Entrypoint {
             errors.at(
                 extra,
                 "a method can have only one entrypoint attribute \
-                 (`#[rpc]`, `#[event_handler]` or `#[timer]`)",
+                 (`#[rpc]`, `#[event_handler]`, `#[timer]` or `#[entrypoint]`)",
             );
         }
         let mut scratch = Errors::default();
@@ -200,6 +200,7 @@ impl Signature {
             Some(Kind::Rpc) | None => "#[rpc]",
             Some(Kind::Event(_)) => "#[event_handler]",
             Some(Kind::Timer(_)) => "#[timer]",
+            Some(Kind::Custom) => "#[entrypoint]",
         };
         if sig.asyncness.is_none() {
             errors.at(
@@ -320,12 +321,17 @@ fn parse_inputs(
         })
         .collect();
     match kind {
-        Some(Kind::Event(_)) if params.len() > 1 => {
+        Some(Kind::Event(_) | Kind::Custom) if params.len() > 1 => {
             errors.at(
                 params[1],
                 format_args!(
-                    "{what} methods take at most one parameter, the event payload \
-                     (plus an optional `&WorkerCtx`)"
+                    "{what} methods take at most one parameter, the {} \
+                     (plus an optional `&WorkerCtx`)",
+                    if matches!(kind, Some(Kind::Custom)) {
+                        "payload"
+                    } else {
+                        "event payload"
+                    }
                 ),
             );
             ok = false;

@@ -18,8 +18,7 @@ use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, ConnectionStatus};
 use tokio::sync::watch;
 
-use super::Owner;
-use super::link::{Link, Live, Shared, guarded};
+use super::link::{Link, Live, Owner, Shared, guarded};
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::transport::{Acker, ConsumeOptions, Delivery, Settle};

@@ -18,7 +18,9 @@ use lapin::{Channel, Connection, ConnectionProperties, ConnectionStatus, Event};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
 
-use super::{AmqpOptions, declare_exchange_on, declare_queue_on, is_soft_error};
+use super::failure::{connect_reason, is_soft_error};
+use super::options::AmqpOptions;
+use super::topology::{declare_exchange_on, declare_queue_on};
 use crate::error::{Error, Result};
 use crate::transport::{ExchangeSpec, QueueSpec};
 
@@ -353,7 +355,7 @@ async fn reconnect(
                 tracing::debug!(
                     uri = %shared.shown_uri,
                     attempt = attempts,
-                    error = %super::connect_reason(&err),
+                    error = %connect_reason(&err),
                     "AMQP reconnection attempt failed"
                 );
                 continue;
@@ -517,4 +519,17 @@ async fn shutdown(live: Arc<Live>) {
         let _ = tokio::time::timeout(Duration::from_secs(2), joined).await;
     }
     tracing::debug!(took = ?start.elapsed(), "AMQP connection closed");
+}
+
+/// Alive while anything may still use the connection: the transport, its
+/// consumers and their unsettled deliveries. The last one gone stops the
+/// supervisor, which closes the connection.
+pub(super) struct Owner {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.shared.shut();
+    }
 }

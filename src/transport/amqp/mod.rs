@@ -66,13 +66,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeleteOptions,
 };
 use lapin::protocol::AMQPErrorKind;
 use lapin::types::FieldTable;
 use lapin::uri::AMQPUri;
-use lapin::{Channel, Confirmation, ErrorKind, ExchangeKind};
+use lapin::{Channel, Confirmation, ErrorKind};
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 
@@ -82,58 +81,21 @@ use crate::message::Message;
 
 mod codec;
 mod consumer;
+mod failure;
 mod link;
+mod options;
+mod topology;
+
+pub use options::AmqpOptions;
 
 use codec::short;
 use consumer::ConsumerState;
-use link::{Link, Live, Shared, guarded};
-
-/// Options of [`AmqpTransport::connect`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AmqpOptions {
-    /// Heartbeat interval in seconds, unless the URI sets `heartbeat=`; 0
-    /// disables heartbeats. Default 60, as nameko's consumers.
-    pub heartbeat: u16,
-    /// Channels in the publishing pool (at least 1). Default 1: on one
-    /// channel a lone publish waits ~1 ms for its confirm, on several ~4 ms
-    /// (measured on RabbitMQ 3.10, persistent messages), and many concurrent
-    /// publishes reach about the same rate either way.
-    pub publish_channels: usize,
-    /// After a connection loss, reconnect (with backoff, forever) and restore
-    /// topology and consumers; see the [module docs](self). Default true.
-    /// When false a loss is final: later calls fail with
-    /// [`Error::ConnectionLost`] and consumers end.
-    pub auto_recover: bool,
-    /// Connection name shown by RabbitMQ (`connection_name`).
-    pub connection_name: Option<String>,
-}
-
-impl Default for AmqpOptions {
-    fn default() -> Self {
-        AmqpOptions {
-            heartbeat: 60,
-            publish_channels: 1,
-            auto_recover: true,
-            connection_name: None,
-        }
-    }
-}
+use failure::{connect_reason, is_soft_error};
+use link::{Link, Live, Owner, Shared, guarded};
+use topology::{declare_exchange_on, declare_queue_on};
 
 /// A channel and the connection generation it was opened on.
 type Slot = tokio::sync::Mutex<Option<(u64, Channel)>>;
-
-/// Alive while anything may still use the connection: the transport, its
-/// consumers and their unsettled deliveries. The last one gone stops the
-/// supervisor, which closes the connection.
-struct Owner {
-    shared: Arc<Shared>,
-}
-
-impl Drop for Owner {
-    fn drop(&mut self) {
-        self.shared.shut();
-    }
-}
 
 /// A [`Transport`] on RabbitMQ (AMQP 0-9-1) via lapin. See the
 /// [module docs](self).
@@ -189,28 +151,6 @@ fn kombu_to_amqp(uri: &str) -> std::borrow::Cow<'_, str> {
     uri.into()
 }
 
-fn connect_reason(err: &lapin::Error) -> String {
-    match err.kind() {
-        ErrorKind::IOError(io) => match io.kind() {
-            std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
-            std::io::ErrorKind::TimedOut => "connection timed out".into(),
-            _ => io.to_string(),
-        },
-        ErrorKind::ProtocolError(amqp) => match amqp.get_id() {
-            403 => format!(
-                "access refused, check the user name and password ({})",
-                amqp.get_message()
-            ),
-            530 => format!(
-                "not allowed, check the vhost and its permissions ({})",
-                amqp.get_message()
-            ),
-            _ => amqp.to_string(),
-        },
-        _ => err.to_string(),
-    }
-}
-
 /// What an operation was about, to name it in a 404.
 #[derive(Clone, Copy)]
 enum Subject<'a> {
@@ -223,10 +163,6 @@ fn quoted(message: &str) -> Option<&str> {
     let start = message.find('\'')? + 1;
     let len = message[start..].find('\'')?;
     Some(&message[start..start + len])
-}
-
-fn is_soft_error(err: &lapin::Error) -> bool {
-    matches!(err.kind(), ErrorKind::ProtocolError(amqp) if matches!(amqp.kind(), AMQPErrorKind::Soft(_)))
 }
 
 impl AmqpTransport {
@@ -409,39 +345,7 @@ fn map_error(shared: &Shared, err: &lapin::Error, subject: Subject<'_>, live: &L
             "connection to the broker lost during the call; {then} ({err})"
         ));
     }
-    Error::Transport(err.to_string())
-}
-
-async fn declare_exchange_on(channel: &Channel, spec: &ExchangeSpec) -> lapin::Result<()> {
-    let options = ExchangeDeclareOptions {
-        durable: spec.durable,
-        auto_delete: spec.auto_delete,
-        ..ExchangeDeclareOptions::default()
-    };
-    channel
-        .exchange_declare(
-            spec.name.as_str().into(),
-            ExchangeKind::Topic,
-            options,
-            FieldTable::default(),
-        )
-        .await
-}
-
-async fn declare_queue_on(channel: &Channel, spec: &QueueSpec) -> lapin::Result<()> {
-    let options = QueueDeclareOptions {
-        passive: false,
-        durable: spec.durable,
-        exclusive: spec.exclusive,
-        auto_delete: spec.auto_delete,
-        nowait: false,
-    };
-    // Arguments were checked by the caller (to_table on the same map).
-    let arguments = codec::to_table(&spec.arguments).unwrap_or_default();
-    channel
-        .queue_declare(spec.name.as_str().into(), options, arguments)
-        .await
-        .map(|_| ())
+    Error::Broker(Box::new(err.clone()))
 }
 
 // ===== the Transport impl =====
@@ -588,7 +492,7 @@ impl Transport for AmqpTransport {
             match &mapped {
                 Error::ExchangeNotFound(name) if name == exchange => return Err(mapped),
                 // Another publish's error closed the shared channel under us.
-                Error::ExchangeNotFound(_) | Error::Transport(_)
+                Error::ExchangeNotFound(_) | Error::Transport(_) | Error::Broker(_)
                     if !retried && live.connected() =>
                 {
                     retried = true;

@@ -1,0 +1,360 @@
+//! The one table of the config keys enoki reads: name, type, default and
+//! meaning. Validation ([`Settings::validate`](super::Settings::validate)),
+//! the typed getters of [`Settings`](super::Settings), the check for
+//! unknown keys and `enoki show-config --all` all read it.
+
+use serde_json::Value;
+
+use crate::context::DEFAULT_PARENT_CALLS_TRACKED;
+use crate::error::{Error, Result};
+use crate::names::DEFAULT_RPC_EXCHANGE;
+
+/// One config key.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConfigKey {
+    /// The key, as written in the file (`max_workers`, `AMQP_URI`).
+    pub name: &'static str,
+    /// What its value must be.
+    pub kind: KeyKind,
+    /// Its value when absent (or null).
+    pub default: DefaultValue,
+    /// What it means.
+    pub doc: &'static str,
+}
+
+/// What a config value must be.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum KeyKind {
+    /// A string; `non_empty` refuses `""`.
+    Text {
+        /// Whether the empty string is refused.
+        non_empty: bool,
+    },
+    /// An integer from 0 to `max`.
+    Integer {
+        /// The largest value.
+        max: u64,
+    },
+    /// A number of seconds, from 0 up to (not including) `max`.
+    Seconds {
+        /// The bound.
+        max: f64,
+    },
+    /// `true` or `false`.
+    Bool,
+    /// A serializer name: only `json`.
+    Serializer,
+    /// A list of serializer names that includes `json`.
+    Accept,
+    /// A mapping, checked by the part that reads it (`GATEWAY`).
+    Mapping,
+    /// Anything: read by nobody (nameko's `LOGGING`).
+    Ignored,
+}
+
+/// The value of a key that is absent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum DefaultValue {
+    /// No value: the feature is off (`AMQP_URI`, `RPC_TIMEOUT`).
+    None,
+    /// A string.
+    Str(&'static str),
+    /// An integer.
+    Int(u64),
+    /// Seconds.
+    Seconds(f64),
+    /// A boolean.
+    Bool(bool),
+    /// Described, because it comes from another key (`PREFETCH_COUNT`
+    /// defaults to `max_workers`).
+    Described(&'static str),
+}
+
+impl DefaultValue {
+    /// As a JSON value, for `show-config --all` (`None` for [`DefaultValue::None`]
+    /// and [`DefaultValue::Described`]).
+    pub fn to_value(self) -> Option<Value> {
+        match self {
+            DefaultValue::None | DefaultValue::Described(_) => None,
+            DefaultValue::Str(s) => Some(Value::from(s)),
+            DefaultValue::Int(n) => Some(Value::from(n)),
+            DefaultValue::Seconds(s) => Some(Value::from(s)),
+            DefaultValue::Bool(b) => Some(Value::from(b)),
+        }
+    }
+}
+
+/// `AMQP_URI`.
+pub const AMQP_URI: ConfigKey = ConfigKey {
+    name: "AMQP_URI",
+    kind: KeyKind::Text { non_empty: false },
+    default: DefaultValue::None,
+    doc: "broker URI; without it everything runs on the embedded transport",
+};
+/// `rpc_exchange`.
+pub const RPC_EXCHANGE: ConfigKey = ConfigKey {
+    name: "rpc_exchange",
+    kind: KeyKind::Text { non_empty: true },
+    default: DefaultValue::Str(DEFAULT_RPC_EXCHANGE),
+    doc: "RPC exchange name (default nameko-rpc)",
+};
+/// `max_workers`.
+pub const MAX_WORKERS: ConfigKey = ConfigKey {
+    name: "max_workers",
+    kind: KeyKind::Integer {
+        max: u32::MAX as u64,
+    },
+    default: DefaultValue::Int(10),
+    doc: "concurrent workers per container (default 10; 0 means the default)",
+};
+/// `parent_calls_tracked`.
+pub const PARENT_CALLS_TRACKED: ConfigKey = ConfigKey {
+    name: "parent_calls_tracked",
+    kind: KeyKind::Integer {
+        max: u32::MAX as u64,
+    },
+    default: DefaultValue::Int(DEFAULT_PARENT_CALLS_TRACKED as u64),
+    doc: "call-id stack depth (default 10)",
+};
+/// `serializer`.
+pub const SERIALIZER: ConfigKey = ConfigKey {
+    name: "serializer",
+    kind: KeyKind::Serializer,
+    default: DefaultValue::Str("json"),
+    doc: "message serializer; only json is supported",
+};
+/// `ACCEPT`.
+pub const ACCEPT: ConfigKey = ConfigKey {
+    name: "ACCEPT",
+    kind: KeyKind::Accept,
+    default: DefaultValue::Described("[json]"),
+    doc: "accepted serializers; only json is supported",
+};
+/// `HEARTBEAT`.
+pub const HEARTBEAT: ConfigKey = ConfigKey {
+    name: "HEARTBEAT",
+    kind: KeyKind::Integer {
+        max: u16::MAX as u64,
+    },
+    default: DefaultValue::Int(60),
+    doc: "AMQP heartbeat in seconds (default 60; 0 turns heartbeats off)",
+};
+/// `PREFETCH_COUNT`.
+pub const PREFETCH_COUNT: ConfigKey = ConfigKey {
+    name: "PREFETCH_COUNT",
+    kind: KeyKind::Integer {
+        max: u16::MAX as u64,
+    },
+    default: DefaultValue::Described("max_workers"),
+    doc: "unsettled deliveries per consumer (default max_workers)",
+};
+/// `AUTO_DELETE_EVENT_EXCHANGES`.
+pub const AUTO_DELETE_EVENT_EXCHANGES: ConfigKey = ConfigKey {
+    name: "AUTO_DELETE_EVENT_EXCHANGES",
+    kind: KeyKind::Bool,
+    default: DefaultValue::Bool(false),
+    doc: "declare event exchanges auto-delete (default false)",
+};
+/// `DECLARE_EVENT_EXCHANGES`.
+pub const DECLARE_EVENT_EXCHANGES: ConfigKey = ConfigKey {
+    name: "DECLARE_EVENT_EXCHANGES",
+    kind: KeyKind::Bool,
+    default: DefaultValue::Bool(true),
+    doc: "declare event exchanges at all (default true)",
+};
+/// `LOGGING`.
+pub const LOGGING: ConfigKey = ConfigKey {
+    name: "LOGGING",
+    kind: KeyKind::Ignored,
+    default: DefaultValue::None,
+    doc: "nameko's logging dictionary (ignored; use RUST_LOG)",
+};
+/// `WEB_SERVER_ADDRESS`.
+pub const WEB_SERVER_ADDRESS: ConfigKey = ConfigKey {
+    name: "WEB_SERVER_ADDRESS",
+    kind: KeyKind::Text { non_empty: true },
+    default: DefaultValue::None,
+    doc: "gateway listen address",
+};
+/// `GATEWAY`.
+pub const GATEWAY: ConfigKey = ConfigKey {
+    name: "GATEWAY",
+    kind: KeyKind::Mapping,
+    default: DefaultValue::None,
+    doc: "gateway settings",
+};
+/// `GRACE_PERIOD`.
+pub const GRACE_PERIOD: ConfigKey = ConfigKey {
+    name: "GRACE_PERIOD",
+    kind: KeyKind::Seconds { max: 1e9 },
+    default: DefaultValue::Seconds(30.0),
+    doc: "seconds to wait for in-flight workers on stop (default 30)",
+};
+/// `RPC_TIMEOUT`.
+pub const RPC_TIMEOUT: ConfigKey = ConfigKey {
+    name: "RPC_TIMEOUT",
+    kind: KeyKind::Seconds { max: 1e9 },
+    default: DefaultValue::None,
+    doc: "default timeout of standalone RPC calls in seconds",
+};
+
+/// Every key enoki reads.
+pub const KEYS: &[ConfigKey] = &[
+    AMQP_URI,
+    RPC_EXCHANGE,
+    MAX_WORKERS,
+    PARENT_CALLS_TRACKED,
+    SERIALIZER,
+    ACCEPT,
+    HEARTBEAT,
+    PREFETCH_COUNT,
+    AUTO_DELETE_EVENT_EXCHANGES,
+    DECLARE_EVENT_EXCHANGES,
+    LOGGING,
+    WEB_SERVER_ADDRESS,
+    GATEWAY,
+    GRACE_PERIOD,
+    RPC_TIMEOUT,
+];
+
+/// The key named `name`, if enoki reads it.
+pub fn key(name: &str) -> Option<&'static ConfigKey> {
+    KEYS.iter().find(|key| key.name == name)
+}
+
+impl ConfigKey {
+    /// Checks a present, non-null value; the error names the key.
+    pub fn check(&self, value: &Value) -> Result<()> {
+        let key = self.name;
+        let fail = |message: String| Err(Error::Config(message));
+        match self.kind {
+            KeyKind::Text { non_empty } => match value.as_str() {
+                None => fail(format!("`{key}` must be a string, got {value}")),
+                Some("") if non_empty => fail(format!("`{key}` must not be empty")),
+                Some(_) => Ok(()),
+            },
+            KeyKind::Integer { max } => match value.as_u64() {
+                Some(n) if n <= max => Ok(()),
+                _ => fail(format!(
+                    "`{key}` must be an integer from 0 to {max}, got {value}"
+                )),
+            },
+            KeyKind::Seconds { max } => match value.as_f64() {
+                Some(n) if n.is_finite() && (0.0..max).contains(&n) => Ok(()),
+                _ => fail(format!(
+                    "`{key}` must be a non-negative number of seconds, got {value}"
+                )),
+            },
+            KeyKind::Bool => match value {
+                Value::Bool(_) => Ok(()),
+                _ => fail(format!("`{key}` must be true or false, got {value}")),
+            },
+            KeyKind::Serializer => match value.as_str() {
+                Some("json") => Ok(()),
+                _ => fail(format!(
+                    "`{key}` must be json (the only serializer enoki speaks), got {value}"
+                )),
+            },
+            KeyKind::Accept => {
+                let names: Option<Vec<&str>> = match value {
+                    Value::String(name) => Some(vec![name.as_str()]),
+                    Value::Array(items) => items.iter().map(Value::as_str).collect(),
+                    _ => None,
+                };
+                match names {
+                    Some(names)
+                        if names
+                            .iter()
+                            .any(|name| *name == "json" || *name == "application/json") =>
+                    {
+                        Ok(())
+                    }
+                    _ => fail(format!(
+                        "`{key}` must be a list of serializer names including json, got {value}"
+                    )),
+                }
+            }
+            KeyKind::Mapping => match value {
+                Value::Object(_) => Ok(()),
+                _ => fail(format!("`{key}` must be a mapping, got {value}")),
+            },
+            KeyKind::Ignored => Ok(()),
+        }
+    }
+
+    /// What the value must be, in words (for `show-config --all`).
+    pub fn describe(&self) -> String {
+        match self.kind {
+            KeyKind::Text { .. } => "a string".into(),
+            KeyKind::Integer { max } => format!("an integer from 0 to {max}"),
+            KeyKind::Seconds { max } => format!("seconds, from 0 to {max}"),
+            KeyKind::Bool => "true or false".into(),
+            KeyKind::Serializer => "json".into(),
+            KeyKind::Accept => "a list of serializer names including json".into(),
+            KeyKind::Mapping => "a mapping".into(),
+            KeyKind::Ignored => "anything (ignored)".into(),
+        }
+    }
+}
+
+const COUNT: usize = KEYS.len();
+
+const fn pairs() -> [(&'static str, &'static str); COUNT] {
+    let mut out = [("", ""); COUNT];
+    let mut i = 0;
+    while i < COUNT {
+        out[i] = (KEYS[i].name, KEYS[i].doc);
+        i += 1;
+    }
+    out
+}
+
+/// The keys and their meaning, as pairs: [`KEYS`] in the old shape.
+pub(super) const KEY_PAIRS: &[(&str, &str)] = &pairs();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_key_accepts_its_default() {
+        for key in KEYS {
+            if let Some(value) = key.default.to_value() {
+                key.check(&value)
+                    .unwrap_or_else(|err| panic!("{}: {err}", key.name));
+            }
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (MAX_WORKERS, json!("many")),
+            (HEARTBEAT, json!(70000)),
+            (GRACE_PERIOD, json!(-1)),
+            (DECLARE_EVENT_EXCHANGES, json!("maybe")),
+            (AMQP_URI, json!(5)),
+            (RPC_EXCHANGE, json!("")),
+            (SERIALIZER, json!("pickle")),
+            (ACCEPT, json!(["pickle"])),
+            (GATEWAY, json!([1])),
+        ];
+        for (key, value) in cases {
+            let err = key.check(&value).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{}`", key.name)), "{err}");
+        }
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let mut names: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), KEYS.len());
+        assert_eq!(KEY_PAIRS.len(), KEYS.len());
+        assert_eq!(key("HEARTBEAT"), Some(&HEARTBEAT));
+    }
+}

@@ -1,0 +1,405 @@
+//! Configuration: nameko's config dictionary, read from a nameko-style YAML
+//! file with `${VAR}` / `${VAR:default}` substitution.
+//!
+//! Values substituted from the environment are parsed again as YAML, as
+//! nameko does, so `${PORT:8000}` is the integer 8000 and `${HOSTS:[a, b]}`
+//! a list, and `${UNSET}` alone is null. `!env_var` forces substitution
+//! and `!raw_env_var` keeps the substituted value a string.
+//!
+//! Differences from nameko's loader: quoted scalars (`'${X}'`) are
+//! substituted too (the YAML parser does not say which scalars were
+//! quoted); a default may itself hold `${...}` (nameko needs the `regex`
+//! module for that); and a substituted value that is not valid YAML stays
+//! a string instead of failing the load.
+//!
+//! [`Settings::check_keys`] rejects keys nobody reads (with a did-you-mean)
+//! and [`Settings::validate`] checks the values of [`KNOWN_KEYS`].
+//!
+//! (The `subst` crate also expands bare `$NAME` and backslash escapes,
+//! which nameko leaves alone, so a password like `pa$$word` would change
+//! meaning; the `${...}` grammar here is nameko's, and short.)
+//!
+//! ```
+//! use enoki::config::Settings;
+//!
+//! let settings = Settings::from_yaml_str(
+//!     "max_workers: ${ENOKI_DOC_WORKERS:32}\nAMQP_URI: amqp://guest:guest@localhost\n",
+//!     "config.yaml",
+//! )
+//! .unwrap();
+//! assert_eq!(settings.max_workers(), 32);
+//! assert_eq!(settings.amqp_uri(), Some("amqp://guest:guest@localhost"));
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+pub mod keys;
+mod yaml;
+
+pub use keys::{ConfigKey, KEYS};
+pub use yaml::substitute;
+
+/// The keys enoki itself reads, with what they mean: [`KEYS`] as pairs.
+#[deprecated(since = "0.1.0", note = "use `enoki::config::KEYS`")]
+pub const KNOWN_KEYS: &[(&str, &str)] = keys::KEY_PAIRS;
+
+/// The resolved configuration: nameko's config dictionary. Cheap to clone.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Settings {
+    values: Arc<Map<String, Value>>,
+}
+
+impl Settings {
+    /// Empty settings: every key at its default.
+    pub fn new() -> Self {
+        Settings::default()
+    }
+
+    /// Settings from a JSON object.
+    pub fn from_map(values: Map<String, Value>) -> Self {
+        Settings {
+            values: Arc::new(values),
+        }
+    }
+
+    /// Reads a nameko-style YAML file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            Error::Config(format!("cannot read config file {}: {err}", path.display()))
+        })?;
+        Settings::from_yaml_str(&text, &path.display().to_string())
+    }
+
+    /// Parses nameko-style YAML; `source` names it in errors.
+    pub fn from_yaml_str(text: &str, source: &str) -> Result<Self> {
+        let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)
+            .map_err(|err| Error::Config(format!("{source}: not valid YAML: {err}")))?;
+        let value = yaml::resolve(yaml).map_err(|err| match err {
+            Error::Config(message) => Error::Config(format!("{source}: {message}")),
+            other => Error::Config(format!("{source}: {other}")),
+        })?;
+        match value {
+            Value::Object(map) => Ok(Settings::from_map(map)),
+            Value::Null => Ok(Settings::new()),
+            other => Err(Error::Config(format!(
+                "{source}: the config must be a mapping of keys to values, not {}",
+                kind_of(&other)
+            ))),
+        }
+    }
+
+    /// Rejects top-level keys that neither enoki nor the hosted services
+    /// read, naming the closest known key.
+    pub fn check_keys(&self, extra_keys: &[&str], source: &str) -> Result<()> {
+        for key in self.values.keys() {
+            let known = keys::key(key).is_some() || extra_keys.contains(&key.as_str());
+            if !known {
+                let candidates = KEYS
+                    .iter()
+                    .map(|k| k.name)
+                    .chain(extra_keys.iter().copied());
+                let hint = closest(key, candidates)
+                    .map(|k| format!(" (did you mean `{k}`?)"))
+                    .unwrap_or_default();
+                return Err(Error::Config(format!(
+                    "{source}: unknown key `{key}`{hint}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A copy with `key` set (as `--define KEY=VALUE` does).
+    #[must_use]
+    pub fn with(&self, key: impl Into<String>, value: Value) -> Self {
+        let mut values = (*self.values).clone();
+        values.insert(key.into(), value);
+        Settings::from_map(values)
+    }
+
+    /// A copy with every key of `other` set.
+    #[must_use]
+    pub fn merged(&self, other: &Settings) -> Self {
+        let mut values = (*self.values).clone();
+        values.extend(other.values.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Settings::from_map(values)
+    }
+
+    /// One raw value.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.values.get(key)
+    }
+
+    /// One value, decoded; `Ok(None)` when absent.
+    pub fn get_as<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.values.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => serde_json::from_value(value.clone())
+                .map(Some)
+                .map_err(|err| Error::Config(format!("config key `{key}`: {err}"))),
+        }
+    }
+
+    /// All values.
+    pub fn as_map(&self) -> &Map<String, Value> {
+        &self.values
+    }
+
+    /// The value of `key`, unless absent or null.
+    fn present(&self, key: &ConfigKey) -> Option<&Value> {
+        self.get(key.name).filter(|value| !value.is_null())
+    }
+
+    fn str_or<'a>(&'a self, key: &ConfigKey, default: &'a str) -> &'a str {
+        self.present(key).and_then(Value::as_str).unwrap_or(default)
+    }
+
+    fn int_or(&self, key: &ConfigKey, default: u64) -> u64 {
+        self.present(key).and_then(Value::as_u64).unwrap_or(default)
+    }
+
+    fn bool_or(&self, key: &ConfigKey, default: bool) -> bool {
+        self.present(key)
+            .and_then(Value::as_bool)
+            .unwrap_or(default)
+    }
+
+    fn seconds(&self, key: &ConfigKey) -> Option<Duration> {
+        self.present(key)
+            .and_then(Value::as_f64)
+            .filter(|secs| secs.is_finite() && *secs >= 0.0)
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+    }
+
+    // The getters read the values [`validate`](Self::validate) checked
+    // (every container, runner, gateway and command validates its
+    // settings first), with each key's default from [`keys`].
+
+    /// `AMQP_URI`, if set and not empty.
+    pub fn amqp_uri(&self) -> Option<&str> {
+        self.present(&keys::AMQP_URI)
+            .and_then(Value::as_str)
+            .filter(|uri| !uri.is_empty())
+    }
+
+    /// `rpc_exchange` (default `nameko-rpc`).
+    pub fn rpc_exchange(&self) -> &str {
+        self.str_or(&keys::RPC_EXCHANGE, crate::names::DEFAULT_RPC_EXCHANGE)
+    }
+
+    /// `max_workers` (default 10; 0 means the default, as in nameko).
+    pub fn max_workers(&self) -> usize {
+        match self.int_or(&keys::MAX_WORKERS, 0) {
+            0 => 10,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// `parent_calls_tracked` (default 10).
+    pub fn parent_calls_tracked(&self) -> usize {
+        let default = crate::context::DEFAULT_PARENT_CALLS_TRACKED as u64;
+        usize::try_from(self.int_or(&keys::PARENT_CALLS_TRACKED, default)).unwrap_or(usize::MAX)
+    }
+
+    /// `PREFETCH_COUNT` (default `max_workers`, at most 65535).
+    pub fn prefetch_count(&self) -> u16 {
+        let n = self.int_or(&keys::PREFETCH_COUNT, self.max_workers() as u64);
+        u16::try_from(n).unwrap_or(u16::MAX)
+    }
+
+    /// `HEARTBEAT` in seconds (default 60).
+    pub fn heartbeat(&self) -> u16 {
+        u16::try_from(self.int_or(&keys::HEARTBEAT, 60)).unwrap_or(u16::MAX)
+    }
+
+    /// `AUTO_DELETE_EVENT_EXCHANGES` (default false).
+    pub fn auto_delete_event_exchanges(&self) -> bool {
+        self.bool_or(&keys::AUTO_DELETE_EVENT_EXCHANGES, false)
+    }
+
+    /// `DECLARE_EVENT_EXCHANGES` (default true).
+    pub fn declare_event_exchanges(&self) -> bool {
+        self.bool_or(&keys::DECLARE_EVENT_EXCHANGES, true)
+    }
+
+    /// `GRACE_PERIOD`: how long a graceful stop waits for workers
+    /// (default 30 s).
+    pub fn grace_period(&self) -> Duration {
+        self.seconds(&keys::GRACE_PERIOD)
+            .unwrap_or(Duration::from_secs(30))
+    }
+
+    /// `RPC_TIMEOUT`: default timeout of standalone RPC calls, if set (0
+    /// means none).
+    pub fn rpc_timeout(&self) -> Option<Duration> {
+        self.seconds(&keys::RPC_TIMEOUT).filter(|t| !t.is_zero())
+    }
+
+    /// Checks the values of the keys enoki reads ([`KEYS`]); the error names
+    /// the key and what it must be. A key set to null (e.g. `--define
+    /// AMQP_URI=`, or `${UNSET}`) counts as absent: its default applies.
+    pub fn validate(&self) -> Result<()> {
+        for key in KEYS {
+            if let Some(value) = self.present(key) {
+                key.check(value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every known key with its value here, or its default (`None` when it
+    /// has none), and the key itself: what `show-config --all` prints.
+    pub fn effective(&self) -> Vec<(&'static ConfigKey, Option<Value>)> {
+        KEYS.iter()
+            .map(|key| {
+                let value = self
+                    .present(key)
+                    .cloned()
+                    .or_else(|| key.default.to_value());
+                (key, value)
+            })
+            .collect()
+    }
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// The known key closest to `key` (case-insensitive, within 3 edits).
+fn closest<'a>(key: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let key = key.to_lowercase();
+    candidates
+        .map(|c| (edit_distance(&key, &c.to_lowercase()), c))
+        .filter(|(d, _)| *d <= 3)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substituted_values_are_parsed_again() {
+        // SAFETY-free: only reads variables that are unset in tests.
+        let settings = Settings::from_yaml_str(
+            "max_workers: ${ENOKI_TEST_UNSET_1:64}\nlist: ${ENOKI_TEST_UNSET_2:[1, 2]}\nraw: !raw_env_var ${ENOKI_TEST_UNSET_3:8000}\n",
+            "test.yaml",
+        )
+        .unwrap();
+        assert_eq!(settings.max_workers(), 64);
+        assert_eq!(settings.get("list"), Some(&serde_json::json!([1, 2])));
+        assert_eq!(settings.get("raw"), Some(&serde_json::json!("8000")));
+    }
+
+    #[test]
+    fn unset_variables_are_null_and_unchanged_text_is_kept() {
+        let settings = Settings::from_yaml_str(
+            "a: ${ENOKI_TEST_UNSET_4}\nb: x${ENOKI_TEST_UNSET_5}\nc: ${ }\nd: ${ENOKI_TEST_UNSET_6:'007'}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        assert_eq!(settings.get("a"), Some(&Value::Null));
+        assert_eq!(settings.get("b"), Some(&serde_json::json!("x")));
+        assert_eq!(settings.get("c"), Some(&serde_json::json!("${ }")));
+        assert_eq!(settings.get("d"), Some(&serde_json::json!("007")));
+        settings.validate().unwrap();
+    }
+
+    #[test]
+    fn values_are_validated() {
+        let bad = |yaml: &str| {
+            Settings::from_yaml_str(yaml, "t.yaml")
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad("HEARTBEAT: 70000\n").contains("HEARTBEAT"));
+        assert!(bad("PREFETCH_COUNT: -1\n").contains("PREFETCH_COUNT"));
+        assert!(bad("serializer: pickle\n").contains("serializer"));
+        assert!(bad("ACCEPT: [pickle]\n").contains("ACCEPT"));
+        assert!(bad("rpc_exchange: ''\n").contains("rpc_exchange"));
+        assert!(bad("AMQP_URI: 5\n").contains("AMQP_URI"));
+        assert!(bad("DECLARE_EVENT_EXCHANGES: maybe\n").contains("DECLARE_EVENT_EXCHANGES"));
+        assert!(bad("GRACE_PERIOD: soon\n").contains("GRACE_PERIOD"));
+        let ok = Settings::from_yaml_str(
+            "AMQP_URI: null\nACCEPT: [json]\nserializer: json\nHEARTBEAT: 0\nmax_workers: 0\n",
+            "t.yaml",
+        )
+        .unwrap();
+        ok.validate().unwrap();
+        assert_eq!(ok.amqp_uri(), None);
+        assert_eq!(ok.max_workers(), 10);
+    }
+
+    #[test]
+    fn bad_files_name_the_problem() {
+        let err = Settings::from_yaml_str("a: [1, 2", "bad.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bad.yaml") && err.contains("not valid YAML"),
+            "{err}"
+        );
+        let err = Settings::from_yaml_str("- 1\n- 2\n", "list.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must be a mapping"), "{err}");
+        let settings = Settings::from_yaml_str("AMQP_URL: x\n", "typo.yaml").unwrap();
+        let err = settings
+            .check_keys(&[], "typo.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown key `AMQP_URL`") && err.contains("AMQP_URI"),
+            "{err}"
+        );
+        let settings = Settings::from_yaml_str("max_workers: many\n", "t.yaml").unwrap();
+        assert!(settings.validate().is_err());
+    }
+
+    #[test]
+    fn defaults() {
+        let settings = Settings::new();
+        assert_eq!(settings.max_workers(), 10);
+        assert_eq!(settings.prefetch_count(), 10);
+        assert_eq!(settings.parent_calls_tracked(), 10);
+        assert_eq!(settings.rpc_exchange(), "nameko-rpc");
+        assert_eq!(settings.heartbeat(), 60);
+        assert!(settings.declare_event_exchanges());
+        assert!(!settings.auto_delete_event_exchanges());
+        assert_eq!(settings.amqp_uri(), None);
+    }
+}

@@ -1,0 +1,100 @@
+//! [`ContainerCtx`]: what a container shares with its dependency providers
+//! and entrypoints (nameko's `container` attribute of an extension): the
+//! service name, the settings, the transport, and one RPC client per
+//! container.
+
+use std::sync::Arc;
+
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::ClusterRpc;
+use crate::config::Settings;
+use crate::error::Result;
+use crate::transport::Transport;
+
+/// What a container shares with its providers and entrypoints: the service
+/// name, the settings, the transport, and the container's RPC client (one
+/// reply queue per container, as nameko's shared `ReplyListener`). Cheap to
+/// clone.
+///
+/// ```
+/// use enoki::{ContainerCtx, Settings};
+///
+/// let ctx = ContainerCtx::new("greeter", Settings::new(), enoki::transport::MemoryTransport::new());
+/// assert_eq!(ctx.service_name(), "greeter");
+/// assert_eq!(ctx.transport().kind(), "memory");
+/// assert_eq!(ctx.settings().max_workers(), 10);
+/// ```
+#[derive(Clone, Debug)]
+pub struct ContainerCtx {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    service_name: String,
+    settings: Settings,
+    transport: Arc<dyn Transport>,
+    rpc: OnceCell<ClusterRpc>,
+    kill: CancellationToken,
+}
+
+impl ContainerCtx {
+    /// A context for the container of `service_name`.
+    pub fn new(service_name: &str, settings: Settings, transport: Arc<dyn Transport>) -> Self {
+        ContainerCtx {
+            inner: Arc::new(Inner {
+                service_name: service_name.to_owned(),
+                settings,
+                transport,
+                rpc: OnceCell::new(),
+                kill: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// The service name.
+    pub fn service_name(&self) -> &str {
+        &self.inner.service_name
+    }
+
+    /// The container's settings.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The transport the container runs on.
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.inner.transport
+    }
+
+    /// The container's RPC client, created (with its reply queue
+    /// `rpc.reply-<service>-<uuid>`) on first use and shared by every
+    /// provider of the container; the container closes it when it stops.
+    pub async fn rpc(&self) -> Result<ClusterRpc> {
+        self.inner
+            .rpc
+            .get_or_try_init(|| {
+                ClusterRpc::builder(self.inner.transport.clone())
+                    .owner(&self.inner.service_name)
+                    .settings(&self.inner.settings)
+                    .connect()
+            })
+            .await
+            .cloned()
+    }
+
+    /// Cancelled when the container is killed; workers see it through
+    /// [`WorkerCtx::cancelled`](crate::WorkerCtx::cancelled).
+    pub(crate) fn kill_token(&self) -> &CancellationToken {
+        &self.inner.kill
+    }
+
+    /// Closes the container's RPC client, if it was created.
+    pub(crate) async fn close_rpc(&self) {
+        if let Some(rpc) = self.inner.rpc.get() {
+            rpc.close().await;
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! nameko's naming rules: the exchanges, queues, routing keys and headers
+//! every nameko 2.x service agrees on (`nameko-wire.md` §1–§3).
+//!
+//! Plain functions of plain strings, so that every module that needs a
+//! name (entrypoints, clients, the gateway) asks here and nowhere else.
+//!
+//! ```
+//! use enoki::names;
+//!
+//! assert_eq!(names::rpc_queue("greeter"), "rpc-greeter");
+//! assert_eq!(names::rpc_routing_key("greeter", "hello"), "greeter.hello");
+//! assert_eq!(names::event_exchange("greeter"), "greeter.events");
+//! assert_eq!(
+//!     names::service_pool_queue("greeter", "greeted", "listener", "on_greeted"),
+//!     "evt-greeter-greeted--listener.on_greeted"
+//! );
+//! ```
+
+/// The default RPC exchange (config key `rpc_exchange`).
+pub const DEFAULT_RPC_EXCHANGE: &str = "nameko-rpc";
+/// The reply-queue owner name of standalone clients (nameko 2.x).
+pub const STANDALONE_OWNER: &str = "standalone_rpc_proxy";
+/// How long an idle reply queue lives, in milliseconds (`x-expires`).
+pub const REPLY_QUEUE_TTL_MS: i64 = 300_000;
+/// The prefix of context-data headers (`nameko.user_id`, ...).
+pub const HEADER_PREFIX: &str = "nameko.";
+
+/// `rpc-<service>`: the queue of a service's RPC requests.
+pub fn rpc_queue(service: &str) -> String {
+    format!("rpc-{service}")
+}
+
+/// `<service>.*`: the binding of a service's RPC queue.
+pub fn rpc_binding(service: &str) -> String {
+    format!("{service}.*")
+}
+
+/// `<service>.<method>`: the routing key of an RPC request.
+pub fn rpc_routing_key(service: &str, method: &str) -> String {
+    let mut key = String::with_capacity(service.len() + method.len() + 1);
+    key.push_str(service);
+    key.push('.');
+    key.push_str(method);
+    key
+}
+
+/// `rpc.reply-<owner>-<uuid>`: a caller's reply queue.
+pub fn reply_queue(owner: &str, uuid: &str) -> String {
+    format!("rpc.reply-{owner}-{uuid}")
+}
+
+/// `<service>.events`: a service's event exchange.
+pub fn event_exchange(service: &str) -> String {
+    format!("{service}.events")
+}
+
+/// `evt-<source>-<event>--<service>.<method>`: the queue of a service-pool
+/// event handler, shared by every instance of the service.
+pub fn service_pool_queue(source: &str, event_type: &str, service: &str, method: &str) -> String {
+    format!("evt-{source}-{event_type}--{service}.{method}")
+}
+
+/// `evt-<source>-<event>`: the one queue of every singleton handler of an
+/// event.
+pub fn singleton_queue(source: &str, event_type: &str) -> String {
+    format!("evt-{source}-{event_type}")
+}
+
+/// `evt-<source>-<event>--<service>.<method>-<identifier>`: the queue of a
+/// broadcast handler, one per service instance.
+pub fn broadcast_queue(
+    source: &str,
+    event_type: &str,
+    service: &str,
+    method: &str,
+    identifier: &str,
+) -> String {
+    format!("evt-{source}-{event_type}--{service}.{method}-{identifier}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_nameko() {
+        assert_eq!(rpc_queue("greeter"), "rpc-greeter");
+        assert_eq!(rpc_binding("greeter"), "greeter.*");
+        assert_eq!(reply_queue("gateway", "u"), "rpc.reply-gateway-u");
+        assert_eq!(
+            service_pool_queue("greeter", "greeted", "listener", "on"),
+            "evt-greeter-greeted--listener.on"
+        );
+        assert_eq!(singleton_queue("greeter", "greeted"), "evt-greeter-greeted");
+        assert_eq!(
+            broadcast_queue("greeter", "greeted", "listener", "on", "abc"),
+            "evt-greeter-greeted--listener.on-abc"
+        );
+    }
+}

@@ -1,0 +1,396 @@
+//! The worker pool of a container: where entrypoints turn what they receive
+//! into workers (nameko's `container.spawn_worker`).
+//!
+//! A [`WorkerPool`] is what an [`Entrypoint`](crate::entrypoint::Entrypoint)
+//! gets when it starts. Its contract:
+//!
+//! - **The `max_workers` bound.** A worker runs only with a [`WorkerSlot`];
+//!   there are `max_workers` slots per container, shared by all its
+//!   entrypoints (a semaphore, as mini-redis bounds its connections).
+//!   [`WorkerPool::slot`] waits for one, so an entrypoint that asks for a
+//!   slot before taking the next message applies back-pressure to its
+//!   source. It answers `None` once the container stops.
+//! - **One worker** ([`WorkerPool::spawn`]): a fresh service instance with
+//!   its dependencies injected, the providers' `worker_setup`, the method
+//!   (a panic becomes a `WorkerPanic` error), then the entrypoint's
+//!   `on_result` callback with the outcome, where it replies, acks or
+//!   rejects, then `worker_result` and `worker_teardown` with the outcome
+//!   `on_result` returned. The slot is released when the worker ends. Each
+//!   worker runs in a `tracing` span `worker` with the service, the method
+//!   and the call id, so a handler's own `tracing::info!` is attributed.
+//! - **Stop.** When the container stops, [`WorkerPool::stopped`] resolves
+//!   and `slot` answers `None`: entrypoints stop taking input. The
+//!   container then waits for the tasks the entrypoints spawned with
+//!   [`WorkerPool::spawn_managed`], then for the workers in flight, up to
+//!   `GRACE_PERIOD`.
+//! - **Kill.** Managed tasks are aborted and workers are dropped where they
+//!   wait: `on_result` does not run, so a delivery a worker held goes back
+//!   to its queue unsettled. [`WorkerCtx::cancelled`] resolves inside the
+//!   workers first.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::container_ctx::ContainerCtx;
+use crate::context::{ContextData, WorkerCtx};
+use crate::dependency::ProviderSet;
+use crate::error::RemoteError;
+use crate::outcome::Outcome;
+
+/// Runs one method of a service: injects a fresh instance and dispatches.
+pub(crate) type InvokeFn =
+    fn(&ProviderSet, WorkerCtx, &'static str, Bytes) -> BoxFuture<'static, Outcome>;
+
+/// A finished worker, as seen by
+/// [`ServiceContainer::subscribe`](crate::ServiceContainer::subscribe).
+#[derive(Debug, Clone)]
+pub struct WorkerRecord {
+    /// The entrypoint method that ran.
+    pub entrypoint: &'static str,
+    /// The worker's context.
+    pub worker: WorkerCtx,
+    /// What it returned.
+    pub outcome: Arc<Outcome>,
+}
+
+/// The right to run one worker: one of the container's `max_workers`.
+/// Released when the worker it was given to ends (or when dropped unused).
+#[derive(Debug)]
+pub struct WorkerSlot {
+    _permit: OwnedSemaphorePermit,
+}
+
+/// A container's workers: the `max_workers` bound, spawning, stop and kill.
+/// Cheap to clone. See the [module docs](self) for the contract.
+#[derive(Clone)]
+pub struct WorkerPool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: &'static str,
+    ctx: ContainerCtx,
+    methods: Vec<&'static str>,
+    providers: ProviderSet,
+    invoke: InvokeFn,
+    max_workers: usize,
+    permits: Arc<Semaphore>,
+    workers: TaskTracker,
+    managed: Mutex<Vec<JoinHandle<()>>>,
+    stop: CancellationToken,
+    parent_calls_tracked: usize,
+    records: broadcast::Sender<WorkerRecord>,
+}
+
+impl fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("service", &self.inner.name)
+            .field("max_workers", &self.inner.max_workers)
+            .field("running", &self.running())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerPool {
+    pub(crate) fn new(
+        name: &'static str,
+        ctx: ContainerCtx,
+        methods: Vec<&'static str>,
+        providers: ProviderSet,
+        invoke: InvokeFn,
+        records: broadcast::Sender<WorkerRecord>,
+    ) -> Self {
+        let settings = ctx.settings();
+        let max_workers = settings.max_workers();
+        let parent_calls_tracked = settings.parent_calls_tracked();
+        WorkerPool {
+            inner: Arc::new(Inner {
+                name,
+                ctx,
+                methods,
+                providers,
+                invoke,
+                max_workers,
+                permits: Arc::new(Semaphore::new(max_workers)),
+                workers: TaskTracker::new(),
+                managed: Mutex::new(Vec::new()),
+                stop: CancellationToken::new(),
+                parent_calls_tracked,
+                records,
+            }),
+        }
+    }
+
+    /// The service name.
+    pub fn service_name(&self) -> &'static str {
+        self.inner.name
+    }
+
+    /// The container's context: settings, transport, RPC client.
+    pub fn ctx(&self) -> &ContainerCtx {
+        &self.inner.ctx
+    }
+
+    /// The bound on workers running at once (`max_workers`).
+    pub fn max_workers(&self) -> usize {
+        self.inner.max_workers
+    }
+
+    /// Workers running now.
+    pub fn running(&self) -> usize {
+        self.inner.workers.len()
+    }
+
+    /// The entrypoint method `name` of the service, as the `'static` name
+    /// [`spawn`](Self::spawn) takes; `None` if the service has none.
+    pub fn method(&self, name: &str) -> Option<&'static str> {
+        self.inner.methods.iter().copied().find(|m| *m == name)
+    }
+
+    /// Waits for a free worker slot; `None` once the container stops (then
+    /// the entrypoint should take no more input).
+    pub async fn slot(&self) -> Option<WorkerSlot> {
+        tokio::select! {
+            biased;
+            () = self.inner.stop.cancelled() => None,
+            slot = self.acquire() => Some(slot),
+        }
+    }
+
+    /// A free worker slot if there is one now.
+    pub fn try_slot(&self) -> Option<WorkerSlot> {
+        if self.is_stopping() {
+            return None;
+        }
+        self.inner
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(|permit| WorkerSlot { _permit: permit })
+    }
+
+    /// A slot, even while stopping (for calls made through the container
+    /// itself, such as `entrypoint_hook`).
+    pub(crate) async fn acquire(&self) -> WorkerSlot {
+        let permit = self
+            .inner
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the worker semaphore is never closed");
+        WorkerSlot { _permit: permit }
+    }
+
+    /// Whether the container is stopping.
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stop.is_cancelled()
+    }
+
+    /// Resolves when the container stops (gracefully or not): entrypoints
+    /// select on it to stop taking input.
+    pub async fn stopped(&self) {
+        self.inner.stop.cancelled().await;
+    }
+
+    /// Runs one worker for `method` with `payload` (an RPC request body, an
+    /// event payload, or whatever the method decodes) and the incoming
+    /// context data. `on_result` gets the method's outcome and returns the
+    /// outcome the providers see; it is where an entrypoint replies and
+    /// settles its message. It does not run if the worker is killed.
+    ///
+    /// ```
+    /// # use enoki::worker::WorkerPool;
+    /// # async fn run(workers: WorkerPool) {
+    /// let method = workers.method("process").expect("an #[entrypoint] method");
+    /// if let Some(slot) = workers.slot().await {
+    ///     workers.spawn(slot, method, "{\"id\": 1}".into(), Default::default(), |outcome| async move {
+    ///         // reply, ack or reject here
+    ///         outcome
+    ///     });
+    /// }
+    /// # }
+    /// ```
+    pub fn spawn<F, Fut>(
+        &self,
+        slot: WorkerSlot,
+        method: &'static str,
+        payload: Bytes,
+        incoming: ContextData,
+        on_result: F,
+    ) where
+        F: FnOnce(Outcome) -> Fut + Send + 'static,
+        Fut: Future<Output = Outcome> + Send,
+    {
+        let inner = self.inner.clone();
+        let kill = inner.ctx.kill_token().clone();
+        self.inner.workers.spawn(async move {
+            let _slot = slot;
+            let worker = WorkerCtx::with_cancel(
+                Cow::Borrowed(inner.name),
+                Cow::Borrowed(method),
+                incoming,
+                inner.parent_calls_tracked,
+                kill.clone(),
+            );
+            let span = tracing::info_span!(
+                "worker",
+                service = inner.name,
+                method,
+                call_id = worker.call_id()
+            );
+            // Boxed: the task itself stays small (tokio allocates task cells
+            // cache-aligned, and moves the future in).
+            let body = Box::pin(
+                async {
+                    let outcome = run_method(&inner, &worker, method, payload).await;
+                    let outcome = on_result(outcome).await;
+                    inner.providers.worker_result(&worker, &outcome).await;
+                    inner.providers.worker_teardown(&worker).await;
+                    outcome
+                }
+                .instrument(span.clone()),
+            );
+            tokio::select! {
+                biased;
+                outcome = AssertUnwindSafe(body).catch_unwind() => match outcome {
+                    Ok(outcome) => {
+                        if inner.records.receiver_count() > 0 {
+                            let _ = inner.records.send(WorkerRecord {
+                                entrypoint: method,
+                                worker,
+                                outcome: Arc::new(outcome),
+                            });
+                        }
+                    }
+                    Err(panic) => span.in_scope(|| tracing::error!(
+                        message = %panic_message(&*panic),
+                        "worker lifecycle panicked"
+                    )),
+                },
+                () = kill.cancelled() => span.in_scope(|| tracing::warn!("worker killed")),
+            }
+        });
+    }
+
+    /// Spawns a task of an entrypoint (a consumer loop, a timer): the
+    /// container waits for it when stopping, after [`stopped`](Self::stopped)
+    /// resolved, and aborts it when killed (nameko's
+    /// `spawn_managed_thread`).
+    pub fn spawn_managed(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let handle = tokio::spawn(task);
+        let mut managed = self.inner.managed.lock();
+        managed.retain(|task| !task.is_finished());
+        managed.push(handle);
+    }
+
+    /// Starts stopping: entrypoints see [`stopped`](Self::stopped).
+    pub(crate) fn begin_stop(&self) {
+        self.inner.stop.cancel();
+    }
+
+    /// Waits for the entrypoints' managed tasks to end.
+    pub(crate) async fn join_managed(&self) {
+        let tasks: Vec<_> = self.inner.managed.lock().drain(..).collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Waits for the workers in flight, up to `grace`, then kills the rest.
+    /// Returns how many were still running at the deadline.
+    pub(crate) async fn drain(&self, grace: Duration) -> usize {
+        self.inner.workers.close();
+        if tokio::time::timeout(grace, self.inner.workers.wait())
+            .await
+            .is_ok()
+        {
+            return 0;
+        }
+        let left = self.inner.workers.len();
+        self.kill().await;
+        left
+    }
+
+    /// Kills: managed tasks are aborted, workers are cancelled where they
+    /// wait. Returns once every worker has ended.
+    pub(crate) async fn kill(&self) {
+        self.inner.stop.cancel();
+        self.inner.ctx.kill_token().cancel();
+        let tasks: Vec<_> = self.inner.managed.lock().drain(..).collect();
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        self.inner.workers.close();
+        self.inner.workers.wait().await;
+    }
+
+    /// The providers, for the container's lifecycle.
+    pub(crate) fn providers(&self) -> &ProviderSet {
+        &self.inner.providers
+    }
+}
+
+/// Injects, runs `worker_setup` and the method; a panic in either becomes
+/// a `WorkerPanic` error. Failures are logged (bad requests as warnings).
+async fn run_method(
+    inner: &Inner,
+    worker: &WorkerCtx,
+    method: &'static str,
+    payload: Bytes,
+) -> Outcome {
+    // Dependencies are injected first, before `worker_setup` (nameko's order).
+    let call = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        (inner.invoke)(&inner.providers, worker.clone(), method, payload)
+    }));
+    inner.providers.worker_setup(worker).await;
+    let call = async move {
+        match call {
+            Ok(call) => call.await,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    };
+    let outcome = match AssertUnwindSafe(call).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let message = panic_message(&*panic);
+            tracing::error!(%message, "worker panicked");
+            Err(RemoteError::panic(message))
+        }
+    };
+    if let Err(error) = &outcome {
+        if error.is_bad_request() {
+            tracing::warn!(%error, "bad request");
+        } else {
+            tracing::error!(%error, "worker failed");
+        }
+    }
+    outcome
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "worker panicked".to_owned()
+    }
+}
