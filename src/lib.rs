@@ -44,7 +44,7 @@
 //! | nameko | enoki | module |
 //! |---|---|---|
 //! | service class, `name` | [`Service`] (what `#[service]` implements), its entrypoint table | [`service`](mod@service) |
-//! | `@rpc`, `@event_handler`, `@timer`, your own `Entrypoint` | [`Entrypoint`](entrypoint::Entrypoint), [`RpcEntrypoint`](entrypoint::rpc::RpcEntrypoint), [`EventEntrypoint`](entrypoint::event::EventEntrypoint), [`TimerEntrypoint`](entrypoint::timer::TimerEntrypoint) | [`entrypoint`] |
+//! | `@rpc`, `@event_handler`, `@timer`, your own `Entrypoint` | [`Entrypoint`](entrypoint::Entrypoint), [`RpcEntrypoint`](entrypoint::rpc::RpcEntrypoint), [`EventEntrypoint`](entrypoint::event::EventEntrypoint), [`TimerEntrypoint`](entrypoint::timer::TimerEntrypoint) | [`entrypoint`](mod@entrypoint) |
 //! | `container.spawn_worker`, `max_workers` | [`WorkerPool`](worker::WorkerPool) | [`worker`] |
 //! | `ServiceContainer` | [`ServiceContainer`], [`ServiceDef`] | [`container`] |
 //! | an extension's `self.container` | [`ContainerCtx`] | [`container_ctx`] |

@@ -33,7 +33,7 @@ pub fn event_payload<T: serde::de::DeserializeOwned>(
 ) -> Result<T, RemoteError> {
     crate::args::event_payload(method, body)
 }
-/// [`IntoOutcome`](crate::outcome::IntoOutcome) lives in [`crate::outcome`];
+/// `IntoOutcome` lives in [`crate::outcome`];
 /// this path stays for existing code.
 pub use crate::outcome::IntoOutcome;
 

@@ -26,7 +26,10 @@
 //! `/readyz`, `/metrics`, `/openapi.json`, `/api/info`) are always public.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -142,6 +145,44 @@ impl Denied {
         } else {
             "Forbidden"
         }
+    }
+}
+
+/// The user of a request, as the auth layer identified it: `None` without
+/// a token, or with auth off. An axum extractor (it never fails):
+///
+/// ```
+/// use enoki::gateway::auth::Identity;
+///
+/// async fn handler(identity: Identity) -> String {
+///     identity.user().unwrap_or("anonymous").to_owned()
+/// }
+/// # let _ = axum::Router::<()>::new().route("/", axum::routing::get(handler));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity(Option<String>);
+
+impl Identity {
+    /// The identity of `user`.
+    pub fn new(user: Option<String>) -> Self {
+        Identity(user)
+    }
+
+    /// The user id, if the request carried a valid token.
+    pub fn user(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Identity {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        Ok(parts
+            .extensions
+            .get::<Identity>()
+            .cloned()
+            .unwrap_or_default())
     }
 }
 

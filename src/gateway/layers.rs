@@ -22,22 +22,16 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
-use super::GatewayState;
+use super::auth::Identity;
 use super::config::CorsConfig;
-use super::rpc::{ApiError, Identity, REQUEST_ID};
-
-/// Paths that are public even with auth on.
-const PUBLIC: &[&str] = &[
-    "/healthz",
-    "/readyz",
-    "/metrics",
-    "/openapi.json",
-    "/api/info",
-];
+use super::error::ApiError;
+use super::paths;
+use super::rpc::REQUEST_ID;
+use super::state::GatewayState;
 
 pub(crate) fn apply(app: Router<GatewayState>, state: &GatewayState) -> Router<GatewayState> {
-    let config = &state.0.config;
-    let metrics = state.0.metrics.clone();
+    let config = state.config();
+    let metrics = state.metrics().clone();
     let retry_after = config.retry_after;
     let cors = (!config.cors.allow_origins.is_empty()).then(|| cors(&config.cors));
     let compression = config.compression.then(CompressionLayer::new);
@@ -58,7 +52,7 @@ pub(crate) fn apply(app: Router<GatewayState>, state: &GatewayState) -> Router<G
         .on_response(DefaultOnResponse::new().level(tracing::Level::INFO));
     // Router::layer wraps every route: the last layer added is the outermost.
     // Auth is off by default: then its layer is not there at all.
-    let app = if state.0.auth.enabled() {
+    let app = if state.auth().enabled() {
         app.layer(middleware::from_fn_with_state(state.clone(), authenticate))
     } else {
         app
@@ -95,7 +89,7 @@ pub(crate) fn apply(app: Router<GatewayState>, state: &GatewayState) -> Router<G
 
 fn overloaded(
     err: &tower::BoxError,
-    metrics: &super::GatewayMetrics,
+    metrics: &super::metrics::GatewayMetrics,
     retry_after: u64,
 ) -> Response {
     if err.is::<tower::load_shed::error::Overloaded>() {
@@ -145,8 +139,7 @@ async fn record(State(state): State<GatewayState>, request: Request, next: Next)
     let response = next.run(request).await;
     let route = route.as_ref().map_or("(static)", MatchedPath::as_str);
     state
-        .0
-        .metrics
+        .metrics()
         .http_request(route, method.as_str(), response.status().as_u16());
     response
 }
@@ -198,11 +191,11 @@ async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let auth = &state.0.auth;
+    let auth = state.auth();
     let Some(matched) = request.extensions().get::<MatchedPath>() else {
         return next.run(request).await; // static files
     };
-    if PUBLIC.contains(&matched.as_str()) {
+    if paths::PUBLIC.contains(&matched.as_str()) {
         return next.run(request).await;
     }
     let token = request.uri().query().and_then(|q| {
@@ -212,12 +205,12 @@ async fn authenticate(
     });
     let user = match auth.identify(request.headers(), token.as_deref()) {
         Ok(user) => user,
-        Err(d) => return ApiError::new(d.status, d.kind(), d.message).into_response(),
+        Err(denied) => return ApiError::from(denied).into_response(),
     };
-    if let Err(d) = auth.check_path(request.method(), request.uri().path(), user.as_deref()) {
-        return ApiError::new(d.status, d.kind(), d.message).into_response();
+    if let Err(denied) = auth.check_path(request.method(), request.uri().path(), user.as_deref()) {
+        return ApiError::from(denied).into_response();
     }
-    request.extensions_mut().insert(Identity(user));
+    request.extensions_mut().insert(Identity::new(user));
     next.run(request).await
 }
 

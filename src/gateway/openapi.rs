@@ -167,10 +167,7 @@ pub fn document(routes: &RouteTable, config: &GatewayConfig) -> OpenApi {
             )
             .response("default", error_response())
             .build();
-        paths = paths.path(
-            "/rpc/{service}/{method}",
-            PathItem::new(HttpMethod::Post, op),
-        );
+        paths = paths.path(super::paths::RPC, PathItem::new(HttpMethod::Post, op));
     }
     OpenApiBuilder::new()
         .info(

@@ -32,17 +32,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 
 /// Paths the gateway serves itself; routes may not take them.
-pub const RESERVED_PATHS: &[&str] = &[
-    "/",
-    "/ws",
-    "/events",
-    "/healthz",
-    "/readyz",
-    "/metrics",
-    "/openapi.json",
-    "/api/info",
-    "/rpc/{service}/{method}",
-];
+pub const RESERVED_PATHS: &[&str] = super::paths::RESERVED;
 
 /// Every route of a directory of route files.
 #[derive(Debug, Clone, Default)]

@@ -1,20 +1,6 @@
-//! HTTP → RPC: the handlers of routed and generic calls, the mapping of
-//! request parts to `args`/`kwargs`, and errors as HTTP.
-//!
-//! Every error is a JSON body `{"error": {"type", "message", "service",
-//! "method", ...}}` with a status:
-//!
-//! | cause | status | `type` |
-//! |---|---|---|
-//! | unknown service | 404 | `UnknownService` |
-//! | unknown method | 404 | `MethodNotFound` |
-//! | wrong arguments | 400 | `IncorrectSignature` |
-//! | malformed body or parameter | 400 | `MalformedRequest` / `BadRequest` |
-//! | body is not JSON | 415 | `UnsupportedMediaType` |
-//! | body too large | 413 | `PayloadTooLarge` |
-//! | RPC timeout | 504 | `RpcTimeout` |
-//! | broker down | 503 | `ServiceUnavailable` (with `Retry-After`) |
-//! | remote error | 500, or `GATEWAY.error_status[exc_type]` | the `exc_type` |
+//! HTTP → RPC: the handlers of routed and generic calls, and the mapping
+//! of request parts to `args`/`kwargs`. Failures are [`ApiError`]s (the
+//! status table is in [`super::error`]), naming the service and method.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,84 +10,19 @@ use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use super::GatewayState;
+use super::auth::Identity;
+pub use super::error::ApiError;
 use super::routes::{Conv, Part, Route, Source};
+use super::state::GatewayState;
 use crate::error::Error;
 
 /// The header carrying the request id.
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// An error answered as JSON.
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    /// The HTTP status.
-    pub status: StatusCode,
-    /// The error type (`exc_type` for remote errors).
-    pub kind: String,
-    /// A human-readable message.
-    pub message: String,
-    /// More fields of the `error` object (`service`, `method`, ...).
-    pub extra: Map<String, Value>,
-    /// Seconds for a `Retry-After` header.
-    pub retry_after: Option<u64>,
-}
-
-impl ApiError {
-    /// An error with a status, type and message.
-    pub fn new(status: StatusCode, kind: &str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            kind: kind.to_owned(),
-            message: message.into(),
-            extra: Map::new(),
-            retry_after: None,
-        }
-    }
-
-    /// Adds a field to the `error` object.
-    #[must_use]
-    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.extra.insert(key.to_owned(), value.into());
-        self
-    }
-
-    /// Names the called service and method.
-    #[must_use]
-    pub fn target(self, service: &str, method: &str) -> Self {
-        self.with("service", service).with("method", method)
-    }
-
-    /// 400 `BadRequest`.
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "BadRequest", message)
-    }
-
-    /// The `error` object.
-    pub fn body(&self) -> Value {
-        let mut error = Map::new();
-        error.insert("type".into(), Value::String(self.kind.clone()));
-        error.insert("message".into(), Value::String(self.message.clone()));
-        error.insert("status".into(), Value::from(self.status.as_u16()));
-        error.extend(self.extra.clone());
-        json!({ "error": error })
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, axum::Json(self.body())).into_response();
-        if let Some(secs) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        response
-    }
-}
-
-/// Maps an RPC failure to an HTTP error.
+/// Moved to [`ApiError::from_rpc`].
+#[deprecated(since = "0.1.0", note = "use `ApiError::from_rpc`")]
 pub fn rpc_error(
     err: &Error,
     service: &str,
@@ -109,52 +30,7 @@ pub fn rpc_error(
     status_by_type: &HashMap<String, u16>,
     retry_after: u64,
 ) -> ApiError {
-    let error = match err {
-        Error::UnknownService(name) => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "UnknownService",
-            format!("unknown service `{name}`"),
-        ),
-        Error::RpcTimeout { timeout, .. } => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "RpcTimeout",
-            format!("{service}.{method} did not answer within {timeout:?}"),
-        ),
-        Error::ConnectionLost(_)
-        | Error::TransportClosed
-        | Error::Transport(_)
-        | Error::Broker(_) => {
-            let mut e = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                format!("the broker is unavailable: {err}"),
-            );
-            e.retry_after = Some(retry_after);
-            e
-        }
-        Error::Remote(remote) => {
-            let status = status_by_type
-                .get(&remote.exc_type)
-                .and_then(|s| StatusCode::from_u16(*s).ok())
-                .unwrap_or(match remote.exc_type.as_str() {
-                    "MethodNotFound" => StatusCode::NOT_FOUND,
-                    "IncorrectSignature" | "MalformedRequest" | "BadRequest" => {
-                        StatusCode::BAD_REQUEST
-                    }
-                    "UnknownService" => StatusCode::NOT_FOUND,
-                    _ => StatusCode::INTERNAL_SERVER_ERROR,
-                });
-            ApiError::new(status, &remote.exc_type, remote.value.clone())
-                .with("exc_path", remote.exc_path.clone())
-                .with("exc_args", remote.exc_args.clone())
-        }
-        other => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "GatewayError",
-            other.to_string(),
-        ),
-    };
-    error.target(service, method)
+    ApiError::from_rpc(err, service, method, status_by_type, retry_after)
 }
 
 /// Context data for a call: the request id and the user, if any.
@@ -199,21 +75,21 @@ pub(crate) async fn call(
     context: Map<String, Value>,
     timeout: Duration,
 ) -> Result<Box<serde_json::value::RawValue>, ApiError> {
-    let inner = &state.0;
-    let rpc = inner.rpc.with_context_data(context).with_timeout(timeout);
+    let rpc = state.rpc().with_context_data(context).with_timeout(timeout);
     let body = crate::message::encode_request(args, kwargs);
     let started = Instant::now();
     let result = rpc.call_raw(service, method, body).await;
-    inner
-        .metrics
+    state
+        .metrics()
         .rpc_call(service, method, outcome(&result), started.elapsed());
+    let config = state.config();
     result.map_err(|err| {
-        rpc_error(
+        ApiError::from_rpc(
             &err,
             service,
             method,
-            &inner.config.error_status,
-            inner.config.retry_after,
+            &config.error_status,
+            config.retry_after,
         )
     })
 }
@@ -284,19 +160,16 @@ pub(crate) async fn read_json(
     })
 }
 
-/// The user of a request, as the auth middleware found it.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Identity(pub(crate) Option<String>);
-
 /// `POST /rpc/{service}/{method}` with `{"args": [...], "kwargs": {...}}`.
 pub(crate) async fn generic(
     State(state): State<GatewayState>,
     Path((service, method)): Path<(String, String)>,
+    identity: Identity,
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let inner = &state.0;
-    if !inner.config.rpc.allows(&service) {
+    let config = state.config();
+    if !config.rpc.allows(&service) {
         return ApiError::new(
             StatusCode::NOT_FOUND,
             "UnknownService",
@@ -306,13 +179,9 @@ pub(crate) async fn generic(
         .into_response();
     }
     let result = async {
-        let body = read_json(&parts.headers, body, inner.config.body_limit).await?;
+        let body = read_json(&parts.headers, body, config.body_limit).await?;
         let (args, kwargs) = split_call_body(body)?;
-        let user = parts
-            .extensions
-            .get::<Identity>()
-            .and_then(|i| i.0.as_deref());
-        let context = context_data(&parts.headers, user);
+        let context = context_data(&parts.headers, identity.user());
         call(
             &state,
             &service,
@@ -320,7 +189,7 @@ pub(crate) async fn generic(
             &args,
             &kwargs,
             context,
-            inner.config.rpc_timeout(),
+            config.rpc_timeout(),
         )
         .await
     }
@@ -364,9 +233,14 @@ pub(crate) fn split_call_body(
 }
 
 /// A configured route.
-pub(crate) async fn routed(state: GatewayState, route: Arc<Route>, request: Request) -> Response {
+pub(crate) async fn routed(
+    state: GatewayState,
+    route: Arc<Route>,
+    identity: Identity,
+    request: Request,
+) -> Response {
     let (mut parts, body) = request.into_parts();
-    let inner = &state.0;
+    let config = state.config();
     let result = async {
         let params: Vec<(String, String)> = if route.params.is_empty() {
             Vec::new()
@@ -380,17 +254,13 @@ pub(crate) async fn routed(state: GatewayState, route: Arc<Route>, request: Requ
             .map_err(|err| ApiError::bad_request(err.body_text()))?
             .0;
         let body = if route.reads_body() {
-            read_json(&parts.headers, body, inner.config.body_limit).await?
+            read_json(&parts.headers, body, config.body_limit).await?
         } else {
             None
         };
         let (args, kwargs) = arguments(&route, &params, &query, &parts.headers, body.as_ref())?;
-        let user = parts
-            .extensions
-            .get::<Identity>()
-            .and_then(|i| i.0.as_deref());
-        let context = context_data(&parts.headers, user);
-        let timeout = route.timeout.unwrap_or_else(|| inner.config.rpc_timeout());
+        let context = context_data(&parts.headers, identity.user());
+        let timeout = route.timeout.unwrap_or_else(|| config.rpc_timeout());
         call(
             &state,
             &route.service,

@@ -13,16 +13,17 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::GatewayState;
+use super::auth::Identity;
 use super::bridge::{ClientQueue, EventBridge, EventPattern};
-use super::rpc::{ApiError, Identity};
+use super::error::ApiError;
+use super::state::GatewayState;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct SseQuery {
@@ -51,13 +52,8 @@ impl Drop for Leave {
 pub(crate) async fn handler(
     State(state): State<GatewayState>,
     Query(query): Query<SseQuery>,
-    request: Request,
+    identity: Identity,
 ) -> Response {
-    let inner = &state.0;
-    let user = request
-        .extensions()
-        .get::<Identity>()
-        .and_then(|i| i.0.clone());
     let patterns: Result<Vec<EventPattern>, ApiError> = query
         .subscribe
         .split(',')
@@ -75,19 +71,20 @@ pub(crate) async fn handler(
         Err(err) => return err.into_response(),
     };
     for p in &patterns {
-        if let Err(d) = inner.auth.check_event(&p.to_string(), user.as_deref()) {
-            return ApiError::new(d.status, d.kind(), d.message).into_response();
+        if let Err(denied) = state.auth().check_event(&p.to_string(), identity.user()) {
+            return ApiError::from(denied).into_response();
         }
     }
-    let client = inner.bridge.client();
-    inner.metrics.sse_clients(1.0);
+    let bridge = state.bridge();
+    let client = bridge.client();
+    state.metrics().sse_clients(1.0);
     let leave = Leave {
-        bridge: inner.bridge.clone(),
+        bridge: bridge.clone(),
         client: client.clone(),
-        metrics: inner.metrics.clone(),
+        metrics: state.metrics().clone(),
     };
     for p in &patterns {
-        if let Err(err) = inner.bridge.subscribe(&client, p).await {
+        if let Err(err) = bridge.subscribe(&client, p).await {
             drop(leave);
             return ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -104,9 +101,11 @@ pub(crate) async fn handler(
     let events = event_stream(client, leave);
     let stream = stream::once(async move { Ok(hello) })
         .chain(events)
-        .take_until(inner.shutdown.clone().cancelled_owned());
+        .take_until(state.shutdown_token().clone().cancelled_owned());
     Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs_f64(inner.config.sse_keepalive)))
+        .keep_alive(
+            KeepAlive::new().interval(Duration::from_secs_f64(state.config().sse_keepalive)),
+        )
         .into_response()
 }
 

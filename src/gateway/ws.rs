@@ -24,17 +24,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::GatewayState;
+use super::auth::Identity;
 use super::bridge::{ClientQueue, EventPattern};
-use super::rpc::{ApiError, Identity, context_data};
+use super::error::ApiError;
+use super::paths;
+use super::rpc::context_data;
+use super::state::GatewayState;
 
 /// Calls one connection may have in flight.
 const MAX_CALLS_IN_FLIGHT: usize = 64;
@@ -73,14 +76,12 @@ enum ClientFrame {
 /// The upgrade handler.
 pub(crate) async fn handler(
     State(state): State<GatewayState>,
+    identity: Identity,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
-    request: Request,
 ) -> Response {
-    let user = request
-        .extensions()
-        .get::<Identity>()
-        .and_then(|i| i.0.clone());
-    let context = context_data(request.headers(), user.as_deref());
+    let context = context_data(&headers, identity.user());
+    let user = identity.user().map(str::to_owned);
     ws.read_buffer_size(2048)
         .write_buffer_size(8 * 1024)
         .max_write_buffer_size(4 * 1024 * 1024)
@@ -106,9 +107,11 @@ async fn session(
     user: Option<String>,
     context: Map<String, Value>,
 ) {
-    let inner = state.0.clone();
-    inner.metrics.ws_clients(1.0);
-    let client = inner.bridge.client();
+    let metrics = state.metrics().clone();
+    let bridge = state.bridge().clone();
+    let shutdown = state.shutdown_token().clone();
+    metrics.ws_clients(1.0);
+    let client = bridge.client();
     client.push_control(frame(
         &json!({ "type": "welcome", "protocol": 1, "user_id": user }),
     ));
@@ -117,7 +120,7 @@ async fn session(
     let mut batch: Vec<Utf8Bytes> = Vec::new();
     let close = loop {
         tokio::select! {
-            () = inner.shutdown.cancelled() => break Some((1001, "the gateway is shutting down")),
+            () = shutdown.cancelled() => break Some((1001, "the gateway is shutting down")),
             alive = client.next_batch(&mut batch) => {
                 if !alive {
                     break Some((1008, "too slow: the event queue overflowed"));
@@ -156,8 +159,8 @@ async fn session(
         )
         .await;
     }
-    inner.bridge.remove(&client).await;
-    inner.metrics.ws_clients(-1.0);
+    bridge.remove(&client).await;
+    metrics.ws_clients(-1.0);
 }
 
 fn patterns(events: &[String]) -> Result<Vec<EventPattern>, ApiError> {
@@ -178,7 +181,6 @@ async fn on_frame(
     context: &Map<String, Value>,
     text: &str,
 ) {
-    let inner = &state.0;
     let parsed: ClientFrame = match serde_json::from_str(text) {
         Ok(f) => f,
         Err(err) => {
@@ -203,13 +205,10 @@ async fn on_frame(
             let result = async {
                 let patterns = patterns(&events)?;
                 for p in &patterns {
-                    inner
-                        .auth
-                        .check_event(&p.to_string(), user)
-                        .map_err(|d| ApiError::new(d.status, d.kind(), d.message))?;
+                    state.auth().check_event(&p.to_string(), user)?;
                 }
                 for p in &patterns {
-                    inner.bridge.subscribe(client, p).await.map_err(|err| {
+                    state.bridge().subscribe(client, p).await.map_err(|err| {
                         ApiError::new(
                             StatusCode::SERVICE_UNAVAILABLE,
                             "SubscribeFailed",
@@ -233,7 +232,7 @@ async fn on_frame(
             let result = async {
                 let patterns = patterns(&events)?;
                 for p in &patterns {
-                    let _ = inner.bridge.unsubscribe(client, p).await;
+                    let _ = state.bridge().unsubscribe(client, p).await;
                 }
                 Ok::<_, ApiError>(patterns)
             }
@@ -258,19 +257,19 @@ async fn on_frame(
             let refuse = |err: ApiError| {
                 client.push_control(error_frame(&id, &err.target(&service, &method)))
             };
-            if !inner.config.rpc.allows(&service) {
+            if !state.config().rpc.allows(&service) {
                 return refuse(ApiError::new(
                     StatusCode::NOT_FOUND,
                     "UnknownService",
                     format!("service `{service}` is not exposed by this gateway"),
                 ));
             }
-            let path = format!("/rpc/{service}/{method}");
-            if let Err(d) = inner.auth.check_path(&Method::POST, &path, user) {
-                return refuse(ApiError::new(d.status, d.kind(), d.message));
+            let path = paths::rpc(&service, &method);
+            if let Err(denied) = state.auth().check_path(&Method::POST, &path, user) {
+                return refuse(denied.into());
             }
             let timeout = match timeout {
-                None => inner.config.rpc_timeout(),
+                None => state.config().rpc_timeout(),
                 Some(t) if t.is_finite() && t > 0.0 => Duration::from_secs_f64(t),
                 Some(_) => {
                     return refuse(ApiError::bad_request("`timeout` must be a positive number"));

@@ -5,7 +5,7 @@
 //! patterns, publishing with properties, headers and publisher confirms,
 //! and consuming with a prefetch window, acks, rejects and a redelivered
 //! flag. It knows nothing of RPC or events: those are built on top, with
-//! nameko's names, in [`crate::entrypoint`] and [`crate::client`].
+//! nameko's names, in [`crate::entrypoint`](mod@crate::entrypoint) and [`crate::client`].
 //!
 //! Implementations:
 //! - [`memory::MemoryTransport`]: the embedded in-process broker, with

@@ -1,6 +1,6 @@
 //! [`AmqpOptions`]: how an [`AmqpTransport`](super::AmqpTransport) connects.
 
-/// Options of [`AmqpTransport::connect`].
+/// Options of [`AmqpTransport::connect`](super::AmqpTransport::connect).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AmqpOptions {
     /// Heartbeat interval in seconds, unless the URI sets `heartbeat=`; 0
@@ -12,9 +12,9 @@ pub struct AmqpOptions {
     /// publishes reach about the same rate either way.
     pub publish_channels: usize,
     /// After a connection loss, reconnect (with backoff, forever) and restore
-    /// topology and consumers; see the [module docs](self). Default true.
+    /// topology and consumers; see the [module docs](super). Default true.
     /// When false a loss is final: later calls fail with
-    /// [`Error::ConnectionLost`] and consumers end.
+    /// [`Error::ConnectionLost`](crate::Error::ConnectionLost) and consumers end.
     pub auto_recover: bool,
     /// Connection name shown by RabbitMQ (`connection_name`).
     pub connection_name: Option<String>,

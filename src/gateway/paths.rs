@@ -1,0 +1,36 @@
+//! The paths the gateway serves itself, in one place: the router mounts
+//! them, auth keeps the infrastructure ones public, route files may not
+//! take them.
+
+/// Liveness: `{"status": "ok"}`.
+pub const HEALTHZ: &str = "/healthz";
+/// Readiness: services up and the broker connected.
+pub const READYZ: &str = "/readyz";
+/// Prometheus metrics.
+pub const METRICS: &str = "/metrics";
+/// The OpenAPI document of the routes.
+pub const OPENAPI: &str = "/openapi.json";
+/// What the page shows: routes, services, transport.
+pub const INFO: &str = "/api/info";
+/// The WebSocket.
+pub const WS: &str = "/ws";
+/// Server-Sent Events.
+pub const EVENTS: &str = "/events";
+/// The generic RPC endpoint.
+pub const RPC: &str = "/rpc/{service}/{method}";
+/// The page (`static/`).
+pub const ROOT: &str = "/";
+
+/// Always public, even with auth on (static files are too).
+pub const PUBLIC: &[&str] = &[HEALTHZ, READYZ, METRICS, OPENAPI, INFO];
+
+/// Served by the gateway itself; route files may not take them.
+pub const RESERVED: &[&str] = &[
+    ROOT, WS, EVENTS, HEALTHZ, READYZ, METRICS, OPENAPI, INFO, RPC,
+];
+
+/// The path of the generic RPC endpoint for `service.method`, as auth rules
+/// see it.
+pub fn rpc(service: &str, method: &str) -> String {
+    format!("/rpc/{service}/{method}")
+}

@@ -1,0 +1,316 @@
+//! [`GatewayState`]: what every handler shares (the RPC client, the config,
+//! the routes, the event bridge, metrics, auth), built by
+//! [`GatewayBuilder`], read through named accessors.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio_util::sync::CancellationToken;
+
+use super::auth::Auth;
+use super::bridge::EventBridge;
+use super::config::GatewayConfig;
+use super::metrics::GatewayMetrics;
+use super::openapi;
+use super::routes::RouteTable;
+use crate::client::ClusterRpc;
+use crate::config::Settings;
+use crate::container::ServiceDef;
+use crate::error::Result;
+use crate::service::EntrypointKind;
+use crate::transport::Transport;
+
+/// A service the gateway knows about (for the page and `/api/info`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServiceInfo {
+    /// The service name.
+    pub name: String,
+    /// Its RPC methods, as far as known.
+    pub methods: Vec<String>,
+    /// The events it is known to dispatch.
+    pub events: Vec<String>,
+    /// Whether it runs inside this process.
+    pub embedded: bool,
+}
+
+impl ServiceInfo {
+    /// What a service definition tells.
+    pub fn from_def(def: &ServiceDef, embedded: bool) -> Self {
+        let methods = def
+            .entrypoints()
+            .iter()
+            .filter(|e| matches!(e.kind, EntrypointKind::Rpc))
+            .map(|e| e.method.to_owned())
+            .collect();
+        ServiceInfo {
+            name: def.name().to_owned(),
+            methods,
+            events: Vec::new(),
+            embedded,
+        }
+    }
+}
+
+/// Everything the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct GatewayState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    rpc: ClusterRpc,
+    config: GatewayConfig,
+    routes: RouteTable,
+    bridge: EventBridge,
+    metrics: GatewayMetrics,
+    auth: Auth,
+    services: Vec<ServiceInfo>,
+    static_dir: Option<PathBuf>,
+    services_ready: AtomicBool,
+    shutdown: CancellationToken,
+    openapi: String,
+    transport: Arc<dyn Transport>,
+}
+
+impl std::fmt::Debug for GatewayState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayState")
+            .field("routes", &self.inner.routes.routes.len())
+            .field("bridge", &self.inner.bridge)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`GatewayState`].
+#[derive(Debug)]
+pub struct GatewayBuilder {
+    transport: Arc<dyn Transport>,
+    settings: Settings,
+    config: Option<GatewayConfig>,
+    routes: RouteTable,
+    static_dir: Option<PathBuf>,
+    services: Vec<ServiceInfo>,
+    ready: bool,
+}
+
+impl GatewayBuilder {
+    /// Settings (RPC exchange, event exchange flags; `GATEWAY` unless
+    /// [`config`](Self::config) is given).
+    #[must_use]
+    pub fn settings(mut self, settings: &Settings) -> Self {
+        self.settings = settings.clone();
+        self
+    }
+
+    /// The gateway config (default: from the settings' `GATEWAY` key).
+    #[must_use]
+    pub fn config(mut self, config: GatewayConfig) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// The routes.
+    #[must_use]
+    pub fn routes(mut self, routes: RouteTable) -> Self {
+        self.routes = routes;
+        self
+    }
+
+    /// Loads the routes of a directory (see [`RouteTable::load_dir`]).
+    pub fn routes_dir(mut self, dir: impl Into<PathBuf>) -> Result<Self> {
+        self.routes = RouteTable::load_dir(dir.into())?;
+        Ok(self)
+    }
+
+    /// Serves this directory at `/` (default: the built-in page).
+    #[must_use]
+    pub fn static_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.static_dir = Some(dir.into());
+        self
+    }
+
+    /// Services to list on the page (e.g. the embedded ones).
+    #[must_use]
+    pub fn services(mut self, services: Vec<ServiceInfo>) -> Self {
+        self.services = services;
+        self
+    }
+
+    /// Whether `/readyz` starts ready (default true; see
+    /// [`GatewayState::set_services_ready`]).
+    #[must_use]
+    pub fn ready(mut self, ready: bool) -> Self {
+        self.ready = ready;
+        self
+    }
+
+    /// Connects the RPC client and the event bridge.
+    pub async fn build(self) -> Result<GatewayState> {
+        let config = match self.config {
+            Some(config) => {
+                config.validate()?;
+                config
+            }
+            None => GatewayConfig::from_settings(&self.settings)?,
+        };
+        let metrics = GatewayMetrics::new();
+        let shutdown = CancellationToken::new();
+        let rpc = ClusterRpc::builder(self.transport.clone())
+            .settings(&self.settings)
+            .owner("enoki_gateway")
+            .timeout(config.rpc_timeout())
+            .connect()
+            .await?;
+        let bridge = EventBridge::start(
+            self.transport.clone(),
+            &self.settings,
+            config.client_queue,
+            config.slow_client,
+            metrics.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+        let mut services = self.services;
+        for route in &self.routes.routes {
+            let info = match services.iter_mut().find(|s| s.name == route.service) {
+                Some(info) => info,
+                None => {
+                    services.push(ServiceInfo {
+                        name: route.service.clone(),
+                        methods: Vec::new(),
+                        events: Vec::new(),
+                        embedded: false,
+                    });
+                    services.last_mut().expect("just pushed")
+                }
+            };
+            if !info.methods.contains(&route.rpc_method) {
+                info.methods.push(route.rpc_method.clone());
+            }
+        }
+        let openapi = openapi::document(&self.routes, &config)
+            .to_pretty_json()
+            .map_err(crate::error::Error::Encoding)?;
+        Ok(GatewayState {
+            inner: Arc::new(Inner {
+                auth: Auth::new(config.auth.clone()),
+                transport: self.transport.clone(),
+                rpc,
+                config,
+                routes: self.routes,
+                bridge,
+                metrics,
+                services,
+                static_dir: self.static_dir,
+                services_ready: AtomicBool::new(self.ready),
+                shutdown,
+                openapi,
+            }),
+        })
+    }
+}
+
+impl GatewayState {
+    /// A builder on `transport`.
+    pub fn builder(transport: Arc<dyn Transport>) -> GatewayBuilder {
+        GatewayBuilder {
+            transport,
+            settings: Settings::new(),
+            config: None,
+            routes: RouteTable::default(),
+            static_dir: None,
+            services: Vec::new(),
+            ready: true,
+        }
+    }
+
+    /// Marks the embedded services as up (or not) for `/readyz`.
+    pub fn set_services_ready(&self, ready: bool) {
+        self.inner.services_ready.store(ready, Ordering::Release);
+    }
+
+    /// Whether the embedded services are up.
+    pub fn services_ready(&self) -> bool {
+        self.inner.services_ready.load(Ordering::Acquire)
+    }
+
+    /// Whether the broker link is up: the bridge consumes and the
+    /// transport is connected.
+    pub fn broker_ready(&self) -> bool {
+        // The bridge's consumer survives reconnections, so ask the transport too.
+        self.inner.bridge.is_consuming() && self.inner.transport.is_connected()
+    }
+
+    /// Whether `/readyz` says ready.
+    pub fn is_ready(&self) -> bool {
+        self.services_ready() && self.inner.bridge.is_consuming()
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &GatewayMetrics {
+        &self.inner.metrics
+    }
+
+    /// The event bridge.
+    pub fn bridge(&self) -> &EventBridge {
+        &self.inner.bridge
+    }
+
+    /// The config in use.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.inner.config
+    }
+
+    /// The gateway's RPC client.
+    pub fn rpc(&self) -> &ClusterRpc {
+        &self.inner.rpc
+    }
+
+    /// The routes.
+    pub fn routes(&self) -> &RouteTable {
+        &self.inner.routes
+    }
+
+    /// The auth checker.
+    pub fn auth(&self) -> &Auth {
+        &self.inner.auth
+    }
+
+    /// The services the gateway knows about.
+    pub fn services(&self) -> &[ServiceInfo] {
+        &self.inner.services
+    }
+
+    /// The directory served at `/`, if one was given.
+    pub fn static_dir(&self) -> Option<&std::path::Path> {
+        self.inner.static_dir.as_deref()
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.inner.transport
+    }
+
+    /// The OpenAPI document, as JSON.
+    pub fn openapi(&self) -> &str {
+        &self.inner.openapi
+    }
+
+    /// Cancelled when the gateway shuts down.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// Ends WebSocket and SSE streams (they would otherwise keep a graceful
+    /// shutdown waiting) and stops the event bridge.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// Stops the RPC client (after [`shutdown`](Self::shutdown)).
+    pub async fn close(&self) {
+        self.shutdown();
+        self.inner.rpc.close().await;
+    }
+}
