@@ -81,6 +81,10 @@ pub enum Error {
     /// Invalid configuration.
     #[error("configuration error: {0}")]
     Config(String),
+    /// A value that is not valid where it was given (an event pattern, a
+    /// route path, an argument source); the message says why.
+    #[error("{0}")]
+    Invalid(String),
     /// A message or value could not be encoded or decoded.
     #[error("encoding error: {0}")]
     Encoding(#[from] serde_json::Error),

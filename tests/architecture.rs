@@ -571,3 +571,44 @@ fn the_map_reader_reads_the_last_column() {
     let names: Vec<String> = mapped_modules(text).into_iter().collect();
     assert_eq!(names, vec!["service", "testing"]);
 }
+
+/// Functions whose return type is `Result<_, String>`.
+struct StringErrors {
+    file: String,
+    found: Vec<String>,
+}
+
+impl<'ast> Visit<'ast> for StringErrors {
+    fn visit_signature(&mut self, sig: &'ast syn::Signature) {
+        if let syn::ReturnType::Type(_, ty) = &sig.output
+            && let syn::Type::Path(path) = &**ty
+            && let Some(last) = path.path.segments.last()
+            && last.ident == "Result"
+            && let syn::PathArguments::AngleBracketed(args) = &last.arguments
+            && let Some(syn::GenericArgument::Type(syn::Type::Path(error))) =
+                args.args.iter().nth(1)
+            && error.path.is_ident("String")
+        {
+            self.found.push(format!("{}: fn {}", self.file, sig.ident));
+        }
+        syn::visit::visit_signature(self, sig);
+    }
+}
+
+#[test]
+fn errors_are_typed_not_strings() {
+    let mut found = Vec::new();
+    for file in module_files(&src()).values() {
+        let ast = syn::parse_file(&std::fs::read_to_string(file).unwrap()).unwrap();
+        let mut visitor = StringErrors {
+            file: relative(file),
+            found: Vec::new(),
+        };
+        visitor.visit_file(&ast);
+        found.extend(visitor.found);
+    }
+    assert!(
+        found.is_empty(),
+        "functions returning Result<_, String> (use enoki::Error, which keeps causes): {found:?}"
+    );
+}

@@ -309,6 +309,60 @@ fn amqp_uri_precedence() {
     );
 }
 
+#[test]
+fn show_config_all_lists_every_key_from_the_table() {
+    let out = enoki(&[
+        "show-config",
+        "--all",
+        "--define",
+        "max_workers=32",
+        "--define",
+        "DB_URIS=x",
+    ]);
+    // DB_URIS is not a key of this binary: refused, naming it.
+    assert_one_line_error(&out, &["unknown key `DB_URIS`"]);
+
+    let out = enoki(&["show-config", "--all", "--define", "max_workers=32"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    // Every key, with its meaning as a comment, and its value or default.
+    for key in enoki::config::KEYS {
+        assert!(
+            text.contains(&format!("\n{}:", key.name))
+                || text.starts_with(&format!("# {}", key.doc)),
+            "{} missing from:\n{text}",
+            key.name
+        );
+        assert!(
+            text.contains(key.doc),
+            "{} has no comment in:\n{text}",
+            key.name
+        );
+    }
+    let yaml: Value = serde_yaml_ng::from_str(&text).expect("show-config --all prints YAML");
+    assert_eq!(yaml["max_workers"], json!(32));
+    assert_eq!(yaml["rpc_exchange"], json!("nameko-rpc"));
+    assert_eq!(yaml["HEARTBEAT"], json!(60));
+    assert_eq!(yaml["AMQP_URI"], Value::Null);
+    // Without --all, only what was set.
+    let plain = show_config(&["--define", "max_workers=32"], &[]);
+    assert_eq!(plain, json!({ "max_workers": 32 }));
+}
+
+#[test]
+fn a_value_of_the_wrong_type_names_the_key() {
+    for (define, key) in [
+        ("max_workers=lots", "max_workers"),
+        ("HEARTBEAT=[1]", "HEARTBEAT"),
+        ("GRACE_PERIOD=soon", "GRACE_PERIOD"),
+        ("DECLARE_EVENT_EXCHANGES=maybe", "DECLARE_EVENT_EXCHANGES"),
+        ("GATEWAY=[1, 2]", "GATEWAY"),
+    ] {
+        let out = enoki(&["show-config", "--define", define]);
+        assert_one_line_error(&out, &[&format!("`{key}`")]);
+    }
+}
+
 // ===== the embedded transport =====
 
 #[test]

@@ -261,3 +261,16 @@ async fn entrypoint_hook_runs_timers_and_rpc_through_workers() {
     assert!(err.value.contains("no entrypoint `nope`"), "{err}");
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn settings_of_the_wrong_type_stop_the_start_naming_the_key() {
+    let transport = enoki::transport::MemoryTransport::new();
+    let settings = Settings::new().with("max_workers", json!("lots"));
+    let mut container = enoki::ServiceContainer::new(enoki::service::<Busy>(), transport, settings);
+    let err = container.start().await.unwrap_err().to_string();
+    assert!(
+        err.contains("`max_workers`") && err.contains("\"lots\""),
+        "{err}"
+    );
+    assert_eq!(container.running_workers(), 0);
+}

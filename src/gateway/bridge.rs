@@ -47,21 +47,21 @@ pub struct EventPattern {
 
 impl EventPattern {
     /// Parses `service.event_type` (e.g. `clock.tick`, `greeter.*`).
-    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self> {
         let text = text.trim();
         let Some((service, event_type)) = text.split_once('.') else {
-            return Err(format!(
+            return Err(Error::Invalid(format!(
                 "`{text}` is not SERVICE.EVENT_TYPE (e.g. clock.tick or clock.*)"
-            ));
+            )));
         };
         let ok_service = !service.is_empty()
             && service
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !ok_service {
-            return Err(format!(
+            return Err(Error::Invalid(format!(
                 "`{text}`: the service must be a name (wildcards are allowed in the event type only)"
-            ));
+            )));
         }
         let ok_type = !event_type.is_empty()
             && event_type.split('.').all(|w| {
@@ -72,9 +72,9 @@ impl EventPattern {
                         && !w.contains(char::is_whitespace))
             });
         if !ok_type {
-            return Err(format!(
+            return Err(Error::Invalid(format!(
                 "`{text}`: bad event-type pattern (words separated by `.`, `*` for one word, `#` for any)"
-            ));
+            )));
         }
         Ok(EventPattern {
             service: service.to_owned(),

@@ -155,7 +155,7 @@ impl fmt::Display for Source {
 
 impl Source {
     /// Parses `path.NAME:int` and friends.
-    pub fn parse(text: &str) -> std::result::Result<Source, String> {
+    pub fn parse(text: &str) -> Result<Source> {
         let (spec, conv) = match text.rsplit_once(':') {
             Some((spec, conv)) => (
                 spec,
@@ -166,9 +166,9 @@ impl Source {
                     "bool" => Conv::Bool,
                     "json" => Conv::Json,
                     other => {
-                        return Err(format!(
+                        return Err(Error::Invalid(format!(
                             "unknown conversion `:{other}` in `{text}` (use :str, :int, :float, :bool or :json)"
-                        ));
+                        )));
                     }
                 },
             ),
@@ -181,9 +181,9 @@ impl Source {
             Some(("header", n)) if !n.is_empty() => Part::Header(n.to_ascii_lowercase()),
             Some(("body", n)) if !n.is_empty() => Part::BodyField(n.to_owned()),
             _ => {
-                return Err(format!(
+                return Err(Error::Invalid(format!(
                     "bad argument source `{text}` (use path.NAME, query.NAME, header.NAME, body or body.FIELD)"
-                ));
+                )));
             }
         };
         Ok(Source { from, conv })
@@ -345,7 +345,7 @@ fn build(raw: RawRoute, fail: &dyn Fn(&str, String) -> Error) -> Result<Route> {
             ));
         }
     };
-    let params = parse_path(&raw.path).map_err(|m| fail("path", m))?;
+    let params = parse_path(&raw.path).map_err(|e| fail("path", e.to_string()))?;
     if RESERVED_PATHS.contains(&raw.path.as_str()) {
         return Err(fail(
             "path",
@@ -358,7 +358,7 @@ fn build(raw: RawRoute, fail: &dyn Fn(&str, String) -> Error) -> Result<Route> {
         .filter(|(s, m)| is_ident(s) && is_ident(m))
         .ok_or_else(|| fail("rpc", format!("`{}` is not SERVICE.METHOD", raw.rpc)))?;
     let check = |key: &str, text: &str| -> Result<Source> {
-        let source = Source::parse(text).map_err(|m| fail(key, m))?;
+        let source = Source::parse(text).map_err(|e| fail(key, e.to_string()))?;
         if let Part::Path(name) = &source.from
             && !params.contains(name)
         {
@@ -424,8 +424,8 @@ fn build(raw: RawRoute, fail: &dyn Fn(&str, String) -> Error) -> Result<Route> {
 }
 
 /// Checks a route path; returns its parameter names.
-pub fn parse_path(path: &str) -> std::result::Result<Vec<String>, String> {
-    let bad = |why: &str| Err(format!("bad path `{path}`: {why}"));
+pub fn parse_path(path: &str) -> Result<Vec<String>> {
+    let bad = |why: &str| Err(Error::Invalid(format!("bad path `{path}`: {why}")));
     let Some(rest) = path.strip_prefix('/') else {
         return bad("it must start with `/`");
     };

@@ -58,7 +58,7 @@ pub(crate) async fn handler(
         .subscribe
         .split(',')
         .filter(|s| !s.trim().is_empty())
-        .map(|s| EventPattern::parse(s).map_err(ApiError::bad_request))
+        .map(|s| EventPattern::parse(s).map_err(|err| ApiError::bad_request(err.to_string())))
         .collect();
     let patterns = match patterns {
         Ok(p) if p.is_empty() => {

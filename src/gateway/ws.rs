@@ -169,7 +169,7 @@ fn patterns(events: &[String]) -> Result<Vec<EventPattern>, ApiError> {
     }
     events
         .iter()
-        .map(|e| EventPattern::parse(e).map_err(ApiError::bad_request))
+        .map(|e| EventPattern::parse(e).map_err(|err| ApiError::bad_request(err.to_string())))
         .collect()
 }
 
