@@ -13,22 +13,11 @@ use serde_json::{Value, json};
 
 type Seen = Arc<Mutex<Vec<(String, Value, Value)>>>;
 
-#[derive(Dependencies)]
-struct Greeter {
-    #[dependency(EventDispatcher)]
-    dispatch: Dispatcher,
-}
-
-#[service(name = "greeter")]
-impl Greeter {
-    #[rpc]
-    async fn hello(&self, name: String) -> Result<String, RemoteError> {
-        self.dispatch
-            .emit("greeted", json!({ "name": name }))
-            .await?;
-        Ok(format!("Hello, {name}!"))
-    }
-}
+/// The example greeter itself: `hello(name)` dispatches `greeted`.
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/greeter.rs"]
+mod greeter;
+use greeter::{Greeter, GreeterClient};
 
 #[derive(Dependencies)]
 struct Listener {

@@ -18,6 +18,8 @@ use proc_macro::TokenStream;
 
 mod expand;
 mod parse;
+#[cfg(test)]
+mod snapshots;
 
 /// Declares a service's dependencies: one provider per field.
 ///

@@ -31,6 +31,9 @@ pub(crate) async fn round_trip_preserves_properties_and_headers(env: &dyn Transp
         "count": 42,
         "negative": -7,
         "big": 9_007_199_254_740_993_i64,
+        "ratio": 0.25,
+        "flag": false,
+        "nothing": null,
         "nested": {
             "name": "inner",
             "n": 3,
