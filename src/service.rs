@@ -112,6 +112,7 @@ impl EntrypointSpec {
 
 /// What triggers an entrypoint.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum EntrypointKind {
     /// `#[rpc]`: a request on `rpc-<service>` with routing key
     /// `<service>.<method>`.
