@@ -410,11 +410,8 @@ async fn call(args: CallArgs, settings: &Settings, services: Vec<ServiceDef>) ->
     let kwargs = parse_object("--kwargs", kwargs.as_deref())?;
     let context = parse_object("--context", context.as_deref())?;
     let timeout = match timeout {
-        Some(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => Duration::from_secs_f64(secs),
         Some(secs) => {
-            return Err(Error::Config(format!(
-                "--timeout must be a positive number of seconds, got {secs}"
-            )));
+            crate::config::positive_seconds("--timeout", secs, crate::config::MAX_CONFIG_SECONDS)?
         }
         None => settings.rpc_timeout().unwrap_or(Duration::from_secs(30)),
     };

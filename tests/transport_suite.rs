@@ -62,6 +62,8 @@ macro_rules! transport_suite {
             delete_queue_removes_it,
             single_consumer_sees_publish_order,
             x_expires_deletes_unused_queue,
+            names_over_255_bytes_are_refused,
+            exchange_exists_asks_without_creating,
         );
     };
     (@tests $module:ident, $env:expr; $($behaviour:ident),+ $(,)?) => {

@@ -36,10 +36,12 @@ pub enum KeyKind {
         /// The largest value.
         max: u64,
     },
-    /// A number of seconds, from 0 up to (not including) `max`.
+    /// A number of seconds, at most `max`; 0 only if `zero_ok`.
     Seconds {
-        /// The bound.
+        /// The largest value.
         max: f64,
+        /// Whether 0 is allowed (and what it means is in the key's doc).
+        zero_ok: bool,
     },
     /// `true` or `false`.
     Bool,
@@ -188,16 +190,22 @@ pub const GATEWAY: ConfigKey = ConfigKey {
 /// `GRACE_PERIOD`.
 pub const GRACE_PERIOD: ConfigKey = ConfigKey {
     name: "GRACE_PERIOD",
-    kind: KeyKind::Seconds { max: 1e9 },
+    kind: KeyKind::Seconds {
+        max: super::seconds::MAX_CONFIG_SECONDS,
+        zero_ok: true,
+    },
     default: DefaultValue::Seconds(30.0),
-    doc: "seconds to wait for in-flight workers on stop (default 30)",
+    doc: "seconds to wait for in-flight workers on stop (default 30; 0 kills them at once)",
 };
 /// `RPC_TIMEOUT`.
 pub const RPC_TIMEOUT: ConfigKey = ConfigKey {
     name: "RPC_TIMEOUT",
-    kind: KeyKind::Seconds { max: 1e9 },
+    kind: KeyKind::Seconds {
+        max: super::seconds::MAX_CONFIG_SECONDS,
+        zero_ok: false,
+    },
     default: DefaultValue::None,
-    doc: "default timeout of standalone RPC calls in seconds",
+    doc: "default timeout of standalone RPC calls in seconds (default: none; `enoki call` waits 30)",
 };
 
 /// Every key enoki reads.
@@ -241,10 +249,17 @@ impl ConfigKey {
                     "`{key}` must be an integer from 0 to {max}, got {value}"
                 )),
             },
-            KeyKind::Seconds { max } => match value.as_f64() {
-                Some(n) if n.is_finite() && (0.0..max).contains(&n) => Ok(()),
+            KeyKind::Seconds { max, zero_ok } => match value.as_f64() {
+                Some(n) if n == 0.0 && zero_ok => Ok(()),
+                Some(n) if zero_ok && n.is_finite() && n > 0.0 && n <= max => Ok(()),
+                Some(n) if !zero_ok => super::seconds::positive_seconds(key, n, max)
+                    .map(|_| ())
+                    .map_err(|err| Error::Config(err.to_string())),
+                _ if zero_ok => fail(format!(
+                    "`{key}` must be a non-negative number of seconds, at most {max}, got {value}"
+                )),
                 _ => fail(format!(
-                    "`{key}` must be a non-negative number of seconds, got {value}"
+                    "`{key}` must be a number of seconds above 0 and at most {max}, got {value}"
                 )),
             },
             KeyKind::Bool => match value {
@@ -289,7 +304,8 @@ impl ConfigKey {
         match self.kind {
             KeyKind::Text { .. } => "a string".into(),
             KeyKind::Integer { max } => format!("an integer from 0 to {max}"),
-            KeyKind::Seconds { max } => format!("seconds, from 0 to {max}"),
+            KeyKind::Seconds { max, zero_ok: true } => format!("seconds, from 0 to {max}"),
+            KeyKind::Seconds { max, .. } => format!("seconds, above 0 and at most {max}"),
             KeyKind::Bool => "true or false".into(),
             KeyKind::Serializer => "json".into(),
             KeyKind::Accept => "a list of serializer names including json".into(),
@@ -335,6 +351,9 @@ mod tests {
             (MAX_WORKERS, json!("many")),
             (HEARTBEAT, json!(70000)),
             (GRACE_PERIOD, json!(-1)),
+            (GRACE_PERIOD, json!(1e20)),
+            (RPC_TIMEOUT, json!(0)),
+            (RPC_TIMEOUT, json!(1e20)),
             (DECLARE_EVENT_EXCHANGES, json!("maybe")),
             (AMQP_URI, json!(5)),
             (RPC_EXCHANGE, json!("")),

@@ -41,9 +41,11 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 
 pub mod keys;
+mod seconds;
 mod yaml;
 
 pub use keys::{ConfigKey, KEYS};
+pub use seconds::{MAX_CLIENT_SECONDS, MAX_CONFIG_SECONDS, positive_seconds};
 pub use yaml::substitute;
 
 /// The keys enoki itself reads, with what they mean: [`KEYS`] as pairs.
@@ -237,8 +239,7 @@ impl Settings {
             .unwrap_or(Duration::from_secs(30))
     }
 
-    /// `RPC_TIMEOUT`: default timeout of standalone RPC calls, if set (0
-    /// means none).
+    /// `RPC_TIMEOUT`: default timeout of standalone RPC calls, if set.
     pub fn rpc_timeout(&self) -> Option<Duration> {
         self.seconds(&keys::RPC_TIMEOUT).filter(|t| !t.is_zero())
     }

@@ -268,7 +268,8 @@ impl Auth {
         }
     }
 
-    /// May `user` call `method path`?
+    /// May `user` call `method path`? `path` is matched as
+    /// [`normalize_path`] spells it.
     pub fn check_path(
         &self,
         method: &Method,
@@ -278,6 +279,8 @@ impl Auth {
         if !self.config.enabled {
             return Ok(());
         }
+        let path = normalize_path(path);
+        let path = path.as_str();
         let rule = self.config.routes.iter().find(|r| {
             glob(&r.path, path)
                 && (r.methods.is_empty()
@@ -331,6 +334,38 @@ fn decide(
             "user `{user}` may not access {what}"
         )))
     }
+}
+
+/// A request path as authorization sees it: the same target however it is
+/// spelled. Each segment is percent-decoded (`%5F`, `%5f` and `_` are one
+/// character), empty segments are dropped (`//a/` is `/a`), and a `/` that
+/// was encoded inside a segment stays `%2F`, so decoding cannot split or
+/// join segments.
+///
+/// ```
+/// use enoki::gateway::auth::normalize_path;
+///
+/// assert_eq!(normalize_path("/rpc/manual%5Fservice/add"), "/rpc/manual_service/add");
+/// assert_eq!(normalize_path("//rpc//manual_service/add/"), "/rpc/manual_service/add");
+/// assert_eq!(normalize_path("/a%2Fb/c"), "/a%2Fb/c");
+/// assert_eq!(normalize_path("/"), "/");
+/// ```
+pub fn normalize_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        out.push('/');
+        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+        for c in decoded.chars() {
+            match c {
+                '/' => out.push_str("%2F"),
+                c => out.push(c),
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
 }
 
 /// `*` matches any run of characters; everything else matches itself.

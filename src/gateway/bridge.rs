@@ -33,7 +33,7 @@ use super::metrics::GatewayMetrics;
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::names;
-use crate::transport::{ConsumeOptions, QueueSpec, Transport, topic};
+use crate::transport::{ConsumeOptions, MAX_NAME_LEN, QueueSpec, Transport, check_name, topic};
 
 /// A subscription: a source service and an event-type pattern (`*` is one
 /// word, `#` any number), written `service.event_type`.
@@ -49,6 +49,12 @@ impl EventPattern {
     /// Parses `service.event_type` (e.g. `clock.tick`, `greeter.*`).
     pub fn parse(text: &str) -> Result<Self> {
         let text = text.trim();
+        if text.len() > MAX_NAME_LEN {
+            return Err(Error::Invalid(format!(
+                "the pattern is longer than {MAX_NAME_LEN} bytes ({} bytes)",
+                text.len()
+            )));
+        }
         let Some((service, event_type)) = text.split_once('.') else {
             return Err(Error::Invalid(format!(
                 "`{text}` is not SERVICE.EVENT_TYPE (e.g. clock.tick or clock.*)"
@@ -63,6 +69,10 @@ impl EventPattern {
                 "`{text}`: the service must be a name (wildcards are allowed in the event type only)"
             )));
         }
+        check_name(
+            "the service's event exchange",
+            &names::event_exchange(service),
+        )?;
         let ok_type = !event_type.is_empty()
             && event_type.split('.').all(|w| {
                 w == "*"
@@ -91,10 +101,16 @@ impl fmt::Display for EventPattern {
 
 // ===== per-client queues =====
 
+/// Whether a client may see an event of `service` with `event_type`:
+/// authorization decided on each event's own name, not on the text of the
+/// pattern that matched it.
+pub type EventFilter = Box<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
 /// One client's bounded queue of outgoing frames (JSON text): events,
 /// which may be dropped, and control frames (replies, errors), which are not.
 pub struct ClientQueue {
     id: u64,
+    allowed: Option<EventFilter>,
     capacity: usize,
     policy: SlowClient,
     inner: Mutex<Queue>,
@@ -389,6 +405,11 @@ impl EventBridge {
             if !topic::matches(pattern, event_type) {
                 continue;
             }
+            if let Some(allowed) = &client.allowed
+                && !allowed(service, event_type)
+            {
+                continue;
+            }
             match client.push_event(&frame, seq) {
                 Pushed::Queued => queued += 1,
                 Pushed::DroppedOldest => {
@@ -422,8 +443,15 @@ impl EventBridge {
 
     /// A new client queue.
     pub fn client(&self) -> Arc<ClientQueue> {
+        self.client_with(None)
+    }
+
+    /// A new client queue that only receives the events `allowed` lets
+    /// through.
+    pub fn client_with(&self, allowed: Option<EventFilter>) -> Arc<ClientQueue> {
         Arc::new(ClientQueue {
             id: self.0.next_client.fetch_add(1, Ordering::Relaxed),
+            allowed,
             capacity: self.0.capacity,
             policy: self.0.policy,
             inner: Mutex::default(),
@@ -433,10 +461,16 @@ impl EventBridge {
         })
     }
 
+    /// Binds the bridge's queue to the pattern's exchange, declaring the
+    /// exchange only if it does not exist yet (the gateway checked that
+    /// the service is one it knows; an existing exchange keeps the flags
+    /// its service gave it).
     async fn bind(&self, pattern: &EventPattern) -> Result<()> {
         let exchange = names::event_exchange(&pattern.service);
-        crate::client::declare_event_exchange(&self.0.transport, &self.0.settings, &exchange)
-            .await?;
+        if !self.0.transport.exchange_exists(&exchange).await? {
+            crate::client::declare_event_exchange(&self.0.transport, &self.0.settings, &exchange)
+                .await?;
+        }
         self.0
             .transport
             .bind(&self.0.queue, &exchange, &pattern.event_type)

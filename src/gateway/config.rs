@@ -17,6 +17,10 @@
 //!   client_queue: 256         # events buffered per WebSocket/SSE client
 //!   slow_client: drop_oldest  # or: disconnect
 //!   sse_keepalive: 15         # seconds between SSE keep-alive comments
+//!   max_subscriptions: 64     # event patterns per WebSocket/SSE client
+//!   event_sources: [payments] # services clients may subscribe to, besides the
+//!                             # embedded ones, route targets, and any whose
+//!                             # `<service>.events` exchange exists
 //!   error_status:             # HTTP status by remote exc_type (default 500)
 //!     ValueError: 422
 //!   auth: { ... }             # see enoki::gateway::auth
@@ -28,7 +32,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::auth::AuthConfig;
-use crate::config::Settings;
+use crate::config::{MAX_CONFIG_SECONDS, Settings, positive_seconds};
 use crate::error::{Error, Result};
 
 /// The config key of the gateway's settings.
@@ -60,6 +64,13 @@ pub struct GatewayConfig {
     pub slow_client: SlowClient,
     /// Seconds between SSE keep-alive comments.
     pub sse_keepalive: f64,
+    /// Event patterns one WebSocket or SSE client may subscribe to.
+    pub max_subscriptions: usize,
+    /// Services whose events clients may subscribe to, besides the embedded
+    /// services, the targets of routes, and those whose event exchange
+    /// exists on the broker. The gateway never creates an exchange for a
+    /// name a client made up.
+    pub event_sources: Vec<String>,
     /// HTTP status for a remote error, by its `exc_type`.
     pub error_status: HashMap<String, u16>,
     /// Bearer-token authentication (off by default).
@@ -80,6 +91,8 @@ impl Default for GatewayConfig {
             client_queue: 256,
             slow_client: SlowClient::DropOldest,
             sse_keepalive: 15.0,
+            max_subscriptions: 64,
+            event_sources: Vec::new(),
             error_status: HashMap::new(),
             auth: AuthConfig::default(),
         }
@@ -152,13 +165,9 @@ impl GatewayConfig {
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<()> {
         let positive = |name: &str, secs: f64| {
-            if secs.is_finite() && secs > 0.0 {
-                Ok(())
-            } else {
-                Err(Error::Config(format!(
-                    "{CONFIG_KEY}.{name} must be a positive number of seconds, got {secs}"
-                )))
-            }
+            positive_seconds(&format!("{CONFIG_KEY}.{name}"), secs, MAX_CONFIG_SECONDS)
+                .map(|_| ())
+                .map_err(|err| Error::Config(err.to_string()))
         };
         positive("request_timeout", self.request_timeout)?;
         positive("rpc_timeout", self.rpc_timeout)?;
@@ -167,6 +176,7 @@ impl GatewayConfig {
             ("client_queue", self.client_queue),
             ("concurrency_limit", self.concurrency_limit),
             ("body_limit", self.body_limit),
+            ("max_subscriptions", self.max_subscriptions),
         ] {
             if value == 0 {
                 return Err(Error::Config(format!("{CONFIG_KEY}.{name} must be > 0")));
@@ -182,13 +192,24 @@ impl GatewayConfig {
         self.auth.validate()
     }
 
-    /// [`GatewayConfig::request_timeout`] as a duration.
+    /// [`GatewayConfig::request_timeout`] as a duration (the default, 30 s,
+    /// if the value does not pass [`validate`](Self::validate)).
     pub fn request_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.request_timeout)
+        positive_seconds("request_timeout", self.request_timeout, MAX_CONFIG_SECONDS)
+            .unwrap_or(Duration::from_secs(30))
     }
 
-    /// [`GatewayConfig::rpc_timeout`] as a duration.
+    /// [`GatewayConfig::rpc_timeout`] as a duration (the default, 10 s, if
+    /// the value does not pass [`validate`](Self::validate)).
     pub fn rpc_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.rpc_timeout)
+        positive_seconds("rpc_timeout", self.rpc_timeout, MAX_CONFIG_SECONDS)
+            .unwrap_or(Duration::from_secs(10))
+    }
+
+    /// [`GatewayConfig::sse_keepalive`] as a duration (the default, 15 s, if
+    /// the value does not pass [`validate`](Self::validate)).
+    pub fn sse_keepalive(&self) -> Duration {
+        positive_seconds("sse_keepalive", self.sse_keepalive, MAX_CONFIG_SECONDS)
+            .unwrap_or(Duration::from_secs(15))
     }
 }

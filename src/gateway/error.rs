@@ -151,6 +151,44 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// A subscription to events of a service nobody knows: 404
+    /// `UnknownService`.
+    pub fn unknown_event_source(service: &str) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "UnknownService",
+            format!(
+                "no events of `{service}`: it is not a service this gateway knows, and \
+                 `{service}.events` does not exist on the broker"
+            ),
+        )
+    }
+
+    /// More subscriptions than one client may hold: 429
+    /// `TooManySubscriptions`.
+    pub fn too_many_subscriptions(max: usize) -> Self {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManySubscriptions",
+            format!("at most {max} subscriptions per client (GATEWAY.max_subscriptions)"),
+        )
+    }
+
+    /// A subscription the broker could not take: 503 `SubscribeFailed`, or
+    /// 400 when the pattern itself is invalid.
+    pub fn subscribe_failed(pattern: &dyn std::fmt::Display, err: &Error) -> Self {
+        match err {
+            Error::Invalid(message) => ApiError::bad_request(message.clone()),
+            _ => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SubscribeFailed",
+                format!("cannot subscribe to {pattern}: {err}"),
+            ),
+        }
+    }
+}
+
 /// A refused request: 401 or 403, with the rule's message.
 impl From<Denied> for ApiError {
     fn from(denied: Denied) -> Self {

@@ -10,6 +10,12 @@
 //! - `enoki_gateway_events_dropped_total`: deliveries lost to full client queues
 //! - `enoki_gateway_slow_clients_disconnected_total`
 //! - `enoki_gateway_requests_shed_total`: requests refused by the concurrency limit
+//!
+//! Label values are bounded: `route` is a declared route (or `(static)`),
+//! `method` an HTTP method of RFC 9110 (others count as `other`), and the
+//! RPC labels name services and methods the gateway knows or that answered
+//! (made-up names count as `other`); past [`MAX_RPC_SERIES`] label sets,
+//! new ones count as `other` too.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -26,6 +32,23 @@ const METADATA: Metadata<'static> = Metadata::new("enoki::gateway", Level::INFO,
 const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// The most `(service, method, outcome)` label sets of the RPC histogram;
+/// calls beyond count under `other`.
+pub const MAX_RPC_SERIES: usize = 1024;
+
+/// The label for whatever is not a known name.
+pub const OTHER: &str = "other";
+
+/// The HTTP methods counted by name (RFC 9110); others are `other`.
+fn http_method_label(method: &str) -> &str {
+    match method {
+        "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH" => {
+            method
+        }
+        _ => OTHER,
+    }
+}
 
 /// The gateway's metrics. Cheap to clone.
 #[derive(Clone)]
@@ -112,6 +135,7 @@ impl GatewayMetrics {
 
     /// Counts one HTTP response.
     pub fn http_request(&self, route: &str, method: &str, status: u16) {
+        let method = http_method_label(method);
         let id = self.hash(&[route, method], status);
         if let Some(c) = self.0.http.read().get(&id) {
             c.increment(1);
@@ -130,12 +154,16 @@ impl GatewayMetrics {
         self.0.http.write().insert(id, counter);
     }
 
-    /// Records one RPC call's latency.
+    /// Records one RPC call's latency. Pass [`OTHER`] for names that may be
+    /// made up; past [`MAX_RPC_SERIES`] label sets, new ones are `other`.
     pub fn rpc_call(&self, service: &str, method: &str, outcome: &'static str, took: Duration) {
         let id = self.hash(&[service, method, outcome], 0);
         if let Some(h) = self.0.rpc.read().get(&id) {
             h.record(took.as_secs_f64());
             return;
+        }
+        if self.0.rpc.read().len() >= MAX_RPC_SERIES && (service, method) != (OTHER, OTHER) {
+            return self.rpc_call(OTHER, OTHER, outcome, took);
         }
         let key = Key::from_parts(
             "enoki_gateway_rpc_duration_seconds",

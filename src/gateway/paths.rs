@@ -29,8 +29,21 @@ pub const RESERVED: &[&str] = &[
     ROOT, WS, EVENTS, HEALTHZ, READYZ, METRICS, OPENAPI, INFO, RPC,
 ];
 
+/// `%` and `/` inside a path segment: what [`rpc`] escapes so that
+/// [`normalize_path`](super::auth::normalize_path) gives back the same
+/// segments.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%').add(b'/');
+
 /// The path of the generic RPC endpoint for `service.method`, as auth rules
-/// see it.
+/// see it: the resolved names, each one segment whatever it contains.
+///
+/// ```
+/// use enoki::gateway::{auth::normalize_path, paths};
+///
+/// assert_eq!(paths::rpc("greeter", "hello"), "/rpc/greeter/hello");
+/// assert_eq!(normalize_path(&paths::rpc("a/b", "c")), "/rpc/a%2Fb/c");
+/// ```
 pub fn rpc(service: &str, method: &str) -> String {
-    format!("/rpc/{service}/{method}")
+    let encode = |s| percent_encoding::utf8_percent_encode(s, SEGMENT);
+    format!("/rpc/{}/{}", encode(service), encode(method))
 }

@@ -400,13 +400,10 @@ fn build(raw: RawRoute, fail: &dyn Fn(&str, String) -> Error) -> Result<Route> {
     };
     let timeout = match raw.timeout {
         None => None,
-        Some(secs) if secs.is_finite() && secs > 0.0 => Some(Duration::from_secs_f64(secs)),
-        Some(secs) => {
-            return Err(fail(
-                "timeout",
-                format!("timeout must be a positive number of seconds, got {secs}"),
-            ));
-        }
+        Some(secs) => Some(
+            crate::config::positive_seconds("timeout", secs, crate::config::MAX_CONFIG_SECONDS)
+                .map_err(|err| fail("timeout", err.to_string()))?,
+        ),
     };
     Ok(Route {
         method,

@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
 use super::auth::Identity;
 pub use super::error::ApiError;
+use super::metrics::OTHER;
+use super::paths;
 use super::routes::{Conv, Part, Route, Source};
 use super::state::GatewayState;
 use crate::error::Error;
@@ -79,9 +81,24 @@ pub(crate) async fn call(
     let body = crate::message::encode_request(args, kwargs);
     let started = Instant::now();
     let result = rpc.call_raw(service, method, body).await;
-    state
-        .metrics()
-        .rpc_call(service, method, outcome(&result), started.elapsed());
+    // Label values only for names that exist: the gateway knows them, or
+    // the service answered as having the method.
+    let exists = match &result {
+        Ok(_) => true,
+        Err(Error::Remote(remote)) => remote.exc_type != "MethodNotFound",
+        Err(_) => false,
+    } || state.knows_method(service, method);
+    let (service_label, method_label) = if exists {
+        (service, method)
+    } else {
+        (OTHER, OTHER)
+    };
+    state.metrics().rpc_call(
+        service_label,
+        method_label,
+        outcome(&result),
+        started.elapsed(),
+    );
     let config = state.config();
     result.map_err(|err| {
         ApiError::from_rpc(
@@ -169,6 +186,16 @@ pub(crate) async fn generic(
 ) -> Response {
     let (parts, body) = request.into_parts();
     let config = state.config();
+    // Decided on the names routing resolved, however the path spelled them.
+    if let Err(denied) = state.auth().check_path(
+        &Method::POST,
+        &paths::rpc(&service, &method),
+        identity.user(),
+    ) {
+        return ApiError::from(denied)
+            .target(&service, &method)
+            .into_response();
+    }
     if !config.rpc.allows(&service) {
         return ApiError::new(
             StatusCode::NOT_FOUND,

@@ -11,7 +11,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -54,10 +53,18 @@ pub(crate) async fn handler(
     Query(query): Query<SseQuery>,
     identity: Identity,
 ) -> Response {
-    let patterns: Result<Vec<EventPattern>, ApiError> = query
+    let max = state.config().max_subscriptions;
+    let asked: Vec<&str> = query
         .subscribe
         .split(',')
         .filter(|s| !s.trim().is_empty())
+        .take(max + 1)
+        .collect();
+    if asked.len() > max {
+        return ApiError::too_many_subscriptions(max).into_response();
+    }
+    let patterns: Result<Vec<EventPattern>, ApiError> = asked
+        .into_iter()
         .map(|s| EventPattern::parse(s).map_err(|err| ApiError::bad_request(err.to_string())))
         .collect();
     let patterns = match patterns {
@@ -75,8 +82,15 @@ pub(crate) async fn handler(
             return ApiError::from(denied).into_response();
         }
     }
+    for p in &patterns {
+        match state.event_source_known(&p.service).await {
+            Ok(true) => {}
+            Ok(false) => return ApiError::unknown_event_source(&p.service).into_response(),
+            Err(err) => return ApiError::subscribe_failed(p, &err).into_response(),
+        }
+    }
     let bridge = state.bridge();
-    let client = bridge.client();
+    let client = state.event_client(identity.user());
     state.metrics().sse_clients(1.0);
     let leave = Leave {
         bridge: bridge.clone(),
@@ -86,12 +100,7 @@ pub(crate) async fn handler(
     for p in &patterns {
         if let Err(err) = bridge.subscribe(&client, p).await {
             drop(leave);
-            return ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "SubscribeFailed",
-                format!("cannot subscribe to {p}: {err}"),
-            )
-            .into_response();
+            return ApiError::subscribe_failed(p, &err).into_response();
         }
     }
     let hello = Event::default().event("subscribed").data(
@@ -103,9 +112,7 @@ pub(crate) async fn handler(
         .chain(events)
         .take_until(state.shutdown_token().clone().cancelled_owned());
     Sse::new(stream)
-        .keep_alive(
-            KeepAlive::new().interval(Duration::from_secs_f64(state.config().sse_keepalive)),
-        )
+        .keep_alive(KeepAlive::new().interval(state.config().sse_keepalive()))
         .into_response()
 }
 

@@ -277,6 +277,49 @@ impl GatewayState {
         &self.inner.auth
     }
 
+    /// A client queue for `user`: with auth on, it only receives the events
+    /// the event rules let `user` see, each decided on its own
+    /// `service.event_type`.
+    pub fn event_client(&self, user: Option<&str>) -> Arc<super::bridge::ClientQueue> {
+        if !self.auth().enabled() {
+            return self.bridge().client();
+        }
+        let state = self.clone();
+        let user = user.map(str::to_owned);
+        let allowed: super::bridge::EventFilter = Box::new(move |service, event_type| {
+            let name = format!("{service}.{event_type}");
+            state.auth().check_event(&name, user.as_deref()).is_ok()
+        });
+        self.bridge().client_with(Some(allowed))
+    }
+
+    /// Whether the gateway knows `service.method` (an embedded service's
+    /// RPC method, or the target of a route).
+    pub fn knows_method(&self, service: &str, method: &str) -> bool {
+        self.inner
+            .services
+            .iter()
+            .any(|s| s.name == service && s.methods.iter().any(|m| m == method))
+    }
+
+    /// Whether the gateway knows `service` (embedded, or a route's target).
+    pub fn knows_service(&self, service: &str) -> bool {
+        self.inner.services.iter().any(|s| s.name == service)
+    }
+
+    /// Whether clients may subscribe to events of `service`: it is
+    /// embedded, a route's target, in `GATEWAY.event_sources`, or its
+    /// `<service>.events` exchange exists on the broker (asked without
+    /// creating it).
+    pub async fn event_source_known(&self, service: &str) -> Result<bool> {
+        if self.knows_service(service) || self.config().event_sources.iter().any(|s| s == service) {
+            return Ok(true);
+        }
+        self.transport()
+            .exchange_exists(&crate::names::event_exchange(service))
+            .await
+    }
+
     /// The services the gateway knows about.
     pub fn services(&self) -> &[ServiceInfo] {
         &self.inner.services

@@ -38,6 +38,7 @@ use super::error::ApiError;
 use super::paths;
 use super::rpc::context_data;
 use super::state::GatewayState;
+use crate::config::{MAX_CLIENT_SECONDS, positive_seconds};
 
 /// Calls one connection may have in flight.
 const MAX_CALLS_IN_FLIGHT: usize = 64;
@@ -111,7 +112,7 @@ async fn session(
     let bridge = state.bridge().clone();
     let shutdown = state.shutdown_token().clone();
     metrics.ws_clients(1.0);
-    let client = bridge.client();
+    let client = state.event_client(user.as_deref());
     client.push_control(frame(
         &json!({ "type": "welcome", "protocol": 1, "user_id": user }),
     ));
@@ -207,14 +208,27 @@ async fn on_frame(
                 for p in &patterns {
                     state.auth().check_event(&p.to_string(), user)?;
                 }
+                let max = state.config().max_subscriptions;
+                let mut held = client.subscriptions();
+                held.extend(patterns.iter().cloned());
+                held.sort_by_key(ToString::to_string);
+                held.dedup();
+                if held.len() > max {
+                    return Err(ApiError::too_many_subscriptions(max));
+                }
                 for p in &patterns {
-                    state.bridge().subscribe(client, p).await.map_err(|err| {
-                        ApiError::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "SubscribeFailed",
-                            format!("cannot subscribe to {p}: {err}"),
-                        )
-                    })?;
+                    match state.event_source_known(&p.service).await {
+                        Ok(true) => {}
+                        Ok(false) => return Err(ApiError::unknown_event_source(&p.service)),
+                        Err(err) => return Err(ApiError::subscribe_failed(p, &err)),
+                    }
+                }
+                for p in &patterns {
+                    state
+                        .bridge()
+                        .subscribe(client, p)
+                        .await
+                        .map_err(|err| ApiError::subscribe_failed(p, &err))?;
                 }
                 Ok::<_, ApiError>(patterns)
             }
@@ -270,10 +284,10 @@ async fn on_frame(
             }
             let timeout = match timeout {
                 None => state.config().rpc_timeout(),
-                Some(t) if t.is_finite() && t > 0.0 => Duration::from_secs_f64(t),
-                Some(_) => {
-                    return refuse(ApiError::bad_request("`timeout` must be a positive number"));
-                }
+                Some(t) => match positive_seconds("timeout", t, MAX_CLIENT_SECONDS) {
+                    Ok(timeout) => timeout,
+                    Err(err) => return refuse(ApiError::bad_request(err.to_string())),
+                },
             };
             if !matches!(args, Value::Null | Value::Array(_)) {
                 return refuse(ApiError::bad_request("`args` must be an array"));

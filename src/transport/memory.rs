@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use super::topic;
 use super::{
     Acker, ConsumeOptions, Consumer, Delivery, ExchangeSpec, PublishOptions, QueueSpec, Settle,
-    Transport,
+    Transport, check_name,
 };
 use crate::error::{Error, Result};
 use crate::message::Message;
@@ -590,6 +590,7 @@ impl Drop for MemoryConsumer {
 impl Transport for MemoryTransport {
     async fn declare_exchange(&self, spec: &ExchangeSpec) -> Result<()> {
         self.check_open()?;
+        check_name("exchange name", &spec.name)?;
         let mut state = self.broker.state.write();
         match state.exchanges.get(&spec.name) {
             Some(existing) if existing.spec != *spec => Err(Error::PreconditionFailed(format!(
@@ -611,8 +612,15 @@ impl Transport for MemoryTransport {
         }
     }
 
+    async fn exchange_exists(&self, name: &str) -> Result<bool> {
+        self.check_open()?;
+        check_name("exchange name", name)?;
+        Ok(self.broker.state.read().exchanges.contains_key(name))
+    }
+
     async fn declare_queue(&self, spec: &QueueSpec) -> Result<()> {
         self.check_open()?;
+        check_name("queue name", &spec.name)?;
         let queue = {
             let mut state = self.broker.state.write();
             if let Some(existing) = state.queues.get(&spec.name) {
@@ -659,6 +667,9 @@ impl Transport for MemoryTransport {
 
     async fn bind(&self, queue: &str, exchange: &str, pattern: &str) -> Result<()> {
         self.check_open()?;
+        check_name("queue name", queue)?;
+        check_name("exchange name", exchange)?;
+        check_name("pattern", pattern)?;
         let mut state = self.broker.state.write();
         let queue = state
             .queues
@@ -714,6 +725,8 @@ impl Transport for MemoryTransport {
         options: PublishOptions,
     ) -> Result<()> {
         self.check_open()?;
+        check_name("exchange name", exchange)?;
+        check_name("routing key", routing_key)?;
         let mut targets = Vec::new();
         {
             let state = self.broker.state.read();

@@ -28,6 +28,8 @@
 //!   consumer goes away.
 //! - Redeclaring an exchange or queue with the same flags is a no-op;
 //!   with different flags it is [`Error::PreconditionFailed`].
+//! - Names, routing keys and patterns longer than [`MAX_NAME_LEN`] are
+//!   refused with [`Error::Invalid`].
 
 use std::fmt;
 use std::pin::Pin;
@@ -50,6 +52,30 @@ pub mod topic;
 pub use amqp::{AmqpOptions, AmqpTransport};
 pub use connect::connect;
 pub use memory::MemoryTransport;
+
+/// The longest exchange name, queue name, routing key or binding pattern
+/// AMQP allows (a short string): 255 bytes. Every transport refuses longer
+/// ones with [`Error::Invalid`], as RabbitMQ does.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Checks that `value` fits an AMQP short string; the error names `what`.
+///
+/// ```
+/// use enoki::transport::check_name;
+///
+/// assert!(check_name("routing key", "greeter.hello").is_ok());
+/// let err = check_name("routing key", &"a".repeat(256)).unwrap_err();
+/// assert_eq!(err.to_string(), "routing key is longer than 255 bytes (256 bytes)");
+/// ```
+pub fn check_name(what: &str, value: &str) -> Result<()> {
+    if value.len() > MAX_NAME_LEN {
+        return Err(Error::Invalid(format!(
+            "{what} is longer than {MAX_NAME_LEN} bytes ({} bytes)",
+            value.len()
+        )));
+    }
+    Ok(())
+}
 
 /// A topic exchange to declare.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +161,13 @@ pub struct ConsumeOptions {
 pub trait Transport: Send + Sync + fmt::Debug + 'static {
     /// Declares a topic exchange.
     async fn declare_exchange(&self, exchange: &ExchangeSpec) -> Result<()>;
+
+    /// Whether an exchange exists, without creating it (AMQP's passive
+    /// declare). The default answers `false`: a transport that cannot tell
+    /// knows of no exchange it did not declare.
+    async fn exchange_exists(&self, _name: &str) -> Result<bool> {
+        Ok(false)
+    }
 
     /// Declares a queue.
     async fn declare_queue(&self, queue: &QueueSpec) -> Result<()>;

@@ -1020,3 +1020,74 @@ pub(crate) async fn x_expires_deletes_unused_queue(env: &dyn TransportEnv) {
     assert_eq!(body(&probe), "probe");
     probe.ack().await.expect("ack");
 }
+
+/// Exchange and queue names, routing keys and patterns longer than AMQP's
+/// 255 bytes are refused with a clear error (RabbitMQ refuses them too), and
+/// the connection keeps working; 255 bytes exactly is fine.
+pub(crate) async fn names_over_255_bytes_are_refused(env: &dyn TransportEnv) {
+    let conn = env.connect().await;
+    let x = exchange(&conn, "long").await;
+    let q = bound_queue(&conn, "long", &x, &["ok.*"]).await;
+    let long = "w.".repeat(128); // 256 bytes
+    let refused = |what: &str, result: enoki::Result<()>| match result {
+        Err(Error::Invalid(message)) => {
+            assert!(
+                message.contains("longer than 255 bytes"),
+                "{what}: {message}"
+            )
+        }
+        other => panic!("{what}: expected Error::Invalid, got {other:?}"),
+    };
+    refused("pattern", conn.bind(&q, &x, &long).await);
+    refused(
+        "routing key",
+        conn.publish(&x, &long, msg("x"), NOT_MANDATORY).await,
+    );
+    refused(
+        "queue name",
+        conn.declare_queue(&QueueSpec::durable(long.clone())).await,
+    );
+    refused(
+        "exchange name",
+        conn.declare_exchange(&ExchangeSpec::topic(long.clone()))
+            .await,
+    );
+    // Right at the limit, and the connection still works.
+    let at_limit = format!("ok.{}", "k".repeat(252));
+    assert_eq!(at_limit.len(), 255);
+    let mut consumer = conn.consume(&q, prefetch(0)).await.expect("consume");
+    publish(&conn, &x, &at_limit, "fits").await;
+    let delivery = recv(&mut consumer).await;
+    assert_eq!(body(&delivery), "fits");
+    assert_eq!(delivery.routing_key, at_limit);
+    delivery.ack().await.expect("ack");
+}
+
+/// `exchange_exists` tells declared exchanges from unknown ones, creates
+/// nothing, and leaves the connection usable after a "no".
+pub(crate) async fn exchange_exists_asks_without_creating(env: &dyn TransportEnv) {
+    let conn = env.connect().await;
+    let x = exchange(&conn, "known").await;
+    assert!(
+        conn.exchange_exists(&x).await.expect("ask"),
+        "a declared exchange exists"
+    );
+    let unknown = unique("made-up");
+    for _ in 0..2 {
+        assert!(
+            !conn.exchange_exists(&unknown).await.expect("ask"),
+            "an unknown exchange does not exist"
+        );
+    }
+    // Asking created nothing: publishing to it still fails.
+    let err = conn
+        .publish(&unknown, "k", msg("x"), NOT_MANDATORY)
+        .await
+        .expect_err("publish to an exchange that was only asked about");
+    assert!(matches!(err, Error::ExchangeNotFound(_)), "{err:?}");
+    // And the connection works on.
+    let q = bound_queue(&conn, "after", &x, &["k"]).await;
+    let mut consumer = conn.consume(&q, prefetch(0)).await.expect("consume");
+    publish(&conn, &x, "k", "still works").await;
+    assert_eq!(body(&recv(&mut consumer).await), "still works");
+}

@@ -19,8 +19,9 @@ use crate::message::{Headers, Properties};
 
 /// A short string (at most 255 bytes), or a clear error naming `what`.
 pub(crate) fn short(what: &str, value: &str) -> Result<ShortString> {
+    crate::transport::check_name(what, value)?;
     ShortString::try_new(value).map_err(|_| {
-        Error::Transport(format!(
+        Error::Invalid(format!(
             "{what} is longer than 255 bytes ({} bytes)",
             value.len()
         ))
@@ -345,7 +346,7 @@ mod tests {
         };
         assert!(matches!(
             to_basic_properties(&props),
-            Err(Error::Transport(_))
+            Err(Error::Invalid(_))
         ));
     }
 }

@@ -366,6 +366,21 @@ impl Transport for AmqpTransport {
         Ok(())
     }
 
+    async fn exchange_exists(&self, name: &str) -> Result<bool> {
+        short("exchange name", name)?;
+        let found = self
+            .control(Subject::Exchange(name), |ch| async move {
+                topology::exchange_exists_on(&ch, name).await
+            })
+            .await;
+        match found {
+            Ok(()) => Ok(true),
+            // The broker closed the control channel; the next call opens another.
+            Err(Error::ExchangeNotFound(_)) => Ok(false),
+            Err(other) => Err(other),
+        }
+    }
+
     async fn declare_queue(&self, spec: &QueueSpec) -> Result<()> {
         short("queue name", &spec.name)?;
         codec::to_table(&spec.arguments)?;

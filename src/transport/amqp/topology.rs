@@ -45,3 +45,19 @@ pub(super) async fn declare_queue_on(channel: &Channel, spec: &QueueSpec) -> lap
         .await
         .map(|_| ())
 }
+
+/// A passive declare: succeeds if the exchange exists, 404 otherwise.
+pub(super) async fn exchange_exists_on(channel: &Channel, name: &str) -> lapin::Result<()> {
+    let options = ExchangeDeclareOptions {
+        passive: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            name.into(),
+            ExchangeKind::Topic,
+            options,
+            FieldTable::default(),
+        )
+        .await
+}

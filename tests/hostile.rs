@@ -1,0 +1,338 @@
+//! Hostile input against a running gateway: what once crashed it or got
+//! past its auth rules, and the bounds that keep it up. Each defect has its
+//! regression test here.
+
+#[path = "gateway/support.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One raw HTTP/1.1 request over its own connection, exactly as written
+/// (no client library to normalise the path); the status and the body.
+async fn raw_http(addr: SocketAddr, method: &str, target: &str, token: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("a response within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (status, body)
+}
+
+// ===== defect 1: one WebSocket frame aborted the process =====
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_of_many_hashes_is_refused_not_a_stack_overflow() {
+    let gw = Gw::start("").await;
+    let addr = gw.serve().await;
+    let mut ws = ws_connect(addr, "").await;
+    // About 100 KB of `#` words: once a stack overflow that aborted the
+    // gateway, now an error frame.
+    let pattern = format!("clock{}", ".#".repeat(50_000));
+    ws_send(
+        &mut ws,
+        json!({"type": "subscribe", "id": 1, "events": [pattern]}),
+    )
+    .await;
+    let err = ws_next_of(&mut ws, "error").await;
+    assert_eq!(err["id"], 1);
+    assert_eq!(err["error"]["status"], 400);
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(message.contains("longer than 255 bytes"), "{message}");
+
+    // The most `#`s that fit in 255 bytes are fine, and events still flow.
+    let many = format!("clock{}", ".#".repeat(125));
+    assert!(many.len() <= 255);
+    ws_send(
+        &mut ws,
+        json!({"type": "subscribe", "id": 2, "events": [many]}),
+    )
+    .await;
+    assert_eq!(ws_next_of(&mut ws, "subscribed").await["id"], 2);
+    let tick = ws_next_of(&mut ws, "event").await;
+    assert_eq!(tick["service"], "clock");
+
+    // SSE: the same pattern is a 400.
+    let (status, body) = gw
+        .get(&format!("/events?subscribe=clock{}", ".%23".repeat(200)))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("255"));
+    gw.stop().await;
+}
+
+// ===== defect 2: a percent-escape passed the auth rules =====
+
+const AUTH: &str = r#"
+auth:
+  enabled: true
+  api_keys: {key-alice: alice, key-bob: bob}
+  default: authenticated
+  routes:
+    - {path: "/rpc/manual_service/*", methods: [POST], users: [alice]}
+  events:
+    - {pattern: "greeter.greeted", users: [alice]}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_decides_on_the_target_however_the_path_spells_it() {
+    let gw = Gw::start(AUTH).await;
+    let addr = gw.serve().await;
+    let spellings = [
+        "/rpc/manual_service/whoami",
+        "/rpc/manual%5Fservice/whoami",
+        "/rpc/manual%5fservice/whoami",
+        "/rpc/%6Danual_service/whoami",
+        "/rpc/manual_service/%77hoami",
+        "//rpc/manual_service/whoami",
+        "/rpc//manual_service/whoami",
+        "/rpc/manual_service/whoami/",
+        "/rpc/manual_service//whoami",
+    ];
+    for target in spellings {
+        let (status, body) = raw_http(addr, "POST", target, "key-bob").await;
+        assert!(
+            status == 403 || status == 404,
+            "bob reached {target}: {status} {body}"
+        );
+        // Whatever routing makes of the spelling, alice gets it or a 404.
+        let (status, body) = raw_http(addr, "POST", target, "key-alice").await;
+        assert!(
+            status == 200 || status == 404,
+            "alice on {target}: {status} {body}"
+        );
+        if status == 200 {
+            let who: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(who["context_data"]["user_id"], "alice", "{target}");
+        }
+    }
+    // The escaped spelling routes, so it is the one that used to pass.
+    let (status, _) = raw_http(addr, "POST", "/rpc/manual%5Fservice/whoami", "key-alice").await;
+    assert_eq!(status, 200);
+
+    // A WebSocket call names the target directly: the same rule.
+    let mut bob = ws_connect(addr, "?token=key-bob").await;
+    ws_send(
+        &mut bob,
+        json!({"type": "call", "id": 1, "service": "manual_service", "method": "whoami"}),
+    )
+    .await;
+    assert_eq!(ws_next_of(&mut bob, "error").await["error"]["status"], 403);
+
+    // Events: bob may subscribe to `greeter.*`, but the one event type the
+    // rules keep for alice never reaches him; alice gets it.
+    ws_send(
+        &mut bob,
+        json!({"type": "subscribe", "id": 2, "events": ["greeter.*"]}),
+    )
+    .await;
+    ws_next_of(&mut bob, "subscribed").await;
+    let mut alice = ws_connect(addr, "?token=key-alice").await;
+    ws_send(
+        &mut alice,
+        json!({"type": "subscribe", "id": 1, "events": ["greeter.*"]}),
+    )
+    .await;
+    ws_next_of(&mut alice, "subscribed").await;
+    let (status, _) = raw_http(addr, "GET", "/hello/Eve", "key-alice").await;
+    assert_eq!(status, 200);
+    let event = ws_next_of(&mut alice, "event").await;
+    assert_eq!(event["event_type"], "greeted");
+    ws_send(&mut bob, json!({"type": "ping", "id": 3})).await;
+    let next = ws_next(&mut bob).await;
+    assert_eq!(
+        next["type"], "pong",
+        "bob saw something other than his pong: {next}"
+    );
+    gw.stop().await;
+}
+
+// ===== defect 3: a huge timeout panicked the session =====
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_call_timeouts_are_errors_and_the_session_lives_on() {
+    let gw = Gw::start("").await;
+    let addr = gw.serve().await;
+    let mut ws = ws_connect(addr, "").await;
+    ws_send(
+        &mut ws,
+        json!({"type": "subscribe", "id": 0, "events": ["greeter.greeted"]}),
+    )
+    .await;
+    ws_next_of(&mut ws, "subscribed").await;
+    for (id, timeout) in [
+        (1, json!(1e20)),
+        (2, json!(-1)),
+        (3, json!(0)),
+        (4, json!(3601)),
+        (5, json!("soon")),
+    ] {
+        ws_send(
+            &mut ws,
+            json!({"type": "call", "id": id, "service": "greeter", "method": "hello",
+                   "args": ["Ann"], "timeout": timeout}),
+        )
+        .await;
+        let err = ws_next_of(&mut ws, "error").await;
+        assert_eq!(err["id"], id, "{err}");
+        assert_eq!(err["error"]["status"], 400, "{err}");
+    }
+    // Still alive: a call with a sane timeout answers.
+    ws_send(
+        &mut ws,
+        json!({"type": "call", "id": 6, "service": "greeter", "method": "hello",
+               "args": ["Ann"], "timeout": 5}),
+    )
+    .await;
+    assert_eq!(ws_next_of(&mut ws, "result").await["result"], "Hello, Ann!");
+    drop(ws);
+    eventually("the closed session's subscription is gone", || async {
+        gw.state.bridge().bindings().await.is_empty()
+    })
+    .await;
+    gw.stop().await;
+}
+
+// ===== no input grows state without a bound =====
+
+/// The number of series of one metric in `/metrics`.
+async fn series(gw: &Gw, metric: &str) -> usize {
+    let (_, text) = gw.get("/metrics").await;
+    let text = text.as_str().unwrap_or_default().to_owned();
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{metric}{{")))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_names_do_not_grow_the_metrics() {
+    let gw = Gw::start("").await;
+    let metric = "enoki_gateway_rpc_duration_seconds_count";
+    gw.post_json("/rpc/greeter/hello", json!({"args": ["Ann"]}))
+        .await;
+    let before = series(&gw, metric).await;
+    for n in 0..300 {
+        let (status, _) = gw
+            .post_json(&format!("/rpc/made-up-{n}/method-{n}"), json!({}))
+            .await;
+        assert_eq!(status, 404);
+        let (status, _) = gw
+            .post_json(&format!("/rpc/greeter/nosuch-{n}"), json!({}))
+            .await;
+        assert_eq!(status, 404);
+    }
+    let after = series(&gw, metric).await;
+    assert!(
+        after <= before + 2,
+        "600 made-up targets added {} series",
+        after - before
+    );
+    let (_, text) = gw.get("/metrics").await;
+    assert!(text.as_str().unwrap().contains(r#"service="other""#));
+
+    // Made-up HTTP methods count as `other` too.
+    let http = "enoki_gateway_http_requests_total";
+    let before = series(&gw, http).await;
+    for n in 0..50 {
+        let request = axum::http::Request::builder()
+            .method(format!("BREW{n}").as_str())
+            .uri("/healthz")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        gw.request(request).await;
+    }
+    let after = series(&gw, http).await;
+    assert!(
+        after <= before + 2,
+        "50 methods added {} series",
+        after - before
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_to_made_up_services_create_nothing() {
+    let gw = Gw::start("").await;
+    let addr = gw.serve().await;
+    let mut ws = ws_connect(addr, "").await;
+    ws_send(
+        &mut ws,
+        json!({"type": "subscribe", "id": 1, "events": ["nobody-knows.x"]}),
+    )
+    .await;
+    let err = ws_next_of(&mut ws, "error").await;
+    assert_eq!(err["error"]["type"], "UnknownService", "{err}");
+    assert_eq!(err["error"]["status"], 404);
+    let (status, body) = gw.get("/events?subscribe=nor-this.y").await;
+    assert_eq!(status, 404, "{body}");
+    use enoki::transport::Transport;
+    for exchange in ["nobody-knows.events", "nor-this.events"] {
+        assert!(
+            !gw.transport.exchange_exists(exchange).await.unwrap(),
+            "{exchange} was declared for a made-up name"
+        );
+    }
+    // A service that exists on the broker (its exchange is there) is fine.
+    use enoki::transport::ExchangeSpec;
+    gw.transport
+        .declare_exchange(&ExchangeSpec::topic("elsewhere.events"))
+        .await
+        .unwrap();
+    ws_send(
+        &mut ws,
+        json!({"type": "subscribe", "id": 2, "events": ["elsewhere.thing"]}),
+    )
+    .await;
+    assert_eq!(ws_next_of(&mut ws, "subscribed").await["id"], 2);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_per_client_are_bounded() {
+    let gw = Gw::start("max_subscriptions: 3").await;
+    let addr = gw.serve().await;
+    let mut ws = ws_connect(addr, "").await;
+    ws_send(
+        &mut ws,
+        json!({"type": "subscribe", "id": 1, "events": ["clock.a", "clock.b", "clock.c"]}),
+    )
+    .await;
+    ws_next_of(&mut ws, "subscribed").await;
+    ws_send(
+        &mut ws,
+        json!({"type": "subscribe", "id": 2, "events": ["clock.d"]}),
+    )
+    .await;
+    let err = ws_next_of(&mut ws, "error").await;
+    assert_eq!(err["error"]["type"], "TooManySubscriptions", "{err}");
+    assert_eq!(err["error"]["status"], 429);
+    // The same patterns again are not more subscriptions.
+    ws_send(
+        &mut ws,
+        json!({"type": "subscribe", "id": 3, "events": ["clock.a"]}),
+    )
+    .await;
+    assert_eq!(ws_next_of(&mut ws, "subscribed").await["id"], 3);
+    let (status, body) = gw
+        .get("/events?subscribe=clock.a,clock.b,clock.c,clock.d")
+        .await;
+    assert_eq!(status, 429, "{body}");
+    gw.stop().await;
+}
