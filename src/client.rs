@@ -42,6 +42,11 @@ use crate::transport::{ConsumeOptions, ExchangeSpec, PublishOptions, QueueSpec, 
 
 type Pending = Mutex<HashMap<String, oneshot::Sender<Result<Bytes>>>>;
 
+/// Replies a client's reply queue hands out before they are acked (each is
+/// acked as soon as it is matched to its call): a bound on what the
+/// broker client buffers.
+pub const REPLY_PREFETCH: u16 = 1024;
+
 /// An RPC client with its own reply queue. Cheap to clone; clones share
 /// the reply queue.
 ///
@@ -139,7 +144,12 @@ impl ClusterRpcBuilder {
             .await?;
         transport.bind(&queue, &self.exchange, &uuid).await?;
         let mut consumer = transport
-            .consume(&queue, ConsumeOptions { prefetch: 0 })
+            .consume(
+                &queue,
+                ConsumeOptions {
+                    prefetch: REPLY_PREFETCH,
+                },
+            )
             .await?;
 
         let pending: Arc<Pending> = Arc::default();

@@ -69,6 +69,10 @@ pub enum Error {
     /// An exclusive queue is used by another connection (AMQP 405).
     #[error("resource locked: {0}")]
     ResourceLocked(String),
+    /// A queue at its `x-max-length` with `x-overflow: reject-publish`
+    /// refused the message.
+    #[error("queue `{0}` is full (x-max-length reached, x-overflow reject-publish)")]
+    QueueFull(String),
     /// The transport has been closed.
     #[error("transport is closed")]
     TransportClosed,

@@ -336,3 +336,163 @@ async fn subscriptions_per_client_are_bounded() {
     assert_eq!(status, 429, "{body}");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn the_embedded_broker_bounds_its_queues() {
+    use enoki::message::Message;
+    use enoki::transport::{MemoryTransport, PublishOptions, QueueSpec, Transport};
+    let transport = MemoryTransport::with_max_length(3);
+    transport
+        .declare_queue(&QueueSpec::durable("flood"))
+        .await
+        .unwrap();
+    for n in 0..1000 {
+        transport
+            .publish(
+                "",
+                "flood",
+                Message::json(n.to_string()),
+                PublishOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        transport.ready_count("flood"),
+        Some(3),
+        "drop-head keeps the newest"
+    );
+    assert_eq!(
+        MemoryTransport::new().connect().kind(),
+        "memory",
+        "the default broker is bounded too (DEFAULT_MAX_LENGTH)"
+    );
+    assert_eq!(enoki::transport::memory::DEFAULT_MAX_LENGTH, 100_000);
+}
+
+// ===== a panic stays where it happened =====
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_is_a_500_and_the_gateway_serves_on() {
+    let gw = Gw::start("").await;
+    let extra = axum::Router::new().route(
+        "/boom",
+        axum::routing::get(|| async {
+            let parsed: Result<u8, _> = "not a number".parse::<u8>();
+            parsed
+                .map(|n| n.to_string())
+                .unwrap_or_else(|err| panic!("this handler always panics: {err}"))
+        }),
+    );
+    let app = enoki::gateway::router_with(gw.state.clone(), extra);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    for _ in 0..3 {
+        let (status, body) = raw_http(addr, "GET", "/boom", "none").await;
+        assert_eq!(status, 500, "{body}");
+        let body: Value = serde_json::from_str(&body).expect("a JSON error body");
+        assert_eq!(body["error"]["type"], "GatewayError");
+    }
+    let (status, _) = raw_http(addr, "GET", "/hello/Ann", "none").await;
+    assert_eq!(status, 200, "the gateway serves on");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_vanishes_leaves_nothing_behind() {
+    let gw = Gw::start("").await;
+    let addr = gw.serve().await;
+    let gauge = |text: &Value| {
+        text.as_str()
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("enoki_gateway_ws_clients "))
+            .map(|l| l.split_whitespace().nth(1).unwrap().to_owned())
+    };
+    for round in 0..3 {
+        let mut ws = ws_connect(addr, "").await;
+        ws_send(
+            &mut ws,
+            json!({"type": "subscribe", "id": round, "events": ["clock.tick", "greeter.*"]}),
+        )
+        .await;
+        ws_next_of(&mut ws, "subscribed").await;
+        assert_eq!(gauge(&gw.get("/metrics").await.1).as_deref(), Some("1"));
+        // No close frame: the TCP connection just goes.
+        drop(ws);
+        eventually("the vanished session is cleaned up", || async {
+            gw.state.bridge().bindings().await.is_empty()
+                && gauge(&gw.get("/metrics").await.1).as_deref() == Some("0")
+        })
+        .await;
+    }
+    gw.stop().await;
+}
+
+// ===== tokens =====
+
+const JWT_AUTH: &str = r#"
+auth:
+  enabled: true
+  jwt_secret: s3cret
+  default: authenticated
+"#;
+
+fn jwt(claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"s3cret"),
+    )
+    .unwrap()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_must_expire_and_be_valid_now() {
+    let gw = Gw::start(JWT_AUTH).await;
+    let addr = gw.serve().await;
+    let cases = [
+        (json!({"sub": "ann", "exp": now() + 600}), 200),
+        (json!({"sub": "ann"}), 401),
+        (json!({"sub": "ann", "exp": now() - 600}), 401),
+        (
+            json!({"sub": "ann", "exp": now() + 600, "nbf": now() + 600}),
+            401,
+        ),
+        // Within the 5 s leeway.
+        (json!({"sub": "ann", "exp": now() - 2}), 200),
+    ];
+    for (claims, expected) in cases {
+        let (status, body) =
+            raw_http(addr, "POST", "/rpc/testing/context", &jwt(claims.clone())).await;
+        assert_eq!(status, expected, "{claims}: {body}");
+    }
+    // A query token that is not even valid percent-encoding: a clear 401.
+    let (status, body) =
+        raw_http(addr, "GET", "/events?subscribe=clock.tick&token=%a%E9", "x").await;
+    assert_eq!(status, 401, "{body}");
+    gw.stop().await;
+
+    let gw = Gw::start(&format!("{JWT_AUTH}  allow_no_exp: true\n")).await;
+    let addr = gw.serve().await;
+    let (status, body) = raw_http(
+        addr,
+        "POST",
+        "/rpc/testing/context",
+        &jwt(json!({"sub": "ann"})),
+    )
+    .await;
+    assert_eq!(
+        status, 200,
+        "allow_no_exp accepts a token without exp: {body}"
+    );
+    gw.stop().await;
+}

@@ -64,6 +64,7 @@ macro_rules! transport_suite {
             x_expires_deletes_unused_queue,
             names_over_255_bytes_are_refused,
             exchange_exists_asks_without_creating,
+            max_length_drops_the_oldest_or_refuses,
         );
     };
     (@tests $module:ident, $env:expr; $($behaviour:ident),+ $(,)?) => {

@@ -150,7 +150,7 @@ pub const PREFETCH_COUNT: ConfigKey = ConfigKey {
         max: u16::MAX as u64,
     },
     default: DefaultValue::Described("max_workers"),
-    doc: "unsettled deliveries per consumer (default max_workers)",
+    doc: "unsettled deliveries per consumer (default max_workers; 0 means max_workers too)",
 };
 /// `AUTO_DELETE_EVENT_EXCHANGES`.
 pub const AUTO_DELETE_EVENT_EXCHANGES: ConfigKey = ConfigKey {

@@ -211,9 +211,13 @@ impl Settings {
         usize::try_from(self.int_or(&keys::PARENT_CALLS_TRACKED, default)).unwrap_or(usize::MAX)
     }
 
-    /// `PREFETCH_COUNT` (default `max_workers`, at most 65535).
+    /// `PREFETCH_COUNT` (default `max_workers`, at most 65535; 0 also means
+    /// `max_workers`: a consumer's prefetch is always bounded).
     pub fn prefetch_count(&self) -> u16 {
-        let n = self.int_or(&keys::PREFETCH_COUNT, self.max_workers() as u64);
+        let n = match self.int_or(&keys::PREFETCH_COUNT, 0) {
+            0 => self.max_workers() as u64,
+            n => n,
+        };
         u16::try_from(n).unwrap_or(u16::MAX)
     }
 

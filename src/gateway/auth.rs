@@ -7,6 +7,8 @@
 //!     enabled: true
 //!     jwt_secret: ${JWT_SECRET}     # HS256; the user id is the `sub` claim
 //!     user_claim: sub
+//!     allow_no_exp: false           # tokens must carry `exp` (the default)
+//!     leeway: 5                     # seconds of clock skew for exp/nbf
 //!     api_keys:                     # token → user id
 //!       k-3f9a: alice
 //!     default: authenticated        # or: public (the default)
@@ -37,7 +39,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 
 /// The `GATEWAY.auth` mapping.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Whether tokens are checked at all (default false).
@@ -46,6 +48,12 @@ pub struct AuthConfig {
     pub jwt_secret: Option<String>,
     /// The claim holding the user id (default `sub`).
     pub user_claim: Option<String>,
+    /// Accept JWTs without an `exp` claim (default false: a token must
+    /// expire).
+    pub allow_no_exp: bool,
+    /// Seconds of clock skew allowed when checking `exp` and `nbf`
+    /// (default 5, at most 300).
+    pub leeway: u64,
     /// Static API keys: token → user id.
     pub api_keys: HashMap<String, String>,
     /// Access of what no rule matches (default `public`).
@@ -54,6 +62,22 @@ pub struct AuthConfig {
     pub routes: Vec<RouteRule>,
     /// Rules for event subscriptions.
     pub events: Vec<EventRule>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: false,
+            jwt_secret: None,
+            user_claim: None,
+            allow_no_exp: false,
+            leeway: 5,
+            api_keys: HashMap::new(),
+            default: Access::default(),
+            routes: Vec::new(),
+            events: Vec::new(),
+        }
+    }
 }
 
 /// Who may do something.
@@ -102,9 +126,18 @@ fn authenticated() -> Access {
     Access::Authenticated
 }
 
+/// The most clock skew `GATEWAY.auth.leeway` may allow, in seconds.
+pub const MAX_LEEWAY: u64 = 300;
+
 impl AuthConfig {
     /// Checks the settings.
     pub fn validate(&self) -> Result<()> {
+        if self.leeway > MAX_LEEWAY {
+            return Err(Error::Config(format!(
+                "GATEWAY.auth.leeway must be at most {MAX_LEEWAY} seconds, got {}",
+                self.leeway
+            )));
+        }
         if self.enabled && self.jwt_secret.is_none() && self.api_keys.is_empty() {
             return Err(Error::Config(
                 "GATEWAY.auth is enabled but has neither jwt_secret nor api_keys".into(),
@@ -212,6 +245,12 @@ impl Auth {
             .map(|s| DecodingKey::from_secret(s.as_bytes()));
         let mut validation = Validation::new(Algorithm::HS256);
         validation.required_spec_claims.clear();
+        if !config.allow_no_exp {
+            validation.required_spec_claims.insert("exp".to_owned());
+        }
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.leeway = config.leeway;
         validation.validate_aud = false;
         Auth {
             config,

@@ -106,6 +106,11 @@ impl fmt::Display for EventPattern {
 /// pattern that matched it.
 pub type EventFilter = Box<dyn Fn(&str, &str) -> bool + Send + Sync>;
 
+/// Events the bridge's consumer takes from the broker before acking them
+/// (each is acked once fanned out): a bound on what the broker client
+/// buffers.
+pub const BRIDGE_PREFETCH: u16 = 1024;
+
 /// One client's bounded queue of outgoing frames (JSON text): events,
 /// which may be dropped, and control frames (replies, errors), which are not.
 pub struct ClientQueue {
@@ -319,7 +324,12 @@ impl EventBridge {
         inner.transport.declare_queue(&spec).await?;
         let consumer = inner
             .transport
-            .consume(&inner.queue, ConsumeOptions { prefetch: 0 })
+            .consume(
+                &inner.queue,
+                ConsumeOptions {
+                    prefetch: BRIDGE_PREFETCH,
+                },
+            )
             .await?;
         inner.consuming.store(true, Ordering::Release);
         Ok(consumer)
@@ -383,7 +393,12 @@ impl EventBridge {
         let consumer = self
             .0
             .transport
-            .consume(&self.0.queue, ConsumeOptions { prefetch: 0 })
+            .consume(
+                &self.0.queue,
+                ConsumeOptions {
+                    prefetch: BRIDGE_PREFETCH,
+                },
+            )
             .await?;
         self.0.consuming.store(true, Ordering::Release);
         Ok(consumer)

@@ -3,7 +3,9 @@
 //! generated, and returned), access logs through `tracing`, metrics, JSON
 //! error bodies, CORS, gzip, the concurrency limit with load shedding
 //! (503 with `Retry-After`), the request timeout (504), the body limit
-//! (413) and auth.
+//! (413) and auth. Innermost of all, a panic in a handler becomes a 500
+//! with the JSON error body (tower-http's `CatchPanicLayer`): it never
+//! takes the connection, let alone the process, down.
 
 use axum::Router;
 use axum::body::Body;
@@ -15,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
@@ -52,6 +55,7 @@ pub(crate) fn apply(app: Router<GatewayState>, state: &GatewayState) -> Router<G
         .on_response(DefaultOnResponse::new().level(tracing::Level::INFO));
     // Router::layer wraps every route: the last layer added is the outermost.
     // Auth is off by default: then its layer is not there at all.
+    let app = app.layer(CatchPanicLayer::custom(panicked));
     let app = if state.auth().enabled() {
         app.layer(middleware::from_fn_with_state(state.clone(), authenticate))
     } else {
@@ -85,6 +89,22 @@ pub(crate) fn apply(app: Router<GatewayState>, state: &GatewayState) -> Router<G
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(trace)
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// A handler panicked: 500 with the JSON body, logged.
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a handler panicked".to_owned());
+    tracing::error!(%message, "request handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "GatewayError",
+        "the request failed inside the gateway",
+    )
+    .into_response()
 }
 
 fn overloaded(

@@ -65,7 +65,25 @@ pub use self::state::{GatewayBuilder, GatewayState, ServiceInfo};
 
 /// The gateway's axum app.
 pub fn router(state: GatewayState) -> Router {
-    let mut app: Router<GatewayState> = Router::new()
+    router_with(state, Router::new())
+}
+
+/// The gateway's axum app with routes of your own beside its own, behind
+/// the same layers (auth, limits, timeouts, metrics, JSON errors). Your
+/// routes may not take the gateway's own paths ([`paths::RESERVED`]):
+/// axum refuses overlapping routes.
+///
+/// ```no_run
+/// # async fn run(state: enoki::gateway::GatewayState) -> enoki::Result<()> {
+/// use axum::routing::get;
+/// let extra = axum::Router::new().route("/version", get(|| async { "1.0" }));
+/// let app = enoki::gateway::router_with(state, extra);
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+/// axum::serve(listener, app).await?;
+/// # Ok(()) }
+/// ```
+pub fn router_with(state: GatewayState, extra: Router<GatewayState>) -> Router {
+    let mut app: Router<GatewayState> = extra
         .route(paths::HEALTHZ, get(builtin::healthz))
         .route(paths::READYZ, get(builtin::readyz))
         .route(paths::METRICS, get(builtin::metrics))

@@ -108,11 +108,11 @@ async fn session(
     user: Option<String>,
     context: Map<String, Value>,
 ) {
-    let metrics = state.metrics().clone();
-    let bridge = state.bridge().clone();
     let shutdown = state.shutdown_token().clone();
-    metrics.ws_clients(1.0);
     let client = state.event_client(user.as_deref());
+    // Whatever ends the session (the client, the gateway, a panic), its
+    // subscriptions and its count in the gauge go with it.
+    let _leave = Leave::new(&state, &client);
     client.push_control(frame(
         &json!({ "type": "welcome", "protocol": 1, "user_id": user }),
     ));
@@ -160,8 +160,35 @@ async fn session(
         )
         .await;
     }
-    bridge.remove(&client).await;
-    metrics.ws_clients(-1.0);
+}
+
+/// Removes a session's client from the bridge and the gauge when the
+/// session ends, however it ends.
+struct Leave {
+    bridge: super::bridge::EventBridge,
+    client: Arc<ClientQueue>,
+    metrics: super::metrics::GatewayMetrics,
+}
+
+impl Leave {
+    fn new(state: &GatewayState, client: &Arc<ClientQueue>) -> Self {
+        state.metrics().ws_clients(1.0);
+        Leave {
+            bridge: state.bridge().clone(),
+            client: client.clone(),
+            metrics: state.metrics().clone(),
+        }
+    }
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        self.metrics.ws_clients(-1.0);
+        let (bridge, client) = (self.bridge.clone(), self.client.clone());
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move { bridge.remove(&client).await });
+        }
+    }
 }
 
 fn patterns(events: &[String]) -> Result<Vec<EventPattern>, ApiError> {

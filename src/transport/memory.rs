@@ -8,6 +8,13 @@
 //! - Unsettled deliveries go back to their original place in their queue
 //!   (publication order), flagged `redelivered`, when they are rejected
 //!   with requeue, dropped, or their connection closes.
+//! - Queues are bounded: `x-max-length` (at most [`DEFAULT_MAX_LENGTH`]
+//!   ready messages when a queue sets none, or what
+//!   [`MemoryTransport::with_max_length`] sets) with RabbitMQ's overflow
+//!   behaviours, `x-overflow: drop-head` (the default: the oldest ready
+//!   message is dropped) or `reject-publish` (the publish fails with
+//!   [`Error::QueueFull`]), so the embedded broker cannot eat the
+//!   machine's memory.
 //! - Exclusive queues belong to one connection and die with it;
 //!   auto-delete queues die with their last consumer; `x-expires` queues die
 //!   after being unused that long; redeclaring with other flags is a
@@ -45,11 +52,24 @@ pub struct MemoryTransport {
     closed: AtomicBool,
 }
 
+/// The most ready messages a queue of the embedded broker holds when it
+/// sets no `x-max-length` of its own.
+pub const DEFAULT_MAX_LENGTH: usize = 100_000;
+
 impl MemoryTransport {
     /// A new, empty broker and a first connection to it.
     #[allow(clippy::new_ret_no_self)]
     pub fn new() -> Arc<MemoryTransport> {
-        let broker = Arc::new(Broker::default());
+        MemoryTransport::with_max_length(DEFAULT_MAX_LENGTH)
+    }
+
+    /// A new broker whose queues hold at most `max_length` ready messages
+    /// unless they set a smaller `x-max-length`.
+    pub fn with_max_length(max_length: usize) -> Arc<MemoryTransport> {
+        let broker = Arc::new(Broker {
+            max_length: max_length.max(1),
+            ..Broker::default()
+        });
         broker.connect()
     }
 
@@ -98,6 +118,8 @@ impl Drop for MemoryTransport {
 struct Broker {
     state: RwLock<State>,
     next_connection: AtomicU64,
+    /// The bound of queues that set none.
+    max_length: usize,
 }
 
 #[derive(Debug, Default)]
@@ -234,6 +256,17 @@ struct Queue {
     owner: Option<u64>,
     broker: Weak<Broker>,
     inner: Mutex<QueueInner>,
+    /// Ready messages held at most (`x-max-length`).
+    max_length: usize,
+    /// `x-overflow: reject-publish` (else drop-head).
+    reject_publish: bool,
+}
+
+/// What a queue did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    Queued,
+    Rejected,
 }
 
 #[derive(Debug, Default)]
@@ -306,12 +339,19 @@ struct Deferred {
 }
 
 impl Queue {
-    fn push(self: &Arc<Self>, entry: Entry) {
+    fn push(self: &Arc<Self>, entry: Entry) -> Taken {
         let mut deferred = Deferred::default();
         {
             let mut inner = self.inner.lock();
             if inner.deleted {
-                return;
+                return Taken::Queued;
+            }
+            if inner.ready.len() >= self.max_length {
+                if self.reject_publish {
+                    return Taken::Rejected;
+                }
+                // drop-head: the oldest ready message makes room.
+                inner.ready.pop_front();
             }
             let mut entry = entry;
             entry.seq = inner.next_seq;
@@ -320,6 +360,7 @@ impl Queue {
             self.dispatch(&mut inner, &mut deferred);
         }
         drop(deferred);
+        Taken::Queued
     }
 
     /// Hands ready messages to consumers with room, round-robin.
@@ -641,12 +682,26 @@ impl Transport for MemoryTransport {
                 existing.inner.lock().generation += 1;
                 existing.clone()
             } else {
+                let max_length = spec
+                    .arguments
+                    .get("x-max-length")
+                    .and_then(serde_json::Value::as_u64)
+                    .map_or(self.broker.max_length, |n| {
+                        usize::try_from(n).unwrap_or(usize::MAX).max(1)
+                    });
+                let reject_publish = spec
+                    .arguments
+                    .get("x-overflow")
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|o| o.starts_with("reject-publish"));
                 let queue = Arc::new(Queue {
                     name: spec.name.clone(),
                     spec: spec.clone(),
                     owner: spec.exclusive.then_some(self.connection),
                     broker: Arc::downgrade(&self.broker),
                     inner: Mutex::new(QueueInner::default()),
+                    max_length,
+                    reject_publish,
                 });
                 state.queues.insert(spec.name.clone(), queue.clone());
                 queue
@@ -755,16 +810,24 @@ impl Transport for MemoryTransport {
         let routing_key: Arc<str> = Arc::from(routing_key);
         // Every queue shares the one (immutable) message.
         let message = Arc::new(message);
+        let mut full = None;
         for queue in &targets {
-            queue.push(Entry {
+            let taken = queue.push(Entry {
                 seq: 0,
                 exchange: exchange.clone(),
                 routing_key: routing_key.clone(),
                 message: message.clone(),
                 redelivered: false,
             });
+            if taken == Taken::Rejected {
+                full = Some(queue.name.clone());
+            }
         }
-        Ok(())
+        // As RabbitMQ nacks a publish that a reject-publish queue refused.
+        match full {
+            Some(queue) => Err(Error::QueueFull(queue)),
+            None => Ok(()),
+        }
     }
 
     async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer> {

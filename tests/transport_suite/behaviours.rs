@@ -1091,3 +1091,47 @@ pub(crate) async fn exchange_exists_asks_without_creating(env: &dyn TransportEnv
     publish(&conn, &x, "k", "still works").await;
     assert_eq!(body(&recv(&mut consumer).await), "still works");
 }
+
+/// `x-max-length`: a full queue drops its oldest ready message (the
+/// default `x-overflow: drop-head`) or refuses the publish
+/// (`reject-publish`), as RabbitMQ does.
+pub(crate) async fn max_length_drops_the_oldest_or_refuses(env: &dyn TransportEnv) {
+    let conn = env.connect().await;
+    let mut spec = QueueSpec::durable(unique("bounded"));
+    spec.arguments.insert("x-max-length".into(), json!(2));
+    conn.declare_queue(&spec).await.expect("declare");
+    for n in ["1", "2", "3"] {
+        publish(&conn, "", &spec.name, n).await;
+    }
+    let mut consumer = conn
+        .consume(&spec.name, prefetch(0))
+        .await
+        .expect("consume");
+    assert_eq!(
+        recv_acked(&mut consumer, 2).await,
+        ["2", "3"],
+        "the oldest went"
+    );
+    assert_silent(&mut consumer, "a third message in a queue of two").await;
+    drop(consumer);
+
+    let mut spec = QueueSpec::durable(unique("refusing"));
+    spec.arguments.insert("x-max-length".into(), json!(1));
+    spec.arguments
+        .insert("x-overflow".into(), json!("reject-publish"));
+    conn.declare_queue(&spec).await.expect("declare");
+    publish(&conn, "", &spec.name, "kept").await;
+    let refused = conn
+        .publish("", &spec.name, msg("refused"), NOT_MANDATORY)
+        .await;
+    assert!(
+        refused.is_err(),
+        "a full reject-publish queue refuses: {refused:?}"
+    );
+    let mut consumer = conn
+        .consume(&spec.name, prefetch(0))
+        .await
+        .expect("consume");
+    assert_eq!(recv_acked(&mut consumer, 1).await, ["kept"]);
+    assert_silent(&mut consumer, "the refused message").await;
+}
