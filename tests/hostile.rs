@@ -496,3 +496,121 @@ async fn tokens_must_expire_and_be_valid_now() {
     );
     gw.stop().await;
 }
+
+// ===== slow and many clients =====
+
+/// Serves the gateway with `serve`, the limits a public server needs.
+async fn serve_limited(gw: &Gw, limits: enoki::gateway::serve::ServeLimits) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = gw.app.clone();
+    let metrics = gw.state.metrics().clone();
+    tokio::spawn(enoki::gateway::serve::serve(
+        listener,
+        app,
+        limits,
+        Some(metrics),
+        std::future::pending(),
+    ));
+    addr
+}
+
+/// Whether the server closed the connection (EOF or reset) within `wait`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_off_and_others_are_served_meanwhile() {
+    let gw = Gw::start("").await;
+    let addr = serve_limited(
+        &gw,
+        enoki::gateway::serve::ServeLimits {
+            header_timeout: Duration::from_secs(1),
+            max_connections: 1000,
+            shutdown_grace: Duration::from_secs(1),
+        },
+    )
+    .await;
+    // 200 slowloris clients: half a request line, then silence.
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /hello/Ann HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    // Meanwhile a normal client is served.
+    let (status, _) = raw_http(addr, "GET", "/hello/Ann", "none").await;
+    assert_eq!(status, 200);
+    // The slow ones are cut off after the header timeout.
+    for stream in &mut slow {
+        assert!(
+            closed_within(stream, Duration::from_secs(5)).await,
+            "a slowloris connection outlived the header timeout"
+        );
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_closed_at_once() {
+    let gw = Gw::start("").await;
+    let addr = serve_limited(
+        &gw,
+        enoki::gateway::serve::ServeLimits {
+            header_timeout: Duration::from_secs(30),
+            max_connections: 5,
+            shutdown_grace: Duration::from_secs(1),
+        },
+    )
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // The server accepts in arrival order: the sixth is the one refused.
+    let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_within(&mut extra, Duration::from_secs(5)).await,
+        "a sixth connection was kept"
+    );
+    let (_, metrics) = gw.get("/metrics").await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("enoki_gateway_connections_refused_total 1"),
+        "{metrics}"
+    );
+    // Once one goes, a new one is served (as soon as the server has seen
+    // the first one close).
+    drop(held.pop());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+        if response.starts_with(b"HTTP/1.1 200") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no slot came free");
+        tokio::task::yield_now().await;
+    }
+    gw.stop().await;
+}

@@ -119,14 +119,20 @@ pub async fn run_until(
     );
     let app = router(state.clone());
     let stopping = state.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
+    let limits = super::serve::ServeLimits::from_config(state.config());
+    super::serve::serve(
+        listener,
+        app,
+        limits,
+        Some(state.metrics().clone()),
+        async move {
             signal.await;
             stopping.set_services_ready(false);
             // WebSocket and SSE streams end now; requests in flight finish.
             stopping.shutdown();
-        })
-        .await?;
+        },
+    )
+    .await?;
     runner.stop().await;
     state.close().await;
     transport.close().await;

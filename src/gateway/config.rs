@@ -7,6 +7,8 @@
 //!     enabled: true
 //!     services: [greeter]     # omit for every service
 //!   request_timeout: 30       # seconds for a whole HTTP request (504 after)
+//!   header_timeout: 10        # seconds a client may take to send its headers
+//!   max_connections: 10000    # open connections; more are closed at once
 //!   rpc_timeout: 10           # default per-route RPC timeout, seconds
 //!   body_limit: 1048576       # bytes (413 above)
 //!   concurrency_limit: 1024   # requests in flight (503 + Retry-After above)
@@ -46,6 +48,10 @@ pub struct GatewayConfig {
     pub rpc: GenericRpc,
     /// Seconds a whole HTTP request may take before a 504.
     pub request_timeout: f64,
+    /// Seconds a client may take to send a request's headers (slowloris).
+    pub header_timeout: f64,
+    /// Connections open at once; more are closed as they arrive.
+    pub max_connections: usize,
     /// Default RPC timeout of routes without their own, in seconds.
     pub rpc_timeout: f64,
     /// Largest request body in bytes; larger ones get 413.
@@ -82,6 +88,8 @@ impl Default for GatewayConfig {
         GatewayConfig {
             rpc: GenericRpc::default(),
             request_timeout: 30.0,
+            header_timeout: 10.0,
+            max_connections: 10_000,
             rpc_timeout: 10.0,
             body_limit: 1024 * 1024,
             concurrency_limit: 1024,
@@ -170,6 +178,7 @@ impl GatewayConfig {
                 .map_err(|err| Error::Config(err.to_string()))
         };
         positive("request_timeout", self.request_timeout)?;
+        positive("header_timeout", self.header_timeout)?;
         positive("rpc_timeout", self.rpc_timeout)?;
         positive("sse_keepalive", self.sse_keepalive)?;
         for (name, value) in [
@@ -177,6 +186,7 @@ impl GatewayConfig {
             ("concurrency_limit", self.concurrency_limit),
             ("body_limit", self.body_limit),
             ("max_subscriptions", self.max_subscriptions),
+            ("max_connections", self.max_connections),
         ] {
             if value == 0 {
                 return Err(Error::Config(format!("{CONFIG_KEY}.{name} must be > 0")));
@@ -197,6 +207,13 @@ impl GatewayConfig {
     pub fn request_timeout(&self) -> Duration {
         positive_seconds("request_timeout", self.request_timeout, MAX_CONFIG_SECONDS)
             .unwrap_or(Duration::from_secs(30))
+    }
+
+    /// [`GatewayConfig::header_timeout`] as a duration (the default, 10 s,
+    /// if the value does not pass [`validate`](Self::validate)).
+    pub fn header_timeout(&self) -> Duration {
+        positive_seconds("header_timeout", self.header_timeout, MAX_CONFIG_SECONDS)
+            .unwrap_or(Duration::from_secs(10))
     }
 
     /// [`GatewayConfig::rpc_timeout`] as a duration (the default, 10 s, if

@@ -10,6 +10,7 @@
 //! - `enoki_gateway_events_dropped_total`: deliveries lost to full client queues
 //! - `enoki_gateway_slow_clients_disconnected_total`
 //! - `enoki_gateway_requests_shed_total`: requests refused by the concurrency limit
+//! - `enoki_gateway_connections_refused_total`: connections over `max_connections`
 //!
 //! Label values are bounded: `route` is a declared route (or `(static)`),
 //! `method` an HTTP method of RFC 9110 (others count as `other`), and the
@@ -74,6 +75,8 @@ struct Inner {
     pub(crate) slow_disconnects: Counter,
     /// Requests shed.
     pub(crate) shed: Counter,
+    /// Connections closed at once for being over the limit.
+    pub(crate) connections_refused: Counter,
 }
 
 impl std::fmt::Debug for GatewayMetrics {
@@ -108,6 +111,7 @@ impl GatewayMetrics {
             events_dropped: counter("enoki_gateway_events_dropped_total"),
             slow_disconnects: counter("enoki_gateway_slow_clients_disconnected_total"),
             shed: counter("enoki_gateway_requests_shed_total"),
+            connections_refused: counter("enoki_gateway_connections_refused_total"),
             hasher: std::hash::RandomState::new(),
             http: RwLock::default(),
             rpc: RwLock::default(),
@@ -211,5 +215,10 @@ impl GatewayMetrics {
     /// A request was shed.
     pub fn request_shed(&self) {
         self.0.shed.increment(1);
+    }
+
+    /// A connection was closed for being over `GATEWAY.max_connections`.
+    pub fn connection_refused(&self) {
+        self.0.connections_refused.increment(1);
     }
 }

@@ -40,8 +40,7 @@ use super::rpc::context_data;
 use super::state::GatewayState;
 use crate::config::{MAX_CLIENT_SECONDS, positive_seconds};
 
-/// Calls one connection may have in flight.
-const MAX_CALLS_IN_FLIGHT: usize = 64;
+use super::limits::{MAX_CALLS_IN_FLIGHT, MAX_MESSAGE_SIZE, SEND_TIMEOUT};
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -86,7 +85,8 @@ pub(crate) async fn handler(
     ws.read_buffer_size(2048)
         .write_buffer_size(8 * 1024)
         .max_write_buffer_size(4 * 1024 * 1024)
-        .max_message_size(1024 * 1024)
+        .max_message_size(MAX_MESSAGE_SIZE)
+        .max_frame_size(MAX_MESSAGE_SIZE)
         .on_upgrade(move |socket| session(state, socket, user, context))
         .into_response()
 }
@@ -126,15 +126,22 @@ async fn session(
                 if !alive {
                     break Some((1008, "too slow: the event queue overflowed"));
                 }
-                let mut failed = false;
-                for text in batch.drain(..) {
-                    if sink.feed(Message::Text(text)).await.is_err() {
-                        failed = true;
-                        break;
+                // A client that stops reading fills its TCP window; after
+                // SEND_TIMEOUT without progress it is disconnected, so it
+                // holds neither this task nor a graceful shutdown.
+                let send = async {
+                    for text in batch.drain(..) {
+                        sink.feed(Message::Text(text)).await?;
                     }
-                }
-                if failed || sink.flush().await.is_err() {
-                    break None;
+                    sink.flush().await
+                };
+                match tokio::time::timeout(SEND_TIMEOUT, send).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break None,
+                    Err(_) => {
+                        tracing::info!("a WebSocket client stopped reading; disconnected");
+                        break None;
+                    }
                 }
             }
             message = stream.next() => match message {
