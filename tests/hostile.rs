@@ -614,3 +614,141 @@ async fn connections_beyond_the_limit_are_closed_at_once() {
     }
     gw.stop().await;
 }
+
+// ===== frames and bodies nobody would send =====
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_broken_and_deep_frames_end_cleanly() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let gw = Gw::start("").await;
+    let addr = gw.serve().await;
+    let mut probe = ws_connect(addr, "").await;
+
+    // 8 MiB in one message: the connection is closed, nothing else.
+    let mut big = ws_connect(addr, "").await;
+    let _ = big.send(Message::text("x".repeat(8 * 1024 * 1024))).await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match big.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "an 8 MiB message did not end the connection");
+
+    // Invalid UTF-8 in a text frame: the connection ends, the gateway lives.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = [0u8; 1024];
+    let n = stream.read(&mut head).await.unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 101"));
+    // A masked text frame of two bytes that are not UTF-8.
+    stream
+        .write_all(&[0x81, 0x82, 1, 2, 3, 4, 0xff ^ 1, 0xfe ^ 2])
+        .await
+        .unwrap();
+    assert!(closed_within(&mut stream, Duration::from_secs(10)).await);
+
+    // JSON nested 100,000 deep: an error frame, then business as usual.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    probe.send(Message::text(deep.clone())).await.unwrap();
+    let err = ws_next_of(&mut probe, "error").await;
+    assert_eq!(err["error"]["type"], "MalformedFrame", "{err}");
+    ws_send(&mut probe, json!({"type": "ping", "id": 1})).await;
+    assert_eq!(ws_next_of(&mut probe, "pong").await["id"], 1);
+
+    // The same in a body: 400.
+    let request = axum::http::Request::post("/rpc/greeter/hello")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(deep))
+        .unwrap();
+    let (status, _, body) = gw.request(request).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["type"], "MalformedRequest");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_ends_times_out() {
+    let gw = Gw::start("request_timeout: 1").await;
+    let addr = gw.serve().await;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /rpc/greeter/hello HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 1000\r\n\r\n{\"args\": [",
+        )
+        .await
+        .unwrap();
+    let mut response = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut response))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response[..n]);
+    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+    assert!(text.contains("RequestTimeout"), "{text}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_never_reads_holds_nothing_up() {
+    let gw = Gw::start("client_queue: 16").await;
+    let addr = gw.serve().await;
+    // The attacker subscribes and never reads again.
+    let mut idle = ws_connect(addr, "").await;
+    ws_send(
+        &mut idle,
+        json!({"type": "subscribe", "id": 1, "events": ["greeter.*"]}),
+    )
+    .await;
+    ws_next_of(&mut idle, "subscribed").await;
+    let mut probe = ws_connect(addr, "").await;
+    ws_send(
+        &mut probe,
+        json!({"type": "subscribe", "id": 1, "events": ["greeter.greeted"]}),
+    )
+    .await;
+    ws_next_of(&mut probe, "subscribed").await;
+    // A flood of 20,000 events of 1 KiB.
+    let payload = json!({ "name": "x".repeat(1024) }).to_string();
+    let bridge = gw.state.bridge().clone();
+    let flood = tokio::task::spawn_blocking(move || {
+        for _ in 0..20_000 {
+            bridge.fan_out("greeter", "greeted", payload.as_bytes());
+        }
+    });
+    // The probe keeps getting events while the flood runs; its own queue is
+    // bounded, so it may be told it lost some.
+    let mut seen = 0;
+    while seen < 100 {
+        let frame = ws_next(&mut probe).await;
+        match frame["type"].as_str() {
+            Some("event") => seen += 1,
+            Some("dropped") => {}
+            other => panic!("unexpected frame {other:?}: {frame}"),
+        }
+    }
+    flood.await.unwrap();
+    // And it still calls.
+    ws_send(
+        &mut probe,
+        json!({"type": "call", "id": 2, "service": "greeter", "method": "hello", "args": ["P"]}),
+    )
+    .await;
+    assert_eq!(
+        ws_next_of(&mut probe, "result").await["result"],
+        "Hello, P!"
+    );
+    drop(idle);
+    gw.stop().await;
+}
