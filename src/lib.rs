@@ -131,6 +131,24 @@ pub fn service<S: Service>() -> ServiceDef {
     ServiceDef::new::<S>()
 }
 
+/// Entry points for the fuzz targets in `fuzz/` (built with `--cfg
+/// fuzzing`): decoders that are internal otherwise. Not public API.
+#[cfg(all(fuzzing, feature = "amqp"))]
+#[doc(hidden)]
+pub mod __fuzz {
+    /// An AMQP headers table as enoki reads it.
+    pub fn headers_from_table(table: &lapin::types::FieldTable) -> crate::message::Headers {
+        crate::transport::amqp::codec::from_table(table)
+    }
+
+    /// Headers as an AMQP table, as enoki writes them.
+    pub fn table_from_headers(
+        headers: &crate::message::Headers,
+    ) -> crate::Result<lapin::types::FieldTable> {
+        crate::transport::amqp::codec::to_table(headers)
+    }
+}
+
 /// What generated code refers to. Not public API.
 #[doc(hidden)]
 pub mod __private {

@@ -42,6 +42,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod paths;
+pub mod protocol;
 pub mod routes;
 pub mod rpc;
 pub mod serve;

@@ -29,49 +29,18 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
-use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::auth::Identity;
 use super::bridge::{ClientQueue, EventPattern};
 use super::error::ApiError;
 use super::paths;
+use super::protocol::ClientFrame;
 use super::rpc::context_data;
 use super::state::GatewayState;
 use crate::config::{MAX_CLIENT_SECONDS, positive_seconds};
 
 use super::limits::{MAX_CALLS_IN_FLIGHT, MAX_MESSAGE_SIZE, SEND_TIMEOUT};
-
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum ClientFrame {
-    Subscribe {
-        #[serde(default)]
-        id: Value,
-        events: Vec<String>,
-    },
-    Unsubscribe {
-        #[serde(default)]
-        id: Value,
-        events: Vec<String>,
-    },
-    Call {
-        #[serde(default)]
-        id: Value,
-        service: String,
-        method: String,
-        #[serde(default)]
-        args: Value,
-        #[serde(default)]
-        kwargs: Option<Map<String, Value>>,
-        #[serde(default)]
-        timeout: Option<f64>,
-    },
-    Ping {
-        #[serde(default)]
-        id: Value,
-    },
-}
 
 /// The upgrade handler.
 pub(crate) async fn handler(
@@ -216,20 +185,12 @@ async fn on_frame(
     context: &Map<String, Value>,
     text: &str,
 ) {
-    let parsed: ClientFrame = match serde_json::from_str(text) {
+    let parsed = match ClientFrame::parse(text) {
         Ok(f) => f,
         Err(err) => {
-            let id = serde_json::from_str::<Value>(text)
-                .ok()
-                .and_then(|v| v.get("id").cloned())
-                .unwrap_or(Value::Null);
             client.push_control(error_frame(
-                &id,
-                &ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "MalformedFrame",
-                    format!("{err} (see /PROTOCOL.md)"),
-                ),
+                &err.id,
+                &ApiError::new(StatusCode::BAD_REQUEST, "MalformedFrame", err.message),
             ));
             return;
         }

@@ -79,7 +79,7 @@ use super::{ConsumeOptions, Consumer, ExchangeSpec, PublishOptions, QueueSpec, T
 use crate::error::{Error, Result};
 use crate::message::Message;
 
-mod codec;
+pub(crate) mod codec;
 mod consumer;
 mod failure;
 mod link;
