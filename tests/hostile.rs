@@ -2,6 +2,7 @@
 //! past its auth rules, and the bounds that keep it up. Each defect has its
 //! regression test here.
 
+mod common;
 #[path = "gateway/support.rs"]
 mod support;
 
@@ -751,4 +752,112 @@ async fn a_subscriber_that_never_reads_holds_nothing_up() {
     );
     drop(idle);
     gw.stop().await;
+}
+
+// ===== the same on RabbitMQ, where a made-up exchange would be durable =====
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_rabbitmq_made_up_names_declare_nothing_and_timeouts_are_checked() {
+    use enoki::gateway::{GatewayArgs, cli::run_until};
+    let Some(vhost) = common::amqp::TestVhost::create() else {
+        return;
+    };
+    let settings = enoki::Settings::from_map(
+        json!({ "AMQP_URI": vhost.uri })
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let args = GatewayArgs {
+        listen: "127.0.0.1:0".into(),
+        embed: vec!["greeter".into()],
+        ..Default::default()
+    };
+    let server = tokio::spawn(run_until(
+        args,
+        settings,
+        support::services(),
+        async move {
+            let _ = stop_rx.await;
+        },
+        move |addr| {
+            let _ = addr_tx.send(addr);
+        },
+    ));
+    let addr = addr_rx.await.unwrap();
+    let exchanges = || vhost_exchanges(&vhost.name);
+    let before = exchanges();
+
+    let mut ws = ws_connect(addr, "").await;
+    for (id, name) in (0..50).map(|n| (n, format!("made-up-{n}"))) {
+        ws_send(
+            &mut ws,
+            json!({"type": "subscribe", "id": id, "events": [format!("{name}.x")]}),
+        )
+        .await;
+        let err = ws_next_of(&mut ws, "error").await;
+        assert_eq!(err["error"]["type"], "UnknownService", "{err}");
+    }
+    let (status, _) = raw_http(addr, "GET", "/events?subscribe=also-made-up.y", "none").await;
+    assert_eq!(status, 404);
+    // The embedded greeter's events are fine, and nothing new exists.
+    ws_send(
+        &mut ws,
+        json!({"type": "subscribe", "id": 99, "events": ["greeter.greeted"]}),
+    )
+    .await;
+    assert_eq!(ws_next_of(&mut ws, "subscribed").await["id"], 99);
+    let after = exchanges();
+    let made_up: Vec<&String> = after.iter().filter(|e| e.contains("made-up")).collect();
+    assert!(
+        made_up.is_empty(),
+        "declared for made-up names: {made_up:?}"
+    );
+    assert!(after.len() <= before.len() + 1, "{before:?} -> {after:?}");
+
+    // A huge pattern and a huge timeout: error frames, the session lives on.
+    ws_send(
+        &mut ws,
+        json!({"type": "subscribe", "id": 100, "events": [format!("greeter{}", ".#".repeat(50_000))]}),
+    )
+    .await;
+    assert_eq!(ws_next_of(&mut ws, "error").await["error"]["status"], 400);
+    ws_send(
+        &mut ws,
+        json!({"type": "call", "id": 101, "service": "greeter", "method": "hello",
+               "args": ["Ann"], "timeout": 1e20}),
+    )
+    .await;
+    assert_eq!(ws_next_of(&mut ws, "error").await["error"]["status"], 400);
+    ws_send(
+        &mut ws,
+        json!({"type": "call", "id": 102, "service": "greeter", "method": "hello", "args": ["Ann"]}),
+    )
+    .await;
+    assert_eq!(ws_next_of(&mut ws, "result").await["result"], "Hello, Ann!");
+    drop(ws);
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(30), server)
+        .await
+        .expect("the gateway stops")
+        .unwrap()
+        .unwrap();
+}
+
+/// The exchange names of a vhost.
+fn vhost_exchanges(vhost: &str) -> Vec<String> {
+    common::amqp::rabbitmqctl(&[
+        "list_exchanges",
+        "-q",
+        "--no-table-headers",
+        "-p",
+        vhost,
+        "name",
+    ])
+    .lines()
+    .map(|l| l.trim().to_owned())
+    .filter(|l| !l.is_empty())
+    .collect()
 }
