@@ -345,6 +345,9 @@ async fn ws_server() {
     let transport: Arc<dyn Transport> = MemoryTransport::new();
     let config = GatewayConfig {
         concurrency_limit: 100_000,
+        max_connections: 100_000,
+        // The bench publishes as `bench`, which no embedded service is.
+        event_sources: vec!["bench".into()],
         ..GatewayConfig::default()
     };
     let state = GatewayState::builder(transport.clone())
@@ -466,6 +469,10 @@ async fn ws_fanout() {
                     let _ = ready_tx.send(()).await;
                     continue;
                 }
+                assert!(
+                    !text.contains(r#""type":"error""#),
+                    "the gateway refused the subscription: {text}"
+                );
                 if let Some(at) = text.find(r#""t":"#) {
                     let digits: String = text[at + 4..]
                         .chars()
