@@ -38,6 +38,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 mod layers;
+mod leave;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;

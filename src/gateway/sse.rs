@@ -20,31 +20,15 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Identity;
-use super::bridge::{ClientQueue, EventBridge, EventPattern};
+use super::bridge::{ClientQueue, EventPattern};
 use super::error::ApiError;
+use super::leave::{Kind, Leave};
 use super::state::GatewayState;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct SseQuery {
     #[serde(default)]
     subscribe: String,
-}
-
-/// Unsubscribes a client when its stream is dropped.
-struct Leave {
-    bridge: EventBridge,
-    client: Arc<ClientQueue>,
-    metrics: super::metrics::GatewayMetrics,
-}
-
-impl Drop for Leave {
-    fn drop(&mut self) {
-        self.metrics.sse_clients(-1.0);
-        let (bridge, client) = (self.bridge.clone(), self.client.clone());
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move { bridge.remove(&client).await });
-        }
-    }
 }
 
 /// The SSE handler.
@@ -91,12 +75,7 @@ pub(crate) async fn handler(
     }
     let bridge = state.bridge();
     let client = state.event_client(identity.user());
-    state.metrics().sse_clients(1.0);
-    let leave = Leave {
-        bridge: bridge.clone(),
-        client: client.clone(),
-        metrics: state.metrics().clone(),
-    };
+    let leave = Leave::new(&state, &client, Kind::Sse);
     for p in &patterns {
         if let Err(err) = bridge.subscribe(&client, p).await {
             drop(leave);

@@ -34,6 +34,7 @@ use serde_json::{Map, Value, json};
 use super::auth::Identity;
 use super::bridge::{ClientQueue, EventPattern};
 use super::error::ApiError;
+use super::leave::{Kind, Leave};
 use super::paths;
 use super::protocol::ClientFrame;
 use super::rpc::context_data;
@@ -81,7 +82,7 @@ async fn session(
     let client = state.event_client(user.as_deref());
     // Whatever ends the session (the client, the gateway, a panic), its
     // subscriptions and its count in the gauge go with it.
-    let _leave = Leave::new(&state, &client);
+    let _leave = Leave::new(&state, &client, Kind::WebSocket);
     client.push_control(frame(
         &json!({ "type": "welcome", "protocol": 1, "user_id": user }),
     ));
@@ -135,35 +136,6 @@ async fn session(
             }))),
         )
         .await;
-    }
-}
-
-/// Removes a session's client from the bridge and the gauge when the
-/// session ends, however it ends.
-struct Leave {
-    bridge: super::bridge::EventBridge,
-    client: Arc<ClientQueue>,
-    metrics: super::metrics::GatewayMetrics,
-}
-
-impl Leave {
-    fn new(state: &GatewayState, client: &Arc<ClientQueue>) -> Self {
-        state.metrics().ws_clients(1.0);
-        Leave {
-            bridge: state.bridge().clone(),
-            client: client.clone(),
-            metrics: state.metrics().clone(),
-        }
-    }
-}
-
-impl Drop for Leave {
-    fn drop(&mut self) {
-        self.metrics.ws_clients(-1.0);
-        let (bridge, client) = (self.bridge.clone(), self.client.clone());
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move { bridge.remove(&client).await });
-        }
     }
 }
 
