@@ -300,3 +300,30 @@ async fn pipelined_publishing_throughput() {
         t.close().await;
     }
 }
+
+#[tokio::test]
+async fn reply_queues_consume_with_a_bounded_prefetch() {
+    let Some((vhost, t)) = setup().await else {
+        return;
+    };
+    let rpc = enoki::ClusterRpc::connect(t.clone(), &enoki::Settings::new())
+        .await
+        .unwrap();
+    let consumers = rabbitmqctl(&[
+        "list_consumers",
+        "-q",
+        "--no-table-headers",
+        "-p",
+        &vhost.name,
+        "queue_name",
+        "prefetch_count",
+    ]);
+    let line = consumers
+        .lines()
+        .find(|l| l.starts_with(rpc.reply_queue()))
+        .unwrap_or_else(|| panic!("no consumer on the reply queue: {consumers}"));
+    let prefetch: u16 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_eq!(prefetch, enoki::client::REPLY_PREFETCH, "{line}");
+    rpc.close().await;
+    t.close().await;
+}

@@ -230,3 +230,38 @@ impl GatewayConfig {
             .unwrap_or(Duration::from_secs(15))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_must_be_sane_seconds() {
+        for yaml in [
+            "request_timeout: 1e20",
+            "request_timeout: .nan",
+            "header_timeout: -1",
+            "rpc_timeout: 0",
+            "sse_keepalive: .inf",
+            "rpc_timeout: 86401",
+        ] {
+            let config: GatewayConfig = serde_yaml_ng::from_str(yaml).unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            let key = yaml.split(':').next().unwrap();
+            assert!(
+                err.contains(&format!("GATEWAY.{key}")) && err.contains("at most 86400"),
+                "{yaml}: {err}"
+            );
+            // The getters never panic, even on a config that was not checked.
+            let _ = (
+                config.request_timeout(),
+                config.header_timeout(),
+                config.rpc_timeout(),
+                config.sse_keepalive(),
+            );
+        }
+        let ok: GatewayConfig = serde_yaml_ng::from_str("rpc_timeout: 2.5").unwrap();
+        ok.validate().unwrap();
+        assert_eq!(ok.rpc_timeout(), Duration::from_millis(2500));
+    }
+}
