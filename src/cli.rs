@@ -236,6 +236,8 @@ impl Command {
 pub struct App {
     services: Vec<ServiceDef>,
     config_keys: Vec<String>,
+    #[cfg(feature = "gateway")]
+    routes: Vec<crate::gateway::BuiltinRoutes>,
 }
 
 impl App {
@@ -244,7 +246,41 @@ impl App {
         App {
             services: services.into_iter().collect(),
             config_keys: Vec::new(),
+            #[cfg(feature = "gateway")]
+            routes: Vec::new(),
         }
+    }
+
+    /// Builds route file text into the binary (the format of
+    /// `routes/README.md`): the gateway serves it when started without
+    /// `--routes` where there is no `./routes` directory, so the binary
+    /// serves its routes from anywhere (after `cargo install`, in a
+    /// container). `name` is what the logs and errors call it.
+    ///
+    /// ```no_run
+    /// # use enoki::prelude::*;
+    /// # #[derive(Dependencies)] struct Greeter;
+    /// # #[service(name = "greeter")] impl Greeter {
+    /// #     #[rpc] async fn hello(&self, name: String) -> Result<String, RemoteError> { Ok(name) }
+    /// # }
+    /// # async fn main_() -> std::process::ExitCode {
+    /// enoki::cli::App::new([enoki::service::<Greeter>()])
+    ///     .routes(
+    ///         "built-in hello.yaml",
+    ///         "routes:\n  - { method: GET, path: /hello/{name}, rpc: greeter.hello }\n",
+    ///     )
+    ///     .main()
+    ///     .await
+    /// # }
+    /// ```
+    #[cfg(feature = "gateway")]
+    #[must_use]
+    pub fn routes(mut self, name: impl Into<String>, yaml: impl Into<String>) -> Self {
+        self.routes.push(crate::gateway::BuiltinRoutes {
+            name: name.into(),
+            yaml: yaml.into(),
+        });
+        self
     }
 
     /// Accepts these top-level keys in config files and `--define`, for
@@ -329,6 +365,8 @@ async fn run(cli: Cli, app: App) -> Result<ExitCode> {
     let App {
         services,
         config_keys,
+        #[cfg(feature = "gateway")]
+        routes,
     } = app;
     let extra_keys: Vec<&str> = config_keys.iter().map(String::as_str).collect();
     let env_uri = std::env::var("AMQP_URI").ok();
@@ -339,7 +377,10 @@ async fn run(cli: Cli, app: App) -> Result<ExitCode> {
     };
     match command {
         #[cfg(feature = "gateway")]
-        Command::Gateway(args) => gateway(args, settings, services).await,
+        Command::Gateway(mut args) => {
+            args.builtin_routes.extend(routes);
+            gateway(args, settings, services).await
+        }
         Command::ShowConfig(args) => show_config(&args, &settings),
         Command::Run(args) => run_services(&settings, services, &args.services).await,
         Command::Call(args) => call(args, &settings, services).await,

@@ -18,11 +18,17 @@ mod manual_service;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    enoki::cli::main([
+    enoki::cli::App::new([
         enoki::service::<greeter::Greeter>(),
         enoki::service::<listener::Listener>(),
         enoki::service::<clock::Clock>(),
         enoki::service::<manual_service::ManualService>(),
     ])
+    // Served from anywhere: outside the checkout there is no ./routes.
+    .routes(
+        "built-in routes/examples.yaml",
+        include_str!("../routes/examples.yaml"),
+    )
+    .main()
     .await
 }

@@ -541,12 +541,10 @@ fn run_call_dispatch_on_rabbitmq() {
 
 // ===== the gateway, the default command =====
 
-/// Plain `enoki --listen ADDR` runs the gateway with the example services
-/// embedded, prints the URL to open, serves `GET /hello/{name}`, and stops
-/// gracefully (exit 0) on SIGTERM.
-#[test]
-fn plain_enoki_runs_the_gateway_embedded() {
-    use std::io::{BufRead, BufReader, Read, Write};
+/// Plain `enoki --listen ADDR`, started in `cwd` with its stderr in `log`:
+/// waits for the URL line on stdout.
+fn start_gateway(cwd: &Path, log: &Path, extra: &[&str]) -> (Child, String) {
+    use std::io::{BufRead, BufReader};
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -554,10 +552,12 @@ fn plain_enoki_runs_the_gateway_embedded() {
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let mut child = command(&["--listen", &listen], &[])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+    let mut args = vec!["--listen", listen.as_str()];
+    args.extend_from_slice(extra);
+    let mut child = command(&args, &[])
+        .current_dir(cwd)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -566,18 +566,26 @@ fn plain_enoki_runs_the_gateway_embedded() {
         first,
         format!("enoki gateway: listening on http://{listen}/")
     );
+    (child, listen)
+}
 
-    let mut stream = std::net::TcpStream::connect(&listen).unwrap();
+/// One HTTP/1.1 request, the whole response as text.
+fn http(listen: &str, method: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+
+    let mut stream = std::net::TcpStream::connect(listen).unwrap();
     write!(
         stream,
-        "GET /hello/Ann HTTP/1.1\r\nHost: {listen}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {listen}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(response.ends_with("\"Hello, Ann!\""), "{response}");
+    response
+}
 
+/// SIGTERM, then the exit status (within 10 s).
+fn terminate(mut child: Child) -> std::process::ExitStatus {
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -587,15 +595,75 @@ fn plain_enoki_runs_the_gateway_embedded() {
             .success()
     );
     let start = Instant::now();
-    let status = loop {
+    loop {
         if let Some(status) = child.try_wait().unwrap() {
-            break status;
+            return status;
         }
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "gateway did not stop on SIGTERM"
         );
         std::thread::sleep(Duration::from_millis(50));
-    };
+    }
+}
+
+/// Plain `enoki --listen ADDR` runs the gateway with the example services
+/// embedded, prints the URL to open, serves `GET /hello/{name}` from the
+/// checkout's `routes/` (and says so), and stops gracefully (exit 0) on
+/// SIGTERM.
+#[test]
+fn plain_enoki_runs_the_gateway_embedded() {
+    let log = std::env::temp_dir().join(format!("enoki-cli-gw-{}.log", std::process::id()));
+    let (child, listen) = start_gateway(Path::new(env!("CARGO_MANIFEST_DIR")), &log, &[]);
+    let response = http(&listen, "GET", "/hello/Ann");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("\"Hello, Ann!\""), "{response}");
+    let status = terminate(child);
     assert!(status.success(), "{status:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let loaded = text
+        .lines()
+        .find(|line| line.contains("loaded route files"))
+        .unwrap_or_else(|| panic!("no route log line in:\n{text}"));
+    assert!(loaded.contains("routes/examples.yaml"), "{loaded}");
+    let _ = std::fs::remove_file(&log);
+}
+
+/// Started outside the checkout (no `./routes`), `enoki` serves the
+/// example routes built into the binary and logs that it does; a
+/// `--routes DIR` that does not exist stops start-up with one line.
+#[test]
+fn enoki_serves_the_built_in_routes_from_anywhere() {
+    let dir = std::env::temp_dir().join(format!("enoki-cli-anywhere-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("stderr.log");
+    let (child, listen) = start_gateway(&dir, &log, &[]);
+    let hello = http(&listen, "GET", "/hello/Ann");
+    assert!(hello.starts_with("HTTP/1.1 200"), "{hello}");
+    assert!(hello.ends_with("\"Hello, Ann!\""), "{hello}");
+    let add = http(&listen, "GET", "/add/2/3");
+    assert!(add.starts_with("HTTP/1.1 200"), "{add}");
+    assert!(add.ends_with("5"), "{add}");
+    // The built-in page is served too.
+    let page = http(&listen, "GET", "/");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let status = terminate(child);
+    assert!(status.success(), "{status:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .find(|line| line.contains("serving the built-in routes"))
+        .unwrap_or_else(|| panic!("no built-in routes log line in:\n{text}"));
+    assert!(line.contains("built-in routes/examples.yaml"), "{line}");
+
+    let missing = dir.join("no-such-routes");
+    let out = command(
+        &["--routes", path(&missing), "--listen", "127.0.0.1:0"],
+        &[],
+    )
+    .current_dir(&dir)
+    .output()
+    .unwrap();
+    assert_one_line_error(&out, &["--routes", "no such directory"]);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -108,7 +108,7 @@ async fn route_files_with_errors_name_file_line_and_problem() {
     std::fs::write(dir.join("bad.yaml"), "routes: [").unwrap();
     let args = GatewayArgs {
         listen: "127.0.0.1:0".into(),
-        routes: dir.clone(),
+        routes: Some(dir.clone()),
         ..Default::default()
     };
     let err = run_until(args, Settings::new(), vec![], async {}, |_| {})
@@ -810,9 +810,9 @@ async fn run_embeds_services_and_shuts_down_gracefully() {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let args = GatewayArgs {
         listen: "127.0.0.1:0".into(),
-        routes: routes_dir(),
+        routes: Some(routes_dir()),
         static_dir: "no-such-dir".into(),
-        embed: vec![],
+        ..Default::default()
     };
     let server = tokio::spawn(run_until(
         args,

@@ -101,7 +101,7 @@ async fn gateway_fronts_a_python_nameko_service() {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let args = GatewayArgs {
         listen: "127.0.0.1:0".into(),
-        routes: routes.clone(),
+        routes: Some(routes.clone()),
         ..Default::default()
     };
     let server = tokio::spawn(run_until(

@@ -13,7 +13,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{GatewayState, ServiceInfo, router};
+use super::routes::BuiltinRoutes;
+use super::{GatewayState, RouteTable, ServiceInfo, router};
 use crate::config::Settings;
 use crate::container::ServiceDef;
 use crate::error::{Error, Result};
@@ -25,24 +26,30 @@ pub struct GatewayArgs {
     /// The address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
     pub listen: String,
-    /// The directory of route files (`*.yaml`).
-    #[arg(long, value_name = "DIR", default_value = "routes")]
-    pub routes: PathBuf,
+    /// The directory of route files (`*.yaml`); it must exist. Without it,
+    /// `./routes` when there is one, else the binary's built-in routes.
+    #[arg(long, value_name = "DIR")]
+    pub routes: Option<PathBuf>,
     /// The directory served at `/` (the built-in page when missing).
     #[arg(long = "static", value_name = "DIR", default_value = "static")]
     pub static_dir: PathBuf,
     /// With a broker: services to run in this process too.
     #[arg(long, value_name = "SERVICE,...", value_delimiter = ',')]
     pub embed: Vec<String>,
+    /// The routes served when `routes` is `None` and there is no `./routes`
+    /// directory (set by [`crate::cli::App::routes`]; not a flag).
+    #[arg(skip)]
+    pub builtin_routes: Vec<BuiltinRoutes>,
 }
 
 impl Default for GatewayArgs {
     fn default() -> Self {
         GatewayArgs {
             listen: "127.0.0.1:8000".into(),
-            routes: PathBuf::from("routes"),
+            routes: None,
             static_dir: PathBuf::from("static"),
             embed: Vec::new(),
+            builtin_routes: Vec::new(),
         }
     }
 }
@@ -68,7 +75,7 @@ pub async fn run_until(
     signal: impl std::future::Future<Output = ()> + Send + 'static,
     on_listen: impl FnOnce(SocketAddr),
 ) -> Result<()> {
-    let routes = super::RouteTable::load_dir(&args.routes)?;
+    let routes = load_routes(&args)?;
     let transport = crate::transport::connect(&settings).await?;
     let embedded: Vec<ServiceDef> = match settings.amqp_uri() {
         None => services,
@@ -138,4 +145,50 @@ pub async fn run_until(
     transport.close().await;
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// The routes to serve: `--routes DIR` (which must exist), else `./routes`
+/// when it is a directory, else the built-in routes. Logs which.
+pub fn load_routes(args: &GatewayArgs) -> Result<RouteTable> {
+    let default_dir = std::path::Path::new("routes");
+    let dir = match &args.routes {
+        Some(dir) if !dir.is_dir() => {
+            return Err(Error::Config(format!(
+                "--routes {}: no such directory",
+                dir.display()
+            )));
+        }
+        Some(dir) => Some(dir.as_path()),
+        None if default_dir.is_dir() => Some(default_dir),
+        None => None,
+    };
+    let table = match dir {
+        Some(dir) => RouteTable::load_dir(dir)?,
+        None => {
+            let mut table = RouteTable::default();
+            for builtin in &args.builtin_routes {
+                table.add_yaml(&builtin.yaml, &builtin.name)?;
+            }
+            table
+        }
+    };
+    let files = if table.files.is_empty() {
+        "none".to_owned()
+    } else {
+        table.files.join(", ")
+    };
+    match dir {
+        Some(dir) => tracing::info!(
+            dir = %dir.display(),
+            %files,
+            routes = table.routes.len(),
+            "loaded route files"
+        ),
+        None => tracing::info!(
+            %files,
+            routes = table.routes.len(),
+            "no routes directory: serving the built-in routes"
+        ),
+    }
+    Ok(table)
 }

@@ -64,7 +64,7 @@ pub use self::cli::{GatewayArgs, run};
 pub use self::config::{GatewayConfig, SlowClient};
 pub use self::error::ApiError;
 pub use self::metrics::GatewayMetrics;
-pub use self::routes::{Route, RouteTable};
+pub use self::routes::{BuiltinRoutes, Route, RouteTable};
 pub use self::state::{GatewayBuilder, GatewayState, ServiceInfo};
 
 /// The gateway's axum app.

@@ -39,6 +39,20 @@ pub const RESERVED_PATHS: &[&str] = super::paths::RESERVED;
 pub struct RouteTable {
     /// The routes, in file order (files sorted by name).
     pub routes: Vec<Route>,
+    /// The sources read, in order (file paths, or the name of built-in
+    /// route text), for the start-up log.
+    pub files: Vec<String>,
+}
+
+/// Route file text built into a binary (with `include_str!`), served when
+/// no routes directory is given or found: see [`crate::cli::App::routes`].
+#[derive(Debug, Clone)]
+pub struct BuiltinRoutes {
+    /// What the start-up log and error messages call it, e.g.
+    /// `built-in routes/examples.yaml`.
+    pub name: String,
+    /// The YAML text, in the format of `routes/README.md`.
+    pub yaml: String,
 }
 
 /// One route: method + path → `service.method`.
@@ -296,6 +310,7 @@ impl RouteTable {
                 None => Error::Config(format!("{source}: {err}")),
             })?
         };
+        self.files.push(source.to_owned());
         let items = item_lines(text);
         for (index, raw) in file.routes.into_iter().enumerate() {
             let item = items.get(index).copied();
