@@ -43,7 +43,10 @@
 //!   `RpcTimeout: ...` (no reply in time; default `RPC_TIMEOUT`, else 30 s);
 //! - `dispatch SERVICE EVENT_TYPE PAYLOAD_JSON`: dispatches an event as
 //!   `SERVICE`;
-//! - `show-config`: prints the resolved configuration as YAML.
+//! - `show-config`: prints the resolved configuration as YAML;
+//! - `shell [--embed [SERVICE,…]]`: the interactive shell
+//!   ([`crate::shell`]): `rpc.greeter.hello("Ann")`; from a pipe, one
+//!   expression a line, one JSON result a line.
 //!
 //! With no broker configured, everything runs in this process on the
 //! embedded transport: `call` and `dispatch` then start the services for
@@ -163,6 +166,20 @@ enum Command {
     /// Print the resolved configuration as YAML.
     #[command(after_help = PRECEDENCE_HELP)]
     ShowConfig(ShowConfigArgs),
+    /// An interactive shell: rpc.greeter.hello("Ann"), dispatch(...),
+    /// context(...), timeout(...); one expression a line from a pipe.
+    #[command(after_help = PRECEDENCE_HELP)]
+    Shell(ShellArgs),
+}
+
+/// `enoki shell`.
+#[derive(Debug, Args, Clone, Default)]
+struct ShellArgs {
+    /// Run services in this process: `--embed` alone runs every service on
+    /// the embedded broker (even with AMQP_URI set); `--embed a,b` runs
+    /// those, on the broker when there is one.
+    #[arg(long, value_name = "SERVICE,...", value_delimiter = ',', num_args = 0..)]
+    embed: Option<Vec<String>>,
 }
 
 /// `enoki run`.
@@ -222,7 +239,7 @@ impl Command {
             Command::Run(_) => "info,lapin=off",
             #[cfg(feature = "gateway")]
             Command::Gateway(_) => "info,lapin=off",
-            Command::Call(_) => {
+            Command::Call(_) | Command::Shell(_) => {
                 "warn,lapin=off,enoki::container=off,enoki::entrypoint=off,enoki::worker=off"
             }
             _ => "warn,lapin=off",
@@ -385,6 +402,7 @@ async fn run(cli: Cli, app: App) -> Result<ExitCode> {
         Command::Run(args) => run_services(&settings, services, &args.services).await,
         Command::Call(args) => call(args, &settings, services).await,
         Command::Dispatch(args) => dispatch(args, &settings, services).await,
+        Command::Shell(args) => shell(args, &settings, services).await,
     }
 }
 
@@ -520,6 +538,43 @@ async fn dispatch(
     transport.close().await;
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `shell`: the interactive shell (see [`crate::shell`]).
+async fn shell(
+    args: ShellArgs,
+    settings: &Settings,
+    services: Vec<ServiceDef>,
+) -> Result<ExitCode> {
+    let (transport, runner) = match args.embed {
+        None => embed(settings, services).await?,
+        Some(names) => {
+            let transport: Arc<dyn Transport> = if names.is_empty() {
+                transport::MemoryTransport::new()
+            } else {
+                transport::connect(settings).await?
+            };
+            let mut runner = ServiceRunner::new(transport.clone(), settings.clone());
+            for def in select(services, &names)? {
+                runner.add(def);
+            }
+            runner.start().await?;
+            (transport, Some(runner))
+        }
+    };
+    let shell = async {
+        let mut shell = crate::shell::Shell::connect(transport.clone(), settings).await?;
+        if let Some(runner) = &runner {
+            shell.know(runner.service_names());
+        }
+        Ok::<_, Error>(shell.run().await)
+    }
+    .await;
+    if let Some(runner) = runner {
+        runner.stop().await;
+    }
+    transport.close().await;
+    shell
 }
 
 /// `run`: the selected services until Ctrl-C or SIGTERM.

@@ -29,6 +29,7 @@ use crate::config::Settings;
 use crate::container_ctx::ContainerCtx;
 use crate::context::{ContextData, WorkerCtx};
 use crate::dependency::{DependencyProvider, ProviderSet};
+use crate::describe::ServiceDescription;
 use crate::entrypoint::event::EventEntrypoint;
 use crate::entrypoint::rpc::RpcEntrypoint;
 use crate::entrypoint::timer::TimerEntrypoint;
@@ -135,7 +136,8 @@ impl ServiceDef {
             .map(|e| e.method)
             .collect();
         if !rpc.is_empty() {
-            out.push(Box::new(RpcEntrypoint::new(rpc)));
+            let description = ServiceDescription::of(self.name, &self.entrypoints);
+            out.push(Box::new(RpcEntrypoint::new(rpc).describing(description)));
         }
         for spec in &self.entrypoints {
             match &spec.kind {

@@ -61,7 +61,9 @@
 //! | exceptions, `serialize(exc)` | [`Error`], [`RemoteError`] | [`error`] |
 //! | `nameko run` handling SIGTERM | [`shutdown_signal`](shutdown::shutdown_signal) | [`shutdown`] |
 //! | `nameko.testing` | `worker_factory`, `entrypoint_hook`, … | `testing` (feature `testing`) |
+//! | (nameko has none) | a service's description of its entrypoints, `__describe__` | [`describe`] |
 //! | `nameko run / show-config` | the `enoki` command line | `cli` (feature `cli`) |
+//! | `nameko shell`, `n.rpc` | `enoki shell`: `rpc.greeter.hello("Ann")` | `shell` (feature `cli`) |
 //! | `@http` + a web gateway | routes → RPC, events → browsers | `gateway` (feature `gateway`) |
 //! | | `use enoki::prelude::*` | [`prelude`] |
 //!
@@ -82,6 +84,7 @@ pub mod container;
 pub mod container_ctx;
 pub mod context;
 pub mod dependency;
+pub mod describe;
 pub mod entrypoint;
 pub mod error;
 pub mod message;
@@ -98,6 +101,8 @@ pub mod worker;
 pub mod cli;
 #[cfg(feature = "gateway")]
 pub mod gateway;
+#[cfg(feature = "cli")]
+pub mod shell;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -9,22 +9,30 @@
 //! `nameko.call_id_stack` header is `MalformedRequest`. A request without
 //! `reply_to` cannot be answered: it is logged and acked. Every request is
 //! acked only after its reply is published.
+//!
+//! The reserved method [`DESCRIBE_METHOD`] (when the service has no method
+//! of that name) is answered at once with the service's
+//! [`ServiceDescription`], without a worker.
 
 use super::{Entrypoint, consume_options, next_delivery, settle};
 use crate::container_ctx::ContainerCtx;
 use crate::context::ContextData;
+use crate::describe::{DESCRIBE_METHOD, ServiceDescription};
 use crate::error::{RemoteError, Result};
 use crate::message::{CONTENT_TYPE_JSON, Message, encode_reply};
 use crate::names;
 use crate::outcome::Outcome;
 use crate::transport::{Delivery, ExchangeSpec, PublishOptions, QueueSpec};
 use crate::worker::{WorkerPool, WorkerSlot};
+use serde_json::value::RawValue;
 
 /// The RPC entrypoint of one container: serves every `#[rpc]` method.
 #[derive(Debug)]
 pub struct RpcEntrypoint {
     methods: Vec<&'static str>,
     queue: String,
+    description: Option<ServiceDescription>,
+    described: Option<std::sync::Arc<RawValue>>,
 }
 
 impl RpcEntrypoint {
@@ -33,7 +41,17 @@ impl RpcEntrypoint {
         RpcEntrypoint {
             methods,
             queue: String::new(),
+            description: None,
+            described: None,
         }
+    }
+
+    /// Answers [`DESCRIBE_METHOD`] with `description` (by default, the
+    /// RPC methods of this entrypoint alone).
+    #[must_use]
+    pub fn describing(mut self, description: ServiceDescription) -> Self {
+        self.description = Some(description);
+        self
     }
 }
 
@@ -44,6 +62,15 @@ impl Entrypoint for RpcEntrypoint {
         let exchange = ctx.settings().rpc_exchange();
         let service = ctx.service_name();
         self.queue = names::rpc_queue(service);
+        let description = self.description.take().unwrap_or_else(|| {
+            let specs: Vec<_> = self
+                .methods
+                .iter()
+                .map(|m| crate::service::EntrypointSpec::rpc(m))
+                .collect();
+            ServiceDescription::of(service, &specs)
+        });
+        self.described = Some(serde_json::value::to_raw_value(&description)?.into());
         transport
             .declare_exchange(&ExchangeSpec::topic(exchange))
             .await?;
@@ -64,10 +91,12 @@ impl Entrypoint for RpcEntrypoint {
             .await?;
         let queue = self.queue.clone();
         let methods = self.methods.clone();
+        let described = self.described.clone();
         let pool = workers.clone();
         workers.spawn_managed(async move {
             while let Some(delivery) = next_delivery(&mut consumer, &pool, &queue).await {
-                if let Some(request) = Request::check(&pool, &methods, delivery).await {
+                let check = Request::check(&pool, &methods, described.as_deref(), delivery);
+                if let Some(request) = check.await {
                     // Dropping the request (when stopping) puts it back on the queue.
                     let Some(slot) = pool.slot().await else {
                         break;
@@ -92,6 +121,7 @@ impl Request {
     async fn check(
         pool: &WorkerPool,
         methods: &[&'static str],
+        described: Option<&RawValue>,
         delivery: Delivery,
     ) -> Option<Request> {
         let service = pool.service_name();
@@ -117,11 +147,18 @@ impl Request {
         } else {
             None
         };
-        let method = delivery
+        let called = delivery
             .routing_key
             .strip_prefix(service)
-            .and_then(|rest| rest.strip_prefix('.'))
-            .and_then(|method| methods.iter().copied().find(|m| *m == method));
+            .and_then(|rest| rest.strip_prefix('.'));
+        let method = called.and_then(|method| methods.iter().copied().find(|m| *m == method));
+        if let (None, None, Some(DESCRIBE_METHOD), Some(described)) =
+            (&rejected, method, called, described)
+        {
+            let outcome = Ok(described.to_owned());
+            reply_and_ack(pool.ctx(), delivery, &outcome).await;
+            return None;
+        }
         let context = ContextData::from_headers(&properties.headers);
         let error = match (rejected, method, context) {
             (Some(error), _, _) => error,
