@@ -413,6 +413,44 @@ async fn python_client_calls_enoki_service() {
 
 // ===== RPC: enoki calls Python =====
 
+/// `enoki shell` against a Python nameko service: calls and errors work,
+/// the service is completed by name once called, and asked what it offers
+/// it answers `MethodNotFound` to `__describe__`, so the shell says it
+/// cannot list its methods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_calls_python_service_and_completes_it_by_name() {
+    use enoki::shell::{Reply, Shell};
+
+    let Some(env) = Interop::setup().await else {
+        return;
+    };
+    let mut py = env.nameko("py", &["PyService"]);
+    let rpc = env.rpc(CALL_TIMEOUT).await;
+    wait_ready(&rpc, "pysvc", &mut [&mut py]).await;
+    let mut shell = Shell::connect(env.transport.clone(), &Settings::new())
+        .await
+        .unwrap();
+    assert_eq!(shell.complete("rpc.py", 6).await.1, Vec::<String>::new());
+    assert_eq!(
+        shell.eval("rpc.pysvc.add(2, b=3)").await.unwrap(),
+        Reply::Value(json!(5))
+    );
+    let err = shell.eval("rpc.pysvc.fail('it broke')").await.unwrap_err();
+    assert_eq!(err.to_string(), "PyError: it broke");
+    assert_eq!(shell.complete("rpc.py", 6).await.1, ["rpc.pysvc."]);
+    assert_eq!(
+        shell.complete("rpc.pysvc.", 10).await.1,
+        Vec::<String>::new()
+    );
+    let Reply::Value(described) = shell.eval("rpc.pysvc").await.unwrap() else {
+        panic!("rpc.pysvc is not a value");
+    };
+    assert_eq!(described["rpc"], Value::Null, "{described}");
+    assert_eq!(described["service"], "pysvc");
+    py.assert_alive();
+    env.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enoki_client_calls_python_service() {
     let Some(env) = Interop::setup().await else {
