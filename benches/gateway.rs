@@ -7,6 +7,10 @@
 //!    RabbitMQ (when reachable; a throwaway vhost), and the incumbent: a
 //!    Python nameko 2.14.1 `@http` entrypoint making the same RPC call
 //!    (`benches/nameko/http_gateway.py`, `ENOKI_PYTHON` or `scripts/venv`).
+//!    Then `GET /users/{id}` (the `users` example on SQLite, embedded)
+//!    against a bare axum + sqlx handler doing the same query on the same
+//!    database, in three interleaved rounds (A B A B A B): best, median and
+//!    worst of the ratio.
 //! 2. WebSocket fan-out: N clients (`ENOKI_BENCH_WS_CLIENTS`, default
 //!    10000) subscribed to one event; events published at a fixed rate on
 //!    the gateway's embedded broker; deliveries per second, p99 delivery
@@ -22,6 +26,9 @@
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/greeter.rs"]
 mod greeter;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/users.rs"]
+mod users;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -174,6 +181,8 @@ async fn http_benches() {
     runner.stop().await;
     transport.close().await;
 
+    users_bench().await;
+
     match amqp_vhost() {
         None => {
             println!("gateway http: /hello/{{name}} RabbitMQ    skipped (RabbitMQ not reachable)")
@@ -224,6 +233,95 @@ async fn http_benches() {
                 .args(["delete_vhost", &vhost])
                 .output();
         }
+    }
+}
+
+/// `GET /users/{id}`: the `users` service behind the embedded gateway
+/// against a bare axum + sqlx handler running the same query on the same
+/// SQLite file, interleaved.
+async fn users_bench() {
+    use sqlx::Row;
+
+    let file = std::env::temp_dir().join(format!("enoki-bench-users-{}.db", std::process::id()));
+    let uri = format!("sqlite://{}?mode=rwc", file.display());
+    let settings = Settings::new()
+        .with("max_workers", 64.into())
+        .with("DB_URIS", json!({ "users": uri }));
+    let transport: Arc<dyn Transport> = MemoryTransport::new();
+    let mut runner = ServiceRunner::new(transport.clone(), settings.clone());
+    runner.add(enoki::service::<users::Users>());
+    runner.start().await.unwrap();
+    let state = GatewayState::builder(transport.clone())
+        .config(GatewayConfig {
+            concurrency_limit: 4096,
+            ..GatewayConfig::default()
+        })
+        .routes(routes())
+        .build()
+        .await
+        .unwrap();
+    let rpc = ClusterRpc::connect(transport.clone(), &settings)
+        .await
+        .unwrap();
+    let ann = users::UsersClient::new(&rpc)
+        .create("ann".into(), Some("Ann".into()))
+        .await
+        .unwrap();
+    let gateway = serve(router(state.clone())).await;
+
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(64)
+        .connect(&uri)
+        .await
+        .unwrap();
+    let bare = Router::new().route(
+        "/users/{id}",
+        get(move |Path(id): Path<i64>| {
+            let pool = pool.clone();
+            async move {
+                let row = sqlx::query("SELECT id, username, name FROM users WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                axum::Json(json!({
+                    "id": row.get::<i64, _>("id"),
+                    "username": row.get::<String, _>("username"),
+                    "name": row.get::<String, _>("name"),
+                }))
+            }
+        }),
+    );
+    let bare = serve(bare).await;
+    let mut ratios = Vec::new();
+    for round in 1..=3 {
+        let a = wrk(&format!("http://{bare}/users/{}", ann.id))
+            .await
+            .expect("wrk runs");
+        let b = wrk(&format!("http://{gateway}/users/{}", ann.id))
+            .await
+            .expect("wrk runs");
+        println!(
+            "gateway http: round {round}: bare axum+sqlx /users/{{id}} {:>9.0} req/s  p99 {}; gateway (SQLite, embedded) {:>9.0} req/s  p99 {}  ({:.2}x)",
+            a.rps,
+            a.p99,
+            b.rps,
+            b.p99,
+            b.rps / a.rps
+        );
+        ratios.push(b.rps / a.rps);
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "gateway http: /users/{{id}} gateway / bare axum+sqlx: best {:.2}x, median {:.2}x, worst {:.2}x",
+        ratios[2], ratios[1], ratios[0]
+    );
+    state.close().await;
+    runner.stop().await;
+    transport.close().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
     }
 }
 

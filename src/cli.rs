@@ -25,7 +25,7 @@
 //! #[tokio::main]
 //! async fn main() -> std::process::ExitCode {
 //!     enoki::cli::App::new([enoki::service::<Greeter>()])
-//!         .config_keys(["DB_URIS"])
+//!         .config_keys(["STRIPE_KEY"])
 //!         .main()
 //!         .await
 //! }
@@ -95,10 +95,16 @@ use crate::transport::{self, Transport};
 const PRECEDENCE_HELP: &str = "\
 Configuration, lowest to highest precedence:
   1. --config FILE (nameko-style YAML, ${VAR:default} substitution)
-  2. the AMQP_URI environment variable (when set and not empty)
+  2. the AMQP_URI environment variable and the DB_URIS one (when set, not empty)
   3. --broker URI
   4. --define KEY=VALUE (so --define AMQP_URI=... wins)
-Without AMQP_URI, everything runs in this process on the embedded broker.";
+Without AMQP_URI, everything runs in this process on the embedded broker.
+
+Environment variables read:
+  AMQP_URI             the broker URI (amqp://user:pass@host:5672/vhost)
+  DB_URIS              database URIs by service, a YAML mapping: '{users: postgres://...}'
+  RUST_LOG             the log filter (tracing's EnvFilter), e.g. info,enoki=debug
+  ENOKI_SHELL_HISTORY  the shell's history file (default ~/.enoki_shell_history)";
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -301,7 +307,7 @@ impl App {
     }
 
     /// Accepts these top-level keys in config files and `--define`, for
-    /// the services' own settings (e.g. `DB_URIS`).
+    /// the services' own settings (e.g. `STRIPE_KEY`).
     #[must_use]
     pub fn config_keys<K: Into<String>>(mut self, keys: impl IntoIterator<Item = K>) -> Self {
         self.config_keys.extend(keys.into_iter().map(Into::into));
@@ -386,8 +392,7 @@ async fn run(cli: Cli, app: App) -> Result<ExitCode> {
         routes,
     } = app;
     let extra_keys: Vec<&str> = config_keys.iter().map(String::as_str).collect();
-    let env_uri = std::env::var("AMQP_URI").ok();
-    let settings = resolve_settings(&cli.global, env_uri.as_deref(), &extra_keys)?;
+    let settings = load_settings(&cli.global, &extra_keys)?;
     let command = match cli.command {
         Some(command) => command,
         None => cli.default_command(),
@@ -621,7 +626,46 @@ async fn run_services(
 /// [`crate::config::KEYS`].
 pub fn load_settings(global: &GlobalArgs, extra_keys: &[&str]) -> Result<Settings> {
     let env_uri = std::env::var("AMQP_URI").ok();
-    resolve_settings(global, env_uri.as_deref(), extra_keys)
+    let settings = resolve_settings(global, env_uri.as_deref(), extra_keys)?;
+    let env_db_uris = std::env::var("DB_URIS").ok();
+    with_env_db_uris(settings, global, env_db_uris.as_deref())
+}
+
+/// Merges the `DB_URIS` environment variable (a YAML mapping of service
+/// to URI) over the file's `DB_URIS`; `--define DB_URIS=...` still wins.
+fn with_env_db_uris(
+    settings: Settings,
+    global: &GlobalArgs,
+    env: Option<&str>,
+) -> Result<Settings> {
+    let Some(text) = env.filter(|text| !text.trim().is_empty()) else {
+        return Ok(settings);
+    };
+    let value: Value = serde_yaml_ng::from_str(text).map_err(|err| {
+        Error::Config(format!(
+            "the DB_URIS environment variable is not YAML: {err}"
+        ))
+    })?;
+    let Value::Object(from_env) = value else {
+        return Err(Error::Config(format!(
+            "the DB_URIS environment variable must be a mapping of service to URI, e.g. '{{users: sqlite://users.db}}', got {value}"
+        )));
+    };
+    let defined = global
+        .define
+        .iter()
+        .any(|d| d.split('=').next().is_some_and(|k| k.trim() == "DB_URIS"));
+    if defined {
+        return Ok(settings);
+    }
+    let mut uris = match settings.get("DB_URIS") {
+        Some(Value::Object(file)) => file.clone(),
+        _ => Map::new(),
+    };
+    uris.extend(from_env);
+    let settings = settings.with("DB_URIS", Value::Object(uris));
+    settings.validate()?;
+    Ok(settings)
 }
 
 /// [`load_settings`] with the `AMQP_URI` environment variable given.
@@ -792,6 +836,47 @@ mod tests {
             None
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn db_uris_from_the_environment_merge_over_the_file_and_under_defines() {
+        let file = std::env::temp_dir().join(format!("enoki-cli-db-{}.yaml", std::process::id()));
+        std::fs::write(
+            &file,
+            "DB_URIS:\n  users: sqlite://file.db\n  other: sqlite://o.db\n",
+        )
+        .unwrap();
+        let from_file = GlobalArgs {
+            config: Some(file.clone()),
+            ..GlobalArgs::default()
+        };
+        let base = resolve_settings(&from_file, None, &[]).unwrap();
+        let merged =
+            with_env_db_uris(base.clone(), &from_file, Some("{users: 'postgres://h/u'}")).unwrap();
+        assert_eq!(
+            merged.get("DB_URIS"),
+            Some(&serde_json::json!({"users": "postgres://h/u", "other": "sqlite://o.db"}))
+        );
+        let untouched = with_env_db_uris(base.clone(), &from_file, Some("  ")).unwrap();
+        assert_eq!(untouched.get("DB_URIS"), base.get("DB_URIS"));
+        let defined = GlobalArgs {
+            define: vec!["DB_URIS={users: sqlite://d.db}".into()],
+            ..from_file.clone()
+        };
+        let settings = resolve_settings(&defined, None, &[]).unwrap();
+        let kept = with_env_db_uris(settings, &defined, Some("{users: x}")).unwrap();
+        assert_eq!(
+            kept.get("DB_URIS"),
+            Some(&serde_json::json!({"users": "sqlite://d.db"}))
+        );
+        for bad in ["[a, b]", "{users: [", "just text"] {
+            let err = with_env_db_uris(base.clone(), &from_file, Some(bad)).unwrap_err();
+            assert!(
+                err.to_string().contains("DB_URIS environment variable"),
+                "{bad}: {err}"
+            );
+        }
+        std::fs::remove_file(&file).unwrap();
     }
 
     #[test]

@@ -85,6 +85,16 @@ pub enum Error {
     /// Invalid configuration.
     #[error("configuration error: {0}")]
     Config(String),
+    /// A database could not be opened or migrated (the `db` feature);
+    /// `context` names the service and the URI, its password hidden.
+    #[error("{context}: {source}")]
+    Database {
+        /// What was being done.
+        context: String,
+        /// The database library's error.
+        #[source]
+        source: BoxError,
+    },
     /// A value that is not valid where it was given (an event pattern, a
     /// route path, an argument source); the message says why.
     #[error("{0}")]

@@ -15,6 +15,9 @@ mod listener;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/manual_service.rs"]
 mod manual_service;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/users.rs"]
+mod users;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -23,6 +26,7 @@ async fn main() -> std::process::ExitCode {
         enoki::service::<listener::Listener>(),
         enoki::service::<clock::Clock>(),
         enoki::service::<manual_service::ManualService>(),
+        enoki::service::<users::Users>(),
     ])
     // Served from anywhere: outside the checkout there is no ./routes.
     .routes(

@@ -317,10 +317,10 @@ fn show_config_all_lists_every_key_from_the_table() {
         "--define",
         "max_workers=32",
         "--define",
-        "DB_URIS=x",
+        "STRIPE_KEY=x",
     ]);
-    // DB_URIS is not a key of this binary: refused, naming it.
-    assert_one_line_error(&out, &["unknown key `DB_URIS`"]);
+    // STRIPE_KEY is not a key of this binary: refused, naming it.
+    assert_one_line_error(&out, &["unknown key `STRIPE_KEY`"]);
 
     let out = enoki(&["show-config", "--all", "--define", "max_workers=32"]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -383,7 +383,7 @@ fn embed_alone_runs_every_service_on_the_embedded_broker() {
     let first: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
     assert_eq!(
         first,
-        json!(["clock", "greeter", "listener", "manual_service"])
+        json!(["clock", "greeter", "listener", "manual_service", "users"])
     );
     let out = pipe(&["--embed", "nosuch"], "");
     assert_eq!(out.status.code(), Some(1));

@@ -180,6 +180,13 @@ pub const WEB_SERVER_ADDRESS: ConfigKey = ConfigKey {
     default: DefaultValue::None,
     doc: "gateway listen address",
 };
+/// `DB_URIS`.
+pub const DB_URIS: ConfigKey = ConfigKey {
+    name: "DB_URIS",
+    kind: KeyKind::Mapping,
+    default: DefaultValue::None,
+    doc: "database URIs by service (or service:name), nameko-sqlalchemy's key; default sqlite://<service>.db",
+};
 /// `GATEWAY`.
 pub const GATEWAY: ConfigKey = ConfigKey {
     name: "GATEWAY",
@@ -223,6 +230,7 @@ pub const KEYS: &[ConfigKey] = &[
     LOGGING,
     WEB_SERVER_ADDRESS,
     GATEWAY,
+    DB_URIS,
     GRACE_PERIOD,
     RPC_TIMEOUT,
 ];

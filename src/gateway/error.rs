@@ -13,6 +13,7 @@
 //! | not allowed | 403 | `Forbidden` |
 //! | RPC timeout | 504 | `RpcTimeout` |
 //! | broker down | 503 | `ServiceUnavailable` (with `Retry-After`) |
+//! | remote `NotFound` / `Conflict` / `BadRequest` | 404 / 409 / 400 (unless `GATEWAY.error_status` says otherwise) | the `exc_type` |
 //! | remote error | 500, or `GATEWAY.error_status[exc_type]` | the `exc_type` |
 
 use std::collections::HashMap;
@@ -134,7 +135,8 @@ impl ApiError {
                         "IncorrectSignature" | "MalformedRequest" | "BadRequest" => {
                             StatusCode::BAD_REQUEST
                         }
-                        "UnknownService" => StatusCode::NOT_FOUND,
+                        "UnknownService" | "NotFound" => StatusCode::NOT_FOUND,
+                        "Conflict" => StatusCode::CONFLICT,
                         _ => StatusCode::INTERNAL_SERVER_ERROR,
                     });
                 ApiError::new(status, &remote.exc_type, remote.value.clone())

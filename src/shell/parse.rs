@@ -11,7 +11,7 @@
 //!
 //! Every value is JSON (tuples become arrays). The parser is bounded: a
 //! line longer than [`MAX_LINE_LEN`] or nesting deeper than [`MAX_DEPTH`]
-//! is a [`SyntaxError`], never a stack overflow.
+//! is a syntax error, never a stack overflow.
 
 use serde_json::{Map, Number, Value};
 
