@@ -105,13 +105,13 @@ impl Users {
         }
     }
 
-    /// The user `id`, or `NotFound` (404 through the gateway).
+    /// The user `id`, or `NotFound` (404 through the gateway). One read
+    /// needs no transaction: it goes to the pool directly.
     #[rpc]
     pub async fn get(&self, id: i64) -> Result<User, RemoteError> {
-        let mut tx = self.db.tx().await?;
         let row = sqlx::query("SELECT id, username, name FROM users WHERE id = $1")
             .bind(id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(self.db.pool())
             .await
             .map_err(DatabaseError)?;
         match row {
