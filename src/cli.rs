@@ -86,7 +86,7 @@ use serde_json::{Map, Value};
 use crate::client::{ClusterRpc, EventPublisher};
 use crate::config::Settings;
 use crate::container::ServiceDef;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, one_line};
 use crate::runner::ServiceRunner;
 use crate::shutdown;
 use crate::transport::{self, Transport};
@@ -372,15 +372,6 @@ fn init_tracing(default_filter: &str) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-/// Joins the lines of a message, so every error is one line.
-fn one_line(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// Runs one parsed command: one function per command.

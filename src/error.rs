@@ -17,6 +17,17 @@ use serde_json::Value;
 /// `Result` with enoki's [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Joins the lines of a message, so an error prints as one line (the CLI
+/// and the shell print every error so).
+#[cfg(feature = "cli")]
+pub(crate) fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A boxed error of another library, kept as a source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 

@@ -541,47 +541,14 @@ fn run_call_dispatch_on_rabbitmq() {
 
 // ===== the gateway, the default command =====
 
-/// Plain `enoki --listen ADDR`, started in `cwd` with its stderr in `log`:
-/// waits for the URL line on stdout.
+/// Plain `enoki --listen ADDR`, started in `cwd` with its stderr in `log`.
 fn start_gateway(cwd: &Path, log: &Path, extra: &[&str]) -> (Child, String) {
-    use std::io::{BufRead, BufReader};
-
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut args = vec!["--listen", listen.as_str()];
-    args.extend_from_slice(extra);
-    let mut child = command(&args, &[])
-        .current_dir(cwd)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("a line on stdout").unwrap();
-    assert_eq!(
-        first,
-        format!("enoki gateway: listening on http://{listen}/")
-    );
-    (child, listen)
+    common::binary::start_gateway(cwd, std::fs::File::create(log).unwrap().into(), extra)
 }
 
-/// One HTTP/1.1 request, the whole response as text.
+/// One bodiless HTTP/1.1 request, the whole response as text.
 fn http(listen: &str, method: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-
-    let mut stream = std::net::TcpStream::connect(listen).unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {listen}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
+    common::binary::http(listen, method, path, "")
 }
 
 /// SIGTERM, then the exit status (within 10 s).

@@ -15,6 +15,8 @@
 
 use std::time::{Duration, Instant};
 
+mod common;
+
 use enoki::db::{Database, DatabaseError, Db, Migration};
 use enoki::prelude::*;
 use enoki::transport::MemoryTransport;
@@ -509,42 +511,14 @@ async fn users_example_on_postgres() {
 /// The `users` routes of the `enoki` binary's gateway: 201, 409, 404, 200.
 #[test]
 fn users_routes_through_the_gateway() {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::process::{Command, Stdio};
-
     let db = TestDb::sqlite("gw");
     let dir = std::env::temp_dir().join(format!("enoki-db-gw-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
     let define = format!("DB_URIS={{users: \"{}\"}}", db.uri);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_enoki"))
-        .args(["--listen", &listen, "--define", &define])
-        .current_dir(&dir)
-        .env_remove("AMQP_URI")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("a line on stdout").unwrap();
-    assert!(first.contains(&listen), "{first}");
+    let (mut child, listen) =
+        common::binary::start_gateway(&dir, std::process::Stdio::null(), &["--define", &define]);
     let request = |method: &str, path: &str, body: &str| -> (u16, Value) {
-        let mut stream = std::net::TcpStream::connect(&listen).unwrap();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
+        let response = common::binary::http(&listen, method, path, body);
         let status = response[9..12].parse().unwrap();
         let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
         (status, serde_json::from_str(body).unwrap_or(Value::Null))

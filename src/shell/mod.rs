@@ -72,7 +72,7 @@ use serde_json::{Map, Value};
 
 use crate::client::{ClusterRpc, EventPublisher};
 use crate::config::Settings;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, one_line};
 use crate::transport::Transport;
 
 use self::catalog::{Catalog, describe};
@@ -394,12 +394,3 @@ context(user_id=7, ...)                        context data for the calls that f
 timeout(SECONDS)                               how long to wait for each reply
 help, exit                                     this text; leave (or Ctrl-D)
 Tab completes service and method names.";
-
-/// Joins the lines of a message.
-fn one_line(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-}

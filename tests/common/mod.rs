@@ -1,2 +1,3 @@
 pub(crate) mod amqp;
+pub(crate) mod binary;
 pub(crate) mod proxy;
