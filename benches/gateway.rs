@@ -112,11 +112,16 @@ async fn wrk(url: &str) -> Option<WrkResult> {
         .find_map(|l| l.trim().strip_prefix("99%"))
         .map(|v| v.trim().to_owned())
         .unwrap_or_default();
+    // A benchmark of errors measures nothing: non-2xx answers and socket
+    // errors fail the run.
     let errors = text
         .lines()
         .find(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
     if let Some(errors) = errors {
-        println!("  wrk: {}", errors.trim());
+        panic!(
+            "wrk {url}: {}; the figures would not be of successful requests",
+            errors.trim()
+        );
     }
     Some(WrkResult { rps, p99 })
 }
