@@ -222,15 +222,12 @@ impl Database {
     async fn open(&self, ctx: &ContainerCtx) -> Result<Pool> {
         sqlx::any::install_default_drivers();
         let key = self.key(ctx.service_name());
+        let default = || format!("sqlite://{}.db?mode=rwc", key.replace(':', "-"));
         let uri = match ctx.settings().get(DB_URIS) {
-            None | Some(serde_json::Value::Null) => {
-                format!("sqlite://{}.db?mode=rwc", key.replace(':', "-"))
-            }
+            None | Some(serde_json::Value::Null) => default(),
             Some(serde_json::Value::Object(uris)) => match uris.get(&key) {
                 Some(serde_json::Value::String(uri)) => uri.clone(),
-                None | Some(serde_json::Value::Null) => {
-                    format!("sqlite://{}.db?mode=rwc", key.replace(':', "-"))
-                }
+                None | Some(serde_json::Value::Null) => default(),
                 Some(other) => {
                     return Err(Error::Config(format!(
                         "{DB_URIS}.{key}: expected a database URI, got {other}"

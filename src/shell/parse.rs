@@ -517,4 +517,50 @@ mod tests {
         let ok = format!("f({}{})", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
         assert!(parse_line(&ok).is_ok());
     }
+
+    proptest::proptest! {
+        /// Any line at all: a parse or a syntax error, never a panic, and
+        /// the error's column is on the line.
+        #[test]
+        fn any_line_parses_or_is_an_error(line in "\\PC{0,200}") {
+            if let Err(err) = parse_line(&line) {
+                proptest::prop_assert!(err.column >= 1 && err.column <= line.chars().count() + 1);
+            }
+        }
+
+        /// Lines made of the language's own characters, which reach deeper
+        /// into the parser than random text does.
+        #[test]
+        fn punctuation_soup_never_panics(line in "[rpc.a-z_=,:'\"\\\\()\\[\\]{} 0-9eE+-]{0,120}") {
+            let _ = parse_line(&line);
+        }
+
+        /// Every JSON value, written as JSON, is read back as itself.
+        #[test]
+        fn json_arguments_round_trip(value in json_value()) {
+            let line = format!("rpc.s.m({value}, k={value})");
+            let expr = parse_line(&line).unwrap().unwrap();
+            let call = expr.call.unwrap();
+            proptest::prop_assert_eq!(&call.args, &vec![value.clone()]);
+            proptest::prop_assert_eq!(call.kwargs.get("k"), Some(&value));
+        }
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (-1.0e9f64..1.0e9).prop_map(Value::from),
+            "\\PC{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z]{0,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
 }
