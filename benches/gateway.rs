@@ -187,6 +187,7 @@ async fn http_benches() {
     transport.close().await;
 
     users_bench().await;
+    http_entrypoint_bench().await;
 
     match amqp_vhost() {
         None => {
@@ -253,10 +254,13 @@ async fn users_bench() {
         .with("max_workers", 64.into())
         .with("DB_URIS", json!({ "users": uri }));
     let transport: Arc<dyn Transport> = MemoryTransport::new();
+    let web = enoki::web::WebServer::mounted();
     let mut runner = ServiceRunner::new(transport.clone(), settings.clone());
+    runner.web_server(web.clone());
     runner.add(enoki::service::<users::Users>());
     runner.start().await.unwrap();
     let state = GatewayState::builder(transport.clone())
+        .web_server(web)
         .config(GatewayConfig {
             concurrency_limit: 4096,
             ..GatewayConfig::default()
@@ -328,6 +332,59 @@ async fn users_bench() {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
     }
+}
+
+/// A service with one `#[http]` method, for [`http_entrypoint_bench`].
+#[derive(Dependencies)]
+struct HttpHello;
+
+#[service(name = "http_hello")]
+impl HttpHello {
+    #[http(GET, "/hello/{name}")]
+    async fn hello(&self, Path(name): Path<String>) -> String {
+        format!("Hello, {name}!")
+    }
+}
+
+/// `GET /hello/{name}` as an `#[http]` entrypoint (a worker per request,
+/// on the process's web server) against the bare axum route, interleaved.
+async fn http_entrypoint_bench() {
+    let bare = serve(Router::new().route(
+        "/hello/{name}",
+        get(|Path(name): Path<String>| async move { format!("Hello, {name}!") }),
+    ))
+    .await;
+    let settings = Settings::new().with("max_workers", 64.into());
+    let web = enoki::web::WebServer::new("127.0.0.1:0");
+    let mut runner = ServiceRunner::new(MemoryTransport::new(), settings);
+    runner.web_server(web.clone());
+    runner.add(enoki::service::<HttpHello>());
+    runner.start().await.unwrap();
+    let entrypoint = web.local_addr().expect("the web server listens");
+    let mut ratios = Vec::new();
+    for round in 1..=3 {
+        let a = wrk(&format!("http://{bare}/hello/Ann"))
+            .await
+            .expect("wrk runs");
+        let b = wrk(&format!("http://{entrypoint}/hello/Ann"))
+            .await
+            .expect("wrk runs");
+        println!(
+            "gateway http: round {round}: bare axum /hello/{{name}} {:>9.0} req/s  p99 {}; #[http] entrypoint {:>9.0} req/s  p99 {}  ({:.2}x)",
+            a.rps,
+            a.p99,
+            b.rps,
+            b.p99,
+            b.rps / a.rps
+        );
+        ratios.push(b.rps / a.rps);
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "gateway http: #[http] entrypoint / bare axum: best {:.2}x, median {:.2}x, worst {:.2}x",
+        ratios[2], ratios[1], ratios[0]
+    );
+    runner.stop().await;
 }
 
 /// A `nameko run` child process, killed on drop.

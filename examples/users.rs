@@ -1,12 +1,19 @@
 //! The `users` service: a database session per worker ([`enoki::db`]),
-//! committed when the method succeeds and rolled back when it fails.
+//! committed when the method succeeds and rolled back when it fails; and
+//! an `#[http]` endpoint, `GET /users/{id}/profile`, that calls another
+//! service (`greeter`) over RPC.
 //!
 //! Run with: `cargo run` (the gateway serves `POST /users`, `GET
-//! /users/{id}`, `GET /users`), or `cargo run -- run users`. Its database
+//! /users/{id}`, `GET /users` from its route file and the service's own
+//! `GET /users/{id}/profile`), or `cargo run -- run users` (the profile
+//! endpoint on the process's web server, `WEB_SERVER_ADDRESS`, default
+//! `0.0.0.0:8000`). Its database
 //! is `DB_URIS.users` (default: SQLite in `users.db` in the working
 //! directory), for example
 //! `cargo run -- --define 'DB_URIS={users: "postgres://postgres@127.0.0.1/users"}'`.
 
+use enoki::axum::Json;
+use enoki::axum::extract::Path;
 use enoki::db::{Database, DatabaseError, Db, Migration};
 use enoki::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -52,11 +59,22 @@ impl User {
     }
 }
 
+/// What `GET /users/{id}/profile` answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    /// The user.
+    pub user: User,
+    /// What the `greeter` service says to them.
+    pub greeting: String,
+}
+
 /// The service.
 #[derive(Debug, Dependencies)]
 pub struct Users {
     #[dependency(Database::new().migration(CREATE_USERS))]
     db: Db,
+    #[dependency(RpcProxy)]
+    rpc: ClusterRpc,
 }
 
 fn not_found(id: i64) -> RemoteError {
@@ -118,6 +136,23 @@ impl Users {
             Some(row) => Ok(User::from_row(&row)?),
             None => Err(not_found(id)),
         }
+    }
+
+    /// `GET /users/{id}/profile`: the user, greeted by the `greeter`
+    /// service over RPC (nameko's "the endpoint function can itself invoke
+    /// other parts of the system via RPC"). A missing user is 404, an id
+    /// that is not a number 400, an unreachable greeter 500, all as JSON.
+    #[http(GET, "/users/{id}/profile")]
+    pub async fn profile(&self, Path(id): Path<i64>) -> Result<Json<Profile>, RemoteError> {
+        let user = self.get(id).await?;
+        let greeting = self
+            .rpc
+            .service("greeter")
+            .call("hello", serde_json::json!([user.username]))
+            .await?;
+        let greeting = serde_json::from_value(greeting)
+            .map_err(|err| RemoteError::new("ValueError", format!("greeter.hello: {err}")))?;
+        Ok(Json(Profile { user, greeting }))
     }
 
     /// Users in id order, at most `limit` (default 100, at most

@@ -550,7 +550,7 @@ async fn shell(
             } else {
                 transport::connect(settings).await?
             };
-            let mut runner = ServiceRunner::new(transport.clone(), settings.clone());
+            let mut runner = tool_runner(&transport, settings);
             for def in select(services, &names)? {
                 runner.add(def);
             }
@@ -719,12 +719,23 @@ async fn embed(
     if settings.amqp_uri().is_some() {
         return Ok((transport, None));
     }
-    let mut runner = ServiceRunner::new(transport.clone(), settings.clone());
+    let mut runner = tool_runner(&transport, settings);
     for def in services {
         runner.add(def);
     }
     runner.start().await?;
     Ok((transport, Some(runner)))
+}
+
+/// The runner of services embedded in a tool (`call`, `dispatch`,
+/// `shell`): they answer RPC and events; their `#[http]` routes are not
+/// served (no port is taken).
+fn tool_runner(transport: &Arc<dyn Transport>, settings: &Settings) -> ServiceRunner {
+    #[cfg_attr(not(feature = "http"), allow(unused_mut))]
+    let mut runner = ServiceRunner::new(transport.clone(), settings.clone());
+    #[cfg(feature = "http")]
+    runner.web_server(crate::web::WebServer::mounted());
+    runner
 }
 
 fn select(services: Vec<ServiceDef>, names: &[String]) -> Result<Vec<ServiceDef>> {

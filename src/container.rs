@@ -31,6 +31,8 @@ use crate::context::{ContextData, WorkerCtx};
 use crate::dependency::{DependencyProvider, ProviderSet};
 use crate::describe::ServiceDescription;
 use crate::entrypoint::event::EventEntrypoint;
+#[cfg(feature = "http")]
+use crate::entrypoint::http::HttpEntrypoint;
 use crate::entrypoint::rpc::RpcEntrypoint;
 use crate::entrypoint::timer::TimerEntrypoint;
 use crate::entrypoint::{Entrypoint, ErasedEntrypoint};
@@ -38,7 +40,7 @@ use crate::error::{Error, Result};
 use crate::outcome::Outcome;
 use crate::service::{EntrypointKind, EntrypointSpec, Service};
 use crate::transport::Transport;
-use crate::worker::{InvokeFn, WorkerPool};
+use crate::worker::{Invoke, WorkerPool};
 
 /// Moved to [`crate::worker::WorkerRecord`].
 #[deprecated(since = "0.1.0", note = "use `enoki::worker::WorkerRecord`")]
@@ -50,7 +52,7 @@ pub struct ServiceDef {
     name: &'static str,
     entrypoints: Vec<EntrypointSpec>,
     providers: ProviderSet,
-    invoke: InvokeFn,
+    invoke: Invoke,
     extra: Vec<Box<dyn ErasedEntrypoint>>,
 }
 
@@ -73,7 +75,11 @@ impl ServiceDef {
             name: S::NAME,
             entrypoints: S::entrypoints(),
             providers: S::providers(),
-            invoke: invoke::<S>,
+            invoke: Invoke {
+                payload: invoke::<S>,
+                #[cfg(feature = "http")]
+                http: invoke_http::<S>,
+            },
             extra: Vec::new(),
         }
     }
@@ -127,7 +133,7 @@ impl ServiceDef {
     }
 
     /// The built-in entrypoints of the spec table, then the extra ones.
-    fn take_entrypoints(&mut self) -> Vec<Box<dyn ErasedEntrypoint>> {
+    fn take_entrypoints(&mut self) -> Result<Vec<Box<dyn ErasedEntrypoint>>> {
         let mut out: Vec<Box<dyn ErasedEntrypoint>> = Vec::new();
         let rpc: Vec<&'static str> = self
             .entrypoints
@@ -139,9 +145,26 @@ impl ServiceDef {
             let description = ServiceDescription::of(self.name, &self.entrypoints);
             out.push(Box::new(RpcEntrypoint::new(rpc).describing(description)));
         }
+        let http: Vec<_> = self
+            .entrypoints
+            .iter()
+            .filter_map(|e| match e.kind {
+                EntrypointKind::Http(spec) => Some((e.method, spec)),
+                _ => None,
+            })
+            .collect();
+        if !http.is_empty() {
+            #[cfg(feature = "http")]
+            out.push(Box::new(HttpEntrypoint::new(http)));
+            #[cfg(not(feature = "http"))]
+            return Err(Error::Lifecycle(format!(
+                "service `{}` has #[http] entrypoints, but enoki was built without its `http` feature",
+                self.name
+            )));
+        }
         for spec in &self.entrypoints {
             match &spec.kind {
-                EntrypointKind::Rpc | EntrypointKind::Custom => {}
+                EntrypointKind::Rpc | EntrypointKind::Custom | EntrypointKind::Http(_) => {}
                 EntrypointKind::Event(event) => {
                     out.push(Box::new(EventEntrypoint::new(spec.method, event.clone())));
                 }
@@ -151,7 +174,7 @@ impl ServiceDef {
             }
         }
         out.append(&mut self.extra);
-        out
+        Ok(out)
     }
 }
 
@@ -164,6 +187,17 @@ fn invoke<S: Service>(
     // Dependencies are injected now, before `worker_setup` (nameko's order).
     let service = S::inject(providers, &worker);
     Box::pin(async move { service.dispatch(method, &payload, &worker).await })
+}
+
+#[cfg(feature = "http")]
+fn invoke_http<S: Service>(
+    providers: &ProviderSet,
+    worker: WorkerCtx,
+    method: &'static str,
+    request: crate::web::Request,
+) -> BoxFuture<'static, crate::web::Response> {
+    let service = S::inject(providers, &worker);
+    Box::pin(async move { service.dispatch_http(method, request, &worker).await })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,8 +293,8 @@ impl ServiceContainer {
             .ok_or_else(|| Error::Lifecycle("the container has already started".into()))?;
         self.ctx.settings().validate()?;
         let name = def.name;
+        let mut entrypoints = def.take_entrypoints()?;
         def.providers.setup(&self.ctx).await?;
-        let mut entrypoints = def.take_entrypoints();
         for entrypoint in &mut entrypoints {
             entrypoint.setup(&self.ctx).await?;
         }

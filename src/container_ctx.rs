@@ -38,6 +38,8 @@ struct Inner {
     transport: Arc<dyn Transport>,
     rpc: OnceCell<ClusterRpc>,
     kill: CancellationToken,
+    #[cfg(feature = "http")]
+    web: std::sync::OnceLock<crate::web::WebServer>,
 }
 
 impl ContainerCtx {
@@ -50,6 +52,8 @@ impl ContainerCtx {
                 transport,
                 rpc: OnceCell::new(),
                 kill: CancellationToken::new(),
+                #[cfg(feature = "http")]
+                web: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -83,6 +87,24 @@ impl ContainerCtx {
             })
             .await
             .cloned()
+    }
+
+    /// The web server of the container's `#[http]` entrypoints: the one
+    /// set with [`set_web_server`](Self::set_web_server), else the
+    /// process's server at `WEB_SERVER_ADDRESS`
+    /// ([`WebServer::shared`](crate::web::WebServer::shared)).
+    #[cfg(feature = "http")]
+    pub fn web_server(&self) -> &crate::web::WebServer {
+        self.inner
+            .web
+            .get_or_init(|| crate::web::WebServer::shared(self.inner.settings.web_server_address()))
+    }
+
+    /// Sets the web server of the container's `#[http]` entrypoints
+    /// (before it starts); `false` if one was already chosen.
+    #[cfg(feature = "http")]
+    pub fn set_web_server(&self, server: crate::web::WebServer) -> bool {
+        self.inner.web.set(server).is_ok()
     }
 
     /// Cancelled when the container is killed; workers see it through

@@ -60,6 +60,20 @@ pub struct ServiceDescription {
     /// The timers.
     #[serde(default)]
     pub timers: Vec<TimerDescription>,
+    /// The `#[http]` entrypoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<HttpDescription>,
+}
+
+/// One `#[http]` entrypoint, as [`ServiceDescription`] lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpDescription {
+    /// The handler method.
+    pub method: String,
+    /// The HTTP method.
+    pub http_method: String,
+    /// The path.
+    pub path: String,
 }
 
 /// One event handler, as [`ServiceDescription`] lists it.
@@ -93,6 +107,7 @@ impl ServiceDescription {
             rpc: Vec::new(),
             events: Vec::new(),
             timers: Vec::new(),
+            http: Vec::new(),
         };
         for spec in entrypoints {
             match &spec.kind {
@@ -111,6 +126,11 @@ impl ServiceDescription {
                 EntrypointKind::Timer(timer) => description.timers.push(TimerDescription {
                     method: spec.method.to_owned(),
                     interval: timer.interval.as_secs_f64(),
+                }),
+                EntrypointKind::Http(http) => description.http.push(HttpDescription {
+                    method: spec.method.to_owned(),
+                    http_method: http.method.to_owned(),
+                    path: http.path.to_owned(),
                 }),
                 EntrypointKind::Custom => {}
             }

@@ -65,7 +65,8 @@
 //! | nameko-sqlalchemy's `Database`, `DB_URIS` | `Database` (a pool per container, a transaction per worker), `Db` | `db` (feature `db`) |
 //! | `nameko run / show-config` | the `enoki` command line | `cli` (feature `cli`) |
 //! | `nameko shell`, `n.rpc` | `enoki shell`: `rpc.greeter.hello("Ann")` | `shell` (feature `cli`) |
-//! | `@http` + a web gateway | routes → RPC, events → browsers | `gateway` (feature `gateway`) |
+//! | `@http`, `WebServer` | `#[http]` entrypoints, one web server per process, the JSON errors they share with the gateway | `web` (feature `http`), `entrypoint::http` |
+//! | (a web gateway) | routes → RPC, events → browsers | `gateway` (feature `gateway`) |
 //! | | `use enoki::prelude::*` | [`prelude`] |
 //!
 //! `tests/architecture.rs` checks that no module imports one that imports
@@ -76,6 +77,7 @@
 //! - `testing` (default): `enoki::testing`;
 //! - `cli` (default): `enoki::cli` and the `enoki` binary;
 //! - `amqp` (default): the RabbitMQ transport;
+//! - `http` (default): `#[http]` entrypoints and `enoki::web` (axum);
 //! - `gateway` (default): the HTTP/WebSocket gateway, `enoki::gateway`.
 
 pub mod args;
@@ -108,6 +110,12 @@ pub mod gateway;
 pub mod shell;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "http")]
+pub mod web;
+
+/// axum, as `#[http]` methods use it: `enoki::axum::extract::Path`.
+#[cfg(feature = "http")]
+pub use axum;
 
 #[doc(inline)]
 pub use crate::client::{ClusterRpc, EventPublisher};
@@ -132,7 +140,7 @@ pub use crate::service::{HandlerType, Service};
 
 #[cfg(feature = "macros")]
 #[doc(inline)]
-pub use enoki_macros::{Dependencies, entrypoint, event_handler, rpc, service, timer};
+pub use enoki_macros::{Dependencies, entrypoint, event_handler, http, rpc, service, timer};
 
 /// A service definition for a container or runner: `enoki::service::<Greeter>()`.
 pub fn service<S: Service>() -> ServiceDef {
@@ -167,6 +175,56 @@ pub mod __private {
     pub use futures::future::BoxFuture;
     pub use serde;
     pub use serde_json;
+
+    pub use crate::service::HttpSpec;
+
+    /// axum's extractors and responses, as `#[http]` methods use them.
+    #[cfg(feature = "http")]
+    pub mod http {
+        pub use crate::web::{Request, Response};
+        use axum::extract::{FromRequest, FromRequestParts};
+        pub use axum::response::IntoResponse;
+
+        /// One extractor from the request head; its rejection is the
+        /// response.
+        pub async fn from_parts<T: FromRequestParts<()>>(
+            parts: &mut axum::http::request::Parts,
+        ) -> Result<T, Response> {
+            match T::from_request_parts(parts, &()).await {
+                Ok(value) => Ok(value),
+                Err(rejected) => Err(crate::web::error::rejection(rejected.into_response()).await),
+            }
+        }
+
+        /// The last extractor, which may take the body.
+        pub async fn from_request<T: FromRequest<(), M>, M>(
+            parts: axum::http::request::Parts,
+            body: axum::body::Body,
+        ) -> Result<T, Response> {
+            match T::from_request(Request::from_parts(parts, body), &()).await {
+                Ok(value) => Ok(value),
+                Err(rejected) => Err(crate::web::error::rejection(rejected.into_response()).await),
+            }
+        }
+
+        /// Splits a request into its head and body.
+        pub fn split(request: Request) -> (axum::http::request::Parts, axum::body::Body) {
+            request.into_parts()
+        }
+
+        /// Boxes an `#[http]` dispatch future.
+        pub fn boxed<'a, F>(future: F) -> super::BoxFuture<'a, Response>
+        where
+            F: std::future::Future<Output = Response> + Send + 'a,
+        {
+            Box::pin(future)
+        }
+
+        /// 404 `MethodNotFound`: a method that is not an `#[http]` one.
+        pub fn method_not_found(method: &str) -> Response {
+            crate::RemoteError::method_not_found(method).into_response()
+        }
+    }
 
     /// Boxes an entrypoint future.
     pub fn boxed<'a, F>(future: F) -> BoxFuture<'a, Outcome>

@@ -12,4 +12,4 @@ pub use crate::runner::ServiceRunner;
 pub use crate::service::{HandlerType, Service};
 
 #[cfg(feature = "macros")]
-pub use enoki_macros::{Dependencies, entrypoint, event_handler, rpc, service, timer};
+pub use enoki_macros::{Dependencies, entrypoint, event_handler, http, rpc, service, timer};

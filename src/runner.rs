@@ -31,6 +31,8 @@ pub struct ServiceRunner {
     transport: Arc<dyn Transport>,
     settings: Settings,
     containers: Vec<ServiceContainer>,
+    #[cfg(feature = "http")]
+    web: Option<crate::web::WebServer>,
 }
 
 impl ServiceRunner {
@@ -40,13 +42,34 @@ impl ServiceRunner {
             transport,
             settings,
             containers: Vec::new(),
+            #[cfg(feature = "http")]
+            web: None,
         }
     }
 
     /// Adds a service (before `start`).
     pub fn add(&mut self, def: ServiceDef) -> &mut Self {
         let container = ServiceContainer::new(def, self.transport.clone(), self.settings.clone());
+        #[cfg(feature = "http")]
+        if let Some(web) = &self.web {
+            container.ctx().set_web_server(web.clone());
+        }
         self.containers.push(container);
+        self
+    }
+
+    /// Serves the `#[http]` entrypoints of every service of the runner on
+    /// `server` instead of the process's server at `WEB_SERVER_ADDRESS`
+    /// (the gateway passes a [`WebServer::mounted`] one). Call it before
+    /// adding services.
+    ///
+    /// [`WebServer::mounted`]: crate::web::WebServer::mounted
+    #[cfg(feature = "http")]
+    pub fn web_server(&mut self, server: crate::web::WebServer) -> &mut Self {
+        for container in &self.containers {
+            container.ctx().set_web_server(server.clone());
+        }
+        self.web = Some(server);
         self
     }
 

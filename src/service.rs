@@ -61,6 +61,22 @@ pub trait Service: Dependencies {
         payload: &'a [u8],
         ctx: &'a WorkerCtx,
     ) -> BoxFuture<'a, crate::outcome::Outcome>;
+
+    /// Runs one `#[http]` method: its parameters are axum extractors of
+    /// `request`, its result becomes the response. The default (a service
+    /// without `#[http]` methods) answers 404 `MethodNotFound`.
+    #[cfg(feature = "http")]
+    fn dispatch_http<'a>(
+        &'a self,
+        method: &'a str,
+        request: crate::web::Request,
+        ctx: &'a WorkerCtx,
+    ) -> BoxFuture<'a, crate::web::Response> {
+        let _ = (request, ctx);
+        Box::pin(async move {
+            axum::response::IntoResponse::into_response(RemoteError::method_not_found(method))
+        })
+    }
 }
 
 /// One entrypoint of a service.
@@ -97,6 +113,14 @@ impl EntrypointSpec {
         }
     }
 
+    /// An `#[http]` entrypoint.
+    pub fn http(method: &'static str, spec: HttpSpec) -> Self {
+        EntrypointSpec {
+            method,
+            kind: EntrypointKind::Http(spec),
+        }
+    }
+
     /// An `#[entrypoint]` method: triggered by an [`Entrypoint`] of the
     /// user's own, added with
     /// [`ServiceDef::with_entrypoint`](crate::container::ServiceDef::with_entrypoint).
@@ -121,6 +145,9 @@ pub enum EntrypointKind {
     Event(EventHandlerSpec),
     /// `#[timer]`: a periodic tick.
     Timer(TimerSpec),
+    /// `#[http]`: an HTTP request on the process's web server (or the
+    /// gateway).
+    Http(HttpSpec),
     /// `#[entrypoint]`: whatever a user-written
     /// [`Entrypoint`](crate::entrypoint::Entrypoint) of the service hands
     /// it; the payload is decoded as an event handler's is.
@@ -241,6 +268,18 @@ impl EventHandlerSpec {
             }
         }
     }
+}
+
+/// The configuration of an `#[http]` entrypoint:
+/// `#[http(GET, "/users/{id}/profile")]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpSpec {
+    /// The HTTP method, upper case: `GET`, `POST`, `PUT`, `PATCH`,
+    /// `DELETE`, `HEAD` or `OPTIONS`.
+    pub method: &'static str,
+    /// The path, axum's syntax: `{name}` for a segment, `{*rest}` for the
+    /// rest.
+    pub path: &'static str,
 }
 
 /// The configuration of a `#[timer]`.

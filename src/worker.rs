@@ -55,6 +55,34 @@ use crate::outcome::Outcome;
 pub(crate) type InvokeFn =
     fn(&ProviderSet, WorkerCtx, &'static str, Bytes) -> BoxFuture<'static, Outcome>;
 
+/// Runs one `#[http]` method: injects a fresh instance and dispatches the
+/// request.
+#[cfg(feature = "http")]
+pub(crate) type HttpInvokeFn = fn(
+    &ProviderSet,
+    WorkerCtx,
+    &'static str,
+    crate::web::Request,
+) -> BoxFuture<'static, crate::web::Response>;
+
+/// How a container's workers call into its service.
+#[derive(Clone, Copy)]
+pub(crate) struct Invoke {
+    /// Methods that take a payload (RPC, events, timers, custom).
+    pub(crate) payload: InvokeFn,
+    /// `#[http]` methods.
+    #[cfg(feature = "http")]
+    pub(crate) http: HttpInvokeFn,
+}
+
+/// What one worker runs: injects its instance and returns the method's
+/// future (generic, so that no worker pays a box for it).
+trait Call: FnOnce(&ProviderSet, WorkerCtx) -> BoxFuture<'static, Outcome> + Send + 'static {}
+impl<C> Call for C where
+    C: FnOnce(&ProviderSet, WorkerCtx) -> BoxFuture<'static, Outcome> + Send + 'static
+{
+}
+
 /// A finished worker, as seen by
 /// [`ServiceContainer::subscribe`](crate::ServiceContainer::subscribe).
 #[derive(Debug, Clone)]
@@ -86,7 +114,7 @@ struct Inner {
     ctx: ContainerCtx,
     methods: Vec<&'static str>,
     providers: ProviderSet,
-    invoke: InvokeFn,
+    invoke: Invoke,
     max_workers: usize,
     permits: Arc<Semaphore>,
     workers: TaskTracker,
@@ -112,7 +140,7 @@ impl WorkerPool {
         ctx: ContainerCtx,
         methods: Vec<&'static str>,
         providers: ProviderSet,
-        invoke: InvokeFn,
+        invoke: Invoke,
         records: broadcast::Sender<WorkerRecord>,
     ) -> Self {
         let settings = ctx.settings();
@@ -238,6 +266,73 @@ impl WorkerPool {
         F: FnOnce(Outcome) -> Fut + Send + 'static,
         Fut: Future<Output = Outcome> + Send,
     {
+        let invoke = self.inner.invoke.payload;
+        let call =
+            move |providers: &ProviderSet, worker| invoke(providers, worker, method, payload);
+        self.spawn_call(slot, method, incoming, call, on_result);
+    }
+
+    /// Runs one worker for the `#[http]` method `method` and answers with
+    /// its response: the method's own, or its error as JSON (a panic is
+    /// 500 `WorkerPanic`, like any failed worker). The response is sent
+    /// before the providers' `worker_result` and `worker_teardown` (as an
+    /// RPC reply is); a worker killed first answers 503.
+    #[cfg(feature = "http")]
+    pub async fn serve_http(
+        &self,
+        slot: WorkerSlot,
+        method: &'static str,
+        request: crate::web::Request,
+    ) -> crate::web::Response {
+        use axum::response::IntoResponse;
+        let invoke = self.inner.invoke.http;
+        let answer = Arc::new(Mutex::new(None::<crate::web::Response>));
+        let stash = answer.clone();
+        let call = move |providers: &ProviderSet, worker| -> BoxFuture<'static, Outcome> {
+            let call = invoke(providers, worker, method, request);
+            Box::pin(async move {
+                let response = call.await;
+                let outcome = crate::web::error::outcome_of(&response);
+                *stash.lock() = Some(response);
+                outcome
+            })
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.spawn_call(slot, method, ContextData::default(), call, move |outcome| {
+            let response = answer.lock().take();
+            let response = match (response, &outcome) {
+                (Some(response), _) => response,
+                (None, Err(error)) => error.clone().into_response(),
+                (None, Ok(_)) => RemoteError::new("HttpError", "no response").into_response(),
+            };
+            let _ = tx.send(response);
+            async move { outcome }
+        });
+        match rx.await {
+            Ok(response) => response,
+            Err(_) => crate::web::ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                format!(
+                    "{}.{method} was stopped before it answered",
+                    self.service_name()
+                ),
+            )
+            .into_response(),
+        }
+    }
+
+    fn spawn_call<F, Fut>(
+        &self,
+        slot: WorkerSlot,
+        method: &'static str,
+        incoming: ContextData,
+        call: impl Call,
+        on_result: F,
+    ) where
+        F: FnOnce(Outcome) -> Fut + Send + 'static,
+        Fut: Future<Output = Outcome> + Send,
+    {
         let inner = self.inner.clone();
         let kill = inner.ctx.kill_token().clone();
         self.inner.workers.spawn(async move {
@@ -259,7 +354,7 @@ impl WorkerPool {
             // cache-aligned, and moves the future in).
             let body = Box::pin(
                 async {
-                    let outcome = run_method(&inner, &worker, method, payload).await;
+                    let outcome = run_method(&inner, &worker, call).await;
                     let outcome = on_result(outcome).await;
                     inner.providers.worker_result(&worker, &outcome).await;
                     inner.providers.worker_teardown(&worker).await;
@@ -350,16 +445,10 @@ impl WorkerPool {
 
 /// Injects, runs `worker_setup` and the method; a panic in either becomes
 /// a `WorkerPanic` error. Failures are logged (bad requests as warnings).
-async fn run_method(
-    inner: &Inner,
-    worker: &WorkerCtx,
-    method: &'static str,
-    payload: Bytes,
-) -> Outcome {
+async fn run_method(inner: &Inner, worker: &WorkerCtx, call: impl Call) -> Outcome {
     // Dependencies are injected first, before `worker_setup` (nameko's order).
-    let call = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        (inner.invoke)(&inner.providers, worker.clone(), method, payload)
-    }));
+    let call =
+        std::panic::catch_unwind(AssertUnwindSafe(|| call(&inner.providers, worker.clone())));
     inner.providers.worker_setup(worker).await;
     let call = async move {
         match call {

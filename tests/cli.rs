@@ -433,7 +433,9 @@ fn run_call_dispatch_on_rabbitmq() {
     let uri = vhost.uri.as_str();
     let dir = TempDir::new();
     let log = dir.0.join("run.log");
-    let child = command(&["run", "--broker", uri], &[])
+    // The `#[http]` routes of `users` on a port of the test's own.
+    let web = ["--define", "WEB_SERVER_ADDRESS=127.0.0.1:0"];
+    let child = command(&["run", "--broker", uri, web[0], web[1]], &[])
         .stdout(std::fs::File::create(dir.0.join("run.out")).unwrap())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()

@@ -459,6 +459,8 @@ async fn users_example(db: &TestDb) {
     let settings = settings(db, "users", 4);
     let transport = MemoryTransport::new();
     let mut runner = ServiceRunner::new(transport.clone(), settings.clone());
+    // The profile endpoint on a port of this test's own.
+    runner.web_server(enoki::web::WebServer::new("127.0.0.1:0"));
     runner.add(enoki::service::<users::Users>());
     runner.start().await.unwrap();
     let rpc = ClusterRpc::connect(transport, &settings).await.unwrap();

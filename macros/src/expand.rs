@@ -109,11 +109,13 @@ impl<'a> ServiceGenerator<'a> {
         let self_ty = &self.service.self_ty;
         let entrypoints = self.fn_entrypoints();
         let dispatch = self.fn_dispatch();
+        let dispatch_http = self.fn_dispatch_http();
         quote! {
             impl #krate::Service for #self_ty {
                 const NAME: &'static str = #name;
                 #entrypoints
                 #dispatch
+                #dispatch_http
             }
         }
     }
@@ -162,6 +164,16 @@ impl<'a> ServiceGenerator<'a> {
                 }
             }
             Kind::Custom => quote!(#private::EntrypointSpec::custom(#method)),
+            Kind::Http(http) => {
+                let verb = &http.method;
+                let path = &http.path;
+                quote! {
+                    #private::EntrypointSpec::http(#method, #private::HttpSpec {
+                        method: #verb,
+                        path: #path,
+                    })
+                }
+            }
             Kind::Timer(timer) => {
                 let interval = Literal::f64_suffixed(timer.interval);
                 let eager = timer.eager;
@@ -188,6 +200,7 @@ impl<'a> ServiceGenerator<'a> {
             .service
             .entrypoints
             .iter()
+            .filter(|ep| !matches!(ep.kind, Kind::Http(_)))
             .map(|ep| self.dispatch_arm(ep));
         let other = Ident::new("__other", Span::mixed_site());
         quote! {
@@ -254,6 +267,7 @@ impl<'a> ServiceGenerator<'a> {
                     })
                     .collect()
             }
+            Kind::Http(_) => unreachable!("#[http] methods are dispatched by dispatch_http"),
             Kind::Event(_) | Kind::Timer(_) | Kind::Custom => ep
                 .inputs
                 .iter()
@@ -281,6 +295,91 @@ impl<'a> ServiceGenerator<'a> {
                 #decode
                 let #ret = self.#ident(#(#call_args),*).await;
                 #into_outcome
+            }
+        }
+    }
+
+    /// `fn dispatch_http(..)`, when the service has `#[http]` methods: one
+    /// arm per method, its parameters extracted from the request (the last
+    /// one may take the body), its result turned into the response.
+    fn fn_dispatch_http(&self) -> TokenStream {
+        let ServiceGenerator {
+            krate, method, ctx, ..
+        } = self;
+        let http: Vec<&Entrypoint> = self
+            .service
+            .entrypoints
+            .iter()
+            .filter(|ep| matches!(ep.kind, Kind::Http(_)))
+            .collect();
+        if http.is_empty() {
+            return TokenStream::new();
+        }
+        let private = quote!(#krate::__private::http);
+        let request = Ident::new("__request", Span::mixed_site());
+        let parts = Ident::new("__parts", Span::mixed_site());
+        let body = Ident::new("__body", Span::mixed_site());
+        let other = Ident::new("__other", Span::mixed_site());
+        let arms = http.iter().map(|ep| {
+            let name = ep.ident.unraw_string();
+            let ident = &ep.ident;
+            let count = ep.params().count();
+            let mut extract = TokenStream::new();
+            let mut index = 0usize;
+            let call_args: Vec<TokenStream> = ep
+                .inputs
+                .iter()
+                .map(|input| match input {
+                    Input::Ctx => ctx.to_token_stream(),
+                    Input::Param(param) => {
+                        let ty = &param.ty;
+                        let var = format_ident!("__extracted{}", index, span = Span::mixed_site());
+                        index += 1;
+                        let span = ty.span();
+                        let from = if index == count {
+                            quote_spanned!(span=> #private::from_request::<#ty, _>(#parts, #body))
+                        } else {
+                            quote_spanned!(span=> #private::from_parts::<#ty>(&mut #parts))
+                        };
+                        extract.extend(quote! {
+                            let #var = match #from.await {
+                                ::core::result::Result::Ok(value) => value,
+                                ::core::result::Result::Err(rejection) => return rejection,
+                            };
+                        });
+                        var.to_token_stream()
+                    }
+                })
+                .collect();
+            let output_span = ep.output.span();
+            let ret = Ident::new("__returned", output_span);
+            let respond = quote_spanned!(output_span=> #private::IntoResponse::into_response(#ret));
+            let unused_body = (count == 0).then(|| quote!(let _ = (#parts, #body);));
+            quote! {
+                #name => {
+                    #[allow(unused_mut)]
+                    let (mut #parts, #body) = #private::split(#request);
+                    #extract
+                    #unused_body
+                    let #ret = self.#ident(#(#call_args),*).await;
+                    #respond
+                }
+            }
+        });
+        quote! {
+            #[allow(unused_variables)]
+            fn dispatch_http<'a>(
+                &'a self,
+                #method: &'a ::core::primitive::str,
+                #request: #private::Request,
+                #ctx: &'a #krate::WorkerCtx,
+            ) -> #krate::__private::BoxFuture<'a, #private::Response> {
+                #private::boxed(async move {
+                    match #method {
+                        #(#arms)*
+                        #other => #private::method_not_found(#other),
+                    }
+                })
             }
         }
     }

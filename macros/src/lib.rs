@@ -261,6 +261,29 @@ pub fn timer(_args: TokenStream, item: TokenStream) -> TokenStream {
     outside_service("timer", item)
 }
 
+/// Marks a method of a `#[service]` impl block as an HTTP endpoint
+/// (nameko's `@http`): `#[http(GET, "/users/{id}/profile")]`.
+///
+/// The method (GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS) comes
+/// first, then the path in axum's syntax (`{name}` segments, `{*rest}`
+/// last), checked at compile time. The parameters are axum extractors
+/// (`Path`, `Query`, `Json`, `HeaderMap`, ...; the last one may read the
+/// body), plus an optional `&WorkerCtx`; dependencies are the service's
+/// fields, as for every entrypoint. The method returns anything that
+/// implements axum's `IntoResponse`, typically `Result<Json<T>,
+/// RemoteError>`: an `Err` answers as the gateway does (`NotFound` 404,
+/// `BadRequest` 400, `Conflict` 409, others 500, with a JSON body) and
+/// counts as a failed worker.
+///
+/// # Expands to
+///
+/// An arm of the service's `dispatch_http` (extract, call, respond) and an
+/// `EntrypointSpec::http`; see [`macro@service`].
+#[proc_macro_attribute]
+pub fn http(_args: TokenStream, item: TokenStream) -> TokenStream {
+    outside_service("http", item)
+}
+
 /// Marks a method of a `#[service]` impl block as run by an entrypoint of
 /// your own: an [`Entrypoint`] added to the service with
 /// `ServiceDef::with_entrypoint`, which hands the method its payload

@@ -173,12 +173,15 @@ pub const LOGGING: ConfigKey = ConfigKey {
     default: DefaultValue::None,
     doc: "nameko's logging dictionary (ignored; use RUST_LOG)",
 };
+/// nameko's default `WEB_SERVER_ADDRESS`.
+pub const DEFAULT_WEB_SERVER_ADDRESS: &str = "0.0.0.0:8000";
+
 /// `WEB_SERVER_ADDRESS`.
 pub const WEB_SERVER_ADDRESS: ConfigKey = ConfigKey {
     name: "WEB_SERVER_ADDRESS",
     kind: KeyKind::Text { non_empty: true },
-    default: DefaultValue::None,
-    doc: "gateway listen address",
+    default: DefaultValue::Str(DEFAULT_WEB_SERVER_ADDRESS),
+    doc: "host:port of the HTTP server of the #[http] entrypoints, one per process (the gateway mounts them on its own instead)",
 };
 /// `DB_URIS`.
 pub const DB_URIS: ConfigKey = ConfigKey {

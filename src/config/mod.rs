@@ -205,6 +205,12 @@ impl Settings {
         }
     }
 
+    /// `WEB_SERVER_ADDRESS`: where the process's HTTP server for `#[http]`
+    /// entrypoints listens (default `0.0.0.0:8000`, as nameko's).
+    pub fn web_server_address(&self) -> &str {
+        self.str_or(&keys::WEB_SERVER_ADDRESS, keys::DEFAULT_WEB_SERVER_ADDRESS)
+    }
+
     /// `parent_calls_tracked` (default 10).
     pub fn parent_calls_tracked(&self) -> usize {
         let default = crate::context::DEFAULT_PARENT_CALLS_TRACKED as u64;

@@ -13,6 +13,9 @@
 //!   requeued, per `requeue_on_error`).
 //! - [`timer::TimerEntrypoint`]: a drift-free schedule per `#[timer]`,
 //!   never overlapping.
+//! - `http::HttpEntrypoint` (feature `http`): the `#[http]` methods' routes
+//!   on the process's web server; the answer is sent before the worker's
+//!   teardown.
 //!
 //! Your own entrypoints implement the same trait and are added to a
 //! service with
@@ -107,6 +110,8 @@ use crate::transport::{ConsumeOptions, Consumer, Delivery};
 use crate::worker::WorkerPool;
 
 pub mod event;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod rpc;
 pub mod timer;
 

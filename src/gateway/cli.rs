@@ -97,7 +97,11 @@ pub async fn run_until(
         .iter()
         .map(|d| ServiceInfo::from_def(d, true))
         .collect();
+    // The embedded services' #[http] routes are served here, beside the
+    // gateway's own.
+    let web = crate::web::WebServer::mounted();
     let mut runner = ServiceRunner::new(transport.clone(), settings.clone());
+    runner.web_server(web.clone());
     for def in embedded {
         runner.add(def);
     }
@@ -106,6 +110,7 @@ pub async fn run_until(
         .routes(routes)
         .static_dir(&args.static_dir)
         .services(infos)
+        .web_server(web)
         .ready(false)
         .build()
         .await?;

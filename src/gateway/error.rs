@@ -16,142 +16,11 @@
 //! | remote `NotFound` / `Conflict` / `BadRequest` | 404 / 409 / 400 (unless `GATEWAY.error_status` says otherwise) | the `exc_type` |
 //! | remote error | 500, or `GATEWAY.error_status[exc_type]` | the `exc_type` |
 
-use std::collections::HashMap;
-
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use axum::http::StatusCode;
 
 use super::auth::Denied;
 use crate::error::Error;
-
-/// An error answered as JSON.
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    /// The HTTP status.
-    pub status: StatusCode,
-    /// The error type (`exc_type` for remote errors).
-    pub kind: String,
-    /// A human-readable message.
-    pub message: String,
-    /// More fields of the `error` object (`service`, `method`, ...).
-    pub extra: Map<String, Value>,
-    /// Seconds for a `Retry-After` header.
-    pub retry_after: Option<u64>,
-}
-
-impl ApiError {
-    /// An error with a status, type and message.
-    pub fn new(status: StatusCode, kind: &str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            kind: kind.to_owned(),
-            message: message.into(),
-            extra: Map::new(),
-            retry_after: None,
-        }
-    }
-
-    /// Adds a field to the `error` object.
-    #[must_use]
-    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.extra.insert(key.to_owned(), value.into());
-        self
-    }
-
-    /// Names the called service and method.
-    #[must_use]
-    pub fn target(self, service: &str, method: &str) -> Self {
-        self.with("service", service).with("method", method)
-    }
-
-    /// 400 `BadRequest`.
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "BadRequest", message)
-    }
-
-    /// The `error` object.
-    pub fn body(&self) -> Value {
-        let mut error = Map::new();
-        error.insert("type".into(), Value::String(self.kind.clone()));
-        error.insert("message".into(), Value::String(self.message.clone()));
-        error.insert("status".into(), Value::from(self.status.as_u16()));
-        error.extend(self.extra.clone());
-        json!({ "error": error })
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, axum::Json(self.body())).into_response();
-        if let Some(secs) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        response
-    }
-}
-
-impl ApiError {
-    /// Maps an RPC failure to an HTTP error (the table in the [module
-    /// docs](self)); `status_by_type` is `GATEWAY.error_status`.
-    pub fn from_rpc(
-        err: &Error,
-        service: &str,
-        method: &str,
-        status_by_type: &HashMap<String, u16>,
-        retry_after: u64,
-    ) -> ApiError {
-        let error = match err {
-            Error::UnknownService(name) => ApiError::new(
-                StatusCode::NOT_FOUND,
-                "UnknownService",
-                format!("unknown service `{name}`"),
-            ),
-            Error::RpcTimeout { timeout, .. } => ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "RpcTimeout",
-                format!("{service}.{method} did not answer within {timeout:?}"),
-            ),
-            Error::ConnectionLost(_)
-            | Error::TransportClosed
-            | Error::Transport(_)
-            | Error::Broker(_) => {
-                let mut e = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "ServiceUnavailable",
-                    format!("the broker is unavailable: {err}"),
-                );
-                e.retry_after = Some(retry_after);
-                e
-            }
-            Error::Remote(remote) => {
-                let status = status_by_type
-                    .get(&remote.exc_type)
-                    .and_then(|s| StatusCode::from_u16(*s).ok())
-                    .unwrap_or(match remote.exc_type.as_str() {
-                        "MethodNotFound" => StatusCode::NOT_FOUND,
-                        "IncorrectSignature" | "MalformedRequest" | "BadRequest" => {
-                            StatusCode::BAD_REQUEST
-                        }
-                        "UnknownService" | "NotFound" => StatusCode::NOT_FOUND,
-                        "Conflict" => StatusCode::CONFLICT,
-                        _ => StatusCode::INTERNAL_SERVER_ERROR,
-                    });
-                ApiError::new(status, &remote.exc_type, remote.value.clone())
-                    .with("exc_path", remote.exc_path.clone())
-                    .with("exc_args", remote.exc_args.clone())
-            }
-            other => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "GatewayError",
-                other.to_string(),
-            ),
-        };
-        error.target(service, method)
-    }
-}
+pub use crate::web::error::ApiError;
 
 impl ApiError {
     /// A subscription to events of a service nobody knows: 404
@@ -200,6 +69,8 @@ impl From<Denied> for ApiError {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     #[test]

@@ -98,6 +98,16 @@ pub fn router_with(state: GatewayState, extra: Router<GatewayState>) -> Router {
     if state.config().rpc.enabled {
         app = app.route(paths::RPC, post(rpc::generic));
     }
+    // Route files and the `#[http]` routes of embedded services, one
+    // method router per path (the web server's table refused clashes).
+    let mut by_path: Vec<(String, MethodRouter<GatewayState>)> = Vec::new();
+    let mut add = |path: &str, methods: MethodRouter<GatewayState>| match by_path
+        .iter_mut()
+        .find(|(p, _)| p == path)
+    {
+        Some((_, existing)) => *existing = std::mem::take(existing).merge(methods),
+        None => by_path.push((path.to_owned(), methods)),
+    };
     for (path, group) in state.routes().by_path() {
         let mut methods: MethodRouter<GatewayState> = MethodRouter::new();
         for route in group {
@@ -111,7 +121,13 @@ pub fn router_with(state: GatewayState, extra: Router<GatewayState>) -> Router {
                 },
             );
         }
-        app = app.route(path, methods);
+        add(path, methods);
+    }
+    for route in state.web_server().routes() {
+        add(&route.path, route.method_router());
+    }
+    for (path, methods) in by_path {
+        app = app.route(&path, methods);
     }
     app = match state.static_dir().filter(|d| d.is_dir()) {
         Some(dir) => app.fallback_service(

@@ -30,6 +30,8 @@ use axum::http::{Method, StatusCode};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+pub use crate::web::table::parse_path;
+use crate::web::table::{is_ident, shape};
 
 /// Paths the gateway serves itself; routes may not take them.
 pub const RESERVED_PATHS: &[&str] = super::paths::RESERVED;
@@ -433,71 +435,6 @@ fn build(raw: RawRoute, fail: &dyn Fn(&str, String) -> Error) -> Result<Route> {
         summary: raw.summary,
         origin: String::new(),
     })
-}
-
-/// Checks a route path; returns its parameter names.
-pub fn parse_path(path: &str) -> Result<Vec<String>> {
-    let bad = |why: &str| Err(Error::Invalid(format!("bad path `{path}`: {why}")));
-    let Some(rest) = path.strip_prefix('/') else {
-        return bad("it must start with `/`");
-    };
-    let mut params: Vec<String> = Vec::new();
-    if rest.is_empty() {
-        return Ok(params);
-    }
-    let segments: Vec<&str> = rest.split('/').collect();
-    for (i, segment) in segments.iter().enumerate() {
-        if segment.is_empty() {
-            return bad("empty segment (`//` or a trailing `/`)");
-        }
-        if let Some(inner) = segment.strip_prefix('{') {
-            let Some(name) = inner.strip_suffix('}') else {
-                return bad("a parameter must be a whole segment, `{name}`");
-            };
-            let name = match name.strip_prefix('*') {
-                Some(name) if i + 1 == segments.len() => name,
-                Some(_) => return bad("a `{*rest}` parameter must be the last segment"),
-                None => name,
-            };
-            if !is_ident(name) {
-                return bad(&format!("`{{{name}}}` is not a parameter name"));
-            }
-            if params.iter().any(|p| p == name) {
-                return bad(&format!("parameter `{name}` appears twice"));
-            }
-            params.push(name.to_owned());
-        } else if segment.contains(['{', '}', '*', ':']) {
-            return bad(&format!(
-                "`{segment}`: parameters are written `{{name}}`, as a whole segment"
-            ));
-        }
-    }
-    Ok(params)
-}
-
-/// The path with parameter names erased: `/a/{x}` and `/a/{y}` are the
-/// same route.
-fn shape(path: &str) -> String {
-    path.split('/')
-        .map(|s| {
-            if s.starts_with("{*") {
-                "{*}"
-            } else if s.starts_with('{') {
-                "{}"
-            } else {
-                s
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-fn is_ident(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// serde_yaml_ng appends " at line L column C"; we print it first.

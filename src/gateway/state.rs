@@ -20,6 +20,7 @@ use crate::container::ServiceDef;
 use crate::error::Result;
 use crate::service::EntrypointKind;
 use crate::transport::Transport;
+use crate::web::WebServer;
 
 /// A service the gateway knows about (for the page and `/api/info`).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -71,6 +72,7 @@ struct Inner {
     shutdown: CancellationToken,
     openapi: String,
     transport: Arc<dyn Transport>,
+    web: WebServer,
 }
 
 impl std::fmt::Debug for GatewayState {
@@ -92,6 +94,7 @@ pub struct GatewayBuilder {
     static_dir: Option<PathBuf>,
     services: Vec<ServiceInfo>,
     ready: bool,
+    web: WebServer,
 }
 
 impl GatewayBuilder {
@@ -145,6 +148,19 @@ impl GatewayBuilder {
         self
     }
 
+    /// The web server whose routes (the `#[http]` entrypoints of embedded
+    /// services) the gateway serves beside its own: give the same server
+    /// to the [`ServiceRunner`](crate::ServiceRunner) of those services
+    /// ([`ServiceRunner::web_server`](crate::ServiceRunner::web_server)).
+    /// `build` reserves the gateway's paths and routes on it, so that an
+    /// `#[http]` route that clashes with one stops its service's start-up,
+    /// naming both. Default: a [`WebServer::mounted`] of its own.
+    #[must_use]
+    pub fn web_server(mut self, server: WebServer) -> Self {
+        self.web = server;
+        self
+    }
+
     /// Connects the RPC client and the event bridge.
     pub async fn build(self) -> Result<GatewayState> {
         let config = match self.config {
@@ -154,6 +170,17 @@ impl GatewayBuilder {
             }
             None => GatewayConfig::from_settings(&self.settings)?,
         };
+        for path in super::paths::RESERVED {
+            self.web.reserve(None, path, "the gateway")?;
+        }
+        for route in &self.routes.routes {
+            let owner = format!(
+                "the route at {} (-> {}.{})",
+                route.origin, route.service, route.rpc_method
+            );
+            self.web
+                .reserve(Some(route.method.clone()), &route.path, &owner)?;
+        }
         let metrics = GatewayMetrics::new();
         let shutdown = CancellationToken::new();
         let rpc = ClusterRpc::builder(self.transport.clone())
@@ -206,6 +233,7 @@ impl GatewayBuilder {
                 services_ready: AtomicBool::new(self.ready),
                 shutdown,
                 openapi,
+                web: self.web,
             }),
         })
     }
@@ -222,7 +250,13 @@ impl GatewayState {
             static_dir: None,
             services: Vec::new(),
             ready: true,
+            web: WebServer::mounted(),
         }
+    }
+
+    /// The web server whose routes the gateway mounts beside its own.
+    pub fn web_server(&self) -> &WebServer {
+        &self.inner.web
     }
 
     /// Marks the embedded services as up (or not) for `/readyz`.

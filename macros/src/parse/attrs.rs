@@ -234,6 +234,138 @@ pub(crate) enum Kind {
     Timer(TimerArgs),
     /// `#[entrypoint]`: triggered by an entrypoint of the user's own.
     Custom,
+    /// `#[http(METHOD, "/path")]`.
+    Http(HttpArgs),
+}
+
+/// The arguments of `#[http(GET, "/path/{param}")]`.
+pub(crate) struct HttpArgs {
+    /// Upper case: `GET`.
+    pub(crate) method: String,
+    pub(crate) path: LitStr,
+}
+
+/// The HTTP methods `#[http]` takes.
+const HTTP_METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+impl HttpArgs {
+    fn parse(attr: &Attribute, args: Vec<AttrArg>, errors: &mut Errors) -> Option<HttpArgs> {
+        let usage = "write #[http(GET, \"/path/{param}\")]";
+        let mut args = args.into_iter();
+        let (Some(first), second) = (args.next(), args.next()) else {
+            errors.at(
+                attr,
+                format_args!("missing the HTTP method and path: {usage}"),
+            );
+            return None;
+        };
+        for extra in args {
+            errors.at(
+                arg_tokens(&extra),
+                format_args!("unexpected argument: {usage}"),
+            );
+        }
+        let method = match &first {
+            AttrArg::Positional(Expr::Path(path)) if path.path.get_ident().is_some() => path
+                .path
+                .get_ident()
+                .map(|i| (i.to_string(), arg_tokens(&first))),
+            AttrArg::Positional(Expr::Lit(ExprLit {
+                lit: Lit::Str(s), ..
+            })) => Some((s.value(), arg_tokens(&first))),
+            other => {
+                errors.at(
+                    arg_tokens(other),
+                    format_args!("expected the HTTP method first: {usage}"),
+                );
+                None
+            }
+        };
+        let method = method.and_then(|(name, tokens)| {
+            let upper = name.to_ascii_uppercase();
+            if HTTP_METHODS.contains(&upper.as_str()) {
+                Some(upper)
+            } else {
+                errors.at(
+                    tokens,
+                    format_args!(
+                        "unsupported HTTP method `{name}`: use GET, POST, PUT, PATCH, DELETE, \
+                         HEAD or OPTIONS"
+                    ),
+                );
+                None
+            }
+        });
+        let path = match second {
+            Some(AttrArg::Positional(value)) => lit_str(&value, "the path", errors),
+            Some(other) => {
+                errors.at(
+                    arg_tokens(&other),
+                    format_args!("expected the path second: {usage}"),
+                );
+                None
+            }
+            None => {
+                errors.at(attr, format_args!("missing the path: {usage}"));
+                None
+            }
+        };
+        let path = path?;
+        if let Err(why) = check_http_path(&path.value()) {
+            errors.at(&path, format_args!("bad path `{}`: {why}", path.value()));
+            return None;
+        }
+        Some(HttpArgs {
+            method: method?,
+            path,
+        })
+    }
+}
+
+/// The rules of axum paths that a route table checks at start-up, checked
+/// at compile time: `/` first, no empty segment, `{name}` parameters as
+/// whole segments, `{*rest}` only last.
+fn check_http_path(path: &str) -> Result<(), String> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err("it must start with `/`".into());
+    };
+    if rest.is_empty() {
+        return Ok(());
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    let mut names: Vec<&str> = Vec::new();
+    for (i, segment) in segments.iter().enumerate() {
+        if segment.is_empty() {
+            return Err("empty segment (`//` or a trailing `/`)".into());
+        }
+        if let Some(inner) = segment.strip_prefix('{') {
+            let Some(name) = inner.strip_suffix('}') else {
+                return Err("a parameter must be a whole segment, `{name}`".into());
+            };
+            let name = match name.strip_prefix('*') {
+                Some(name) if i + 1 == segments.len() => name,
+                Some(_) => return Err("a `{*rest}` parameter must be the last segment".into()),
+                None => name,
+            };
+            let ident = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ident {
+                return Err(format!("`{{{name}}}` is not a parameter name"));
+            }
+            if names.contains(&name) {
+                return Err(format!("parameter `{name}` appears twice"));
+            }
+            names.push(name);
+        } else if segment.contains(['{', '}', '*', ':']) {
+            return Err(format!(
+                "`{segment}`: parameters are written `{{name}}`, as a whole segment"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The arguments of `#[event_handler(...)]`.
@@ -309,6 +441,7 @@ impl Kind {
                 Some(Kind::Custom)
             }
             "event_handler" => EventArgs::parse(attr, args, errors).map(Kind::Event),
+            "http" => HttpArgs::parse(attr, args, errors).map(Kind::Http),
             _ => TimerArgs::parse(attr, args, errors).map(Kind::Timer),
         }
     }

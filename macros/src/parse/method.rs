@@ -74,7 +74,7 @@ pub(crate) struct Param {
 
 /// The entrypoint attribute names, as `#[service]` recognises them (by last
 /// path segment, so `#[enoki::rpc]` works too).
-const ENTRYPOINT_ATTRS: [&str; 4] = ["rpc", "event_handler", "timer", "entrypoint"];
+const ENTRYPOINT_ATTRS: [&str; 5] = ["rpc", "event_handler", "timer", "entrypoint", "http"];
 
 pub(crate) fn is_entrypoint_attr(attr: &Attribute) -> bool {
     let last = attr.path().segments.last();
@@ -153,12 +153,18 @@ impl Entrypoint {
             errors.at(
                 extra,
                 "a method can have only one entrypoint attribute \
-                 (`#[rpc]`, `#[event_handler]`, `#[timer]` or `#[entrypoint]`)",
+                 (`#[rpc]`, `#[event_handler]`, `#[timer]`, `#[http]` or `#[entrypoint]`)",
             );
         }
         let mut scratch = Errors::default();
         let kind = Kind::parse(attr, &mut scratch);
-        let signature = Signature::parse(method, kind.as_ref(), &mut scratch);
+        // `#[http]` rules apply even when its arguments were wrong.
+        let http = attr
+            .path()
+            .segments
+            .last()
+            .is_some_and(|s| s.ident == "http");
+        let signature = Signature::parse(method, kind.as_ref(), http, &mut scratch);
         if let Some(cfg) = method.attrs.iter().find(|a| a.path().is_ident("cfg")) {
             scratch.at(cfg, "`#[cfg]` is not supported on entrypoint methods");
         }
@@ -194,13 +200,20 @@ struct Signature {
 }
 
 impl Signature {
-    fn parse(method: &ImplItemFn, kind: Option<&Kind>, errors: &mut Errors) -> Option<Signature> {
+    fn parse(
+        method: &ImplItemFn,
+        kind: Option<&Kind>,
+        http: bool,
+        errors: &mut Errors,
+    ) -> Option<Signature> {
         let sig = &method.sig;
         let what = match kind {
+            None if http => "#[http]",
             Some(Kind::Rpc) | None => "#[rpc]",
             Some(Kind::Event(_)) => "#[event_handler]",
             Some(Kind::Timer(_)) => "#[timer]",
             Some(Kind::Custom) => "#[entrypoint]",
+            Some(Kind::Http(_)) => "#[http]",
         };
         if sig.asyncness.is_none() {
             errors.at(
@@ -246,6 +259,8 @@ impl Signature {
 
         let output = match &sig.output {
             ReturnType::Type(_, ty) => Some((**ty).clone()),
+            // An #[http] method may answer nothing: 200 with an empty body.
+            ReturnType::Default if http => Some(syn::parse_quote!(())),
             ReturnType::Default => {
                 errors.at_span(
                     sig.paren_token.span.close(),
@@ -355,6 +370,14 @@ fn parse_param(arg: &syn::PatType, kind: Option<&Kind>, errors: &mut Errors) -> 
             errors.at(
                 ty,
                 "entrypoint parameters can't be `impl Trait`: name a concrete type",
+            );
+            return None;
+        }
+        Type::Reference(_) if matches!(kind, Some(Kind::Http(_))) => {
+            errors.at(
+                ty,
+                "#[http] parameters are axum extractors, which are owned types \
+                 (e.g. `Path<String>`, `Json<T>`, `HeaderMap`)",
             );
             return None;
         }
