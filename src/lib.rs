@@ -147,9 +147,9 @@ pub fn service<S: Service>() -> ServiceDef {
     ServiceDef::new::<S>()
 }
 
-/// Entry points for the fuzz targets in `fuzz/` (built with `--cfg
-/// fuzzing`): decoders that are internal otherwise. Not public API.
-#[cfg(all(fuzzing, feature = "amqp"))]
+/// Entry points for the fuzz targets in `fuzz/` and the budget bench
+/// (`benches/budget.rs`): decoders that are internal otherwise. Not public API.
+#[cfg(feature = "amqp")]
 #[doc(hidden)]
 pub mod __fuzz {
     /// An AMQP headers table as enoki reads it.

@@ -516,12 +516,24 @@ async fn inside_the_gateway_routes_sit_beside_its_own() {
     runner.web_server(web.clone());
     runner.add(enoki::service::<Other>());
     runner.add(enoki::service::<Shop>());
+    let infos = [enoki::service::<Other>(), enoki::service::<Shop>()]
+        .iter()
+        .map(|def| enoki::gateway::ServiceInfo::from_def(def, true))
+        .collect();
     let state = enoki::gateway::GatewayState::builder(transport.clone())
         .web_server(web)
+        .services(infos)
         .build()
         .await
         .unwrap();
     runner.start().await.unwrap();
+    // /openapi.json lists them, with their path parameters.
+    let openapi: Value = serde_json::from_str(state.openapi()).unwrap();
+    let item = &openapi["paths"]["/items/{id}"];
+    assert_eq!(item["get"]["summary"], "shop.item (#[http])", "{item}");
+    assert_eq!(item["delete"]["summary"], "shop.remove (#[http])", "{item}");
+    assert_eq!(item["get"]["parameters"][0]["name"], "id");
+    assert!(openapi["paths"]["/other/{name}"]["get"].is_object());
     assert!(
         state.web_server().local_addr().is_none(),
         "mounted: never listens"

@@ -1,6 +1,7 @@
 //! `/openapi.json`: an OpenAPI 3.1 document generated from the routes
-//! (with utoipa's builder types), plus the generic RPC endpoint when it is
-//! enabled. Built once at start-up.
+//! (with utoipa's builder types), the `#[http]` entrypoints of the embedded
+//! services, and the generic RPC endpoint when it is enabled. Built once at
+//! start-up.
 
 use utoipa::openapi::path::{
     HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem, PathsBuilder,
@@ -12,6 +13,7 @@ use utoipa::openapi::{ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Requ
 
 use super::config::GatewayConfig;
 use super::routes::{Conv, Part, Route, RouteTable};
+use super::state::ServiceInfo;
 
 fn schema(ty: Type) -> Schema {
     Schema::Object(ObjectBuilder::new().schema_type(ty).build())
@@ -110,21 +112,70 @@ fn operation(route: &Route) -> utoipa::openapi::path::Operation {
     .build()
 }
 
-/// The document for these routes and settings.
-pub fn document(routes: &RouteTable, config: &GatewayConfig) -> OpenApi {
-    let mut paths = PathsBuilder::new();
+/// The operation of an `#[http]` entrypoint `service.method`.
+fn http_operation(
+    service: &str,
+    http: &crate::describe::HttpDescription,
+) -> utoipa::openapi::path::Operation {
+    let mut op = OperationBuilder::new()
+        .operation_id(Some(format!(
+            "{}_{service}_{}",
+            http.http_method.to_ascii_lowercase(),
+            http.method
+        )))
+        .tag(service.to_owned())
+        .summary(Some(format!("{service}.{} (#[http])", http.method)))
+        .description(Some(format!(
+            "The `#[http]` entrypoint `{}` of the `{service}` service.",
+            http.method
+        )));
+    for name in super::routes::parse_path(&http.path).unwrap_or_default() {
+        op = op.parameter(
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .schema(Some(schema(Type::String))),
+        );
+    }
+    op.response(
+        "200",
+        ResponseBuilder::new()
+            .description("What the method answers")
+            .build(),
+    )
+    .response("default", error_response())
+    .build()
+}
+
+/// The document for these routes, settings and services.
+pub fn document(routes: &RouteTable, config: &GatewayConfig, services: &[ServiceInfo]) -> OpenApi {
+    let mut items: Vec<(String, PathItem)> = Vec::new();
+    let mut add = |path: &str, next: PathItem| match items.iter_mut().find(|(p, _)| p == path) {
+        Some((_, item)) => item.merge_operations(next),
+        None => items.push((path.to_owned(), next)),
+    };
     for (path, group) in routes.by_path() {
-        let mut item: Option<PathItem> = None;
         for route in group {
-            let next = PathItem::new(http_method(&route.method), operation(route));
-            match &mut item {
-                None => item = Some(next),
-                Some(item) => item.merge_operations(next),
-            }
+            add(
+                path,
+                PathItem::new(http_method(&route.method), operation(route)),
+            );
         }
-        if let Some(item) = item {
-            paths = paths.path(path, item);
+    }
+    for service in services.iter().filter(|s| s.embedded) {
+        for http in &service.http {
+            let method = axum::http::Method::from_bytes(http.http_method.as_bytes())
+                .unwrap_or(axum::http::Method::GET);
+            add(
+                &http.path,
+                PathItem::new(http_method(&method), http_operation(&service.name, http)),
+            );
         }
+    }
+    let mut paths = PathsBuilder::new();
+    for (path, item) in items {
+        paths = paths.path(path, item);
     }
     if config.rpc.enabled {
         let op = OperationBuilder::new()

@@ -33,6 +33,10 @@ pub struct ServiceInfo {
     pub events: Vec<String>,
     /// Whether it runs inside this process.
     pub embedded: bool,
+    /// Its `#[http]` entrypoints (served beside the gateway's routes when
+    /// it is embedded).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<crate::describe::HttpDescription>,
 }
 
 impl ServiceInfo {
@@ -44,11 +48,24 @@ impl ServiceInfo {
             .filter(|e| matches!(e.kind, EntrypointKind::Rpc))
             .map(|e| e.method.to_owned())
             .collect();
+        let http = def
+            .entrypoints()
+            .iter()
+            .filter_map(|e| match e.kind {
+                EntrypointKind::Http(spec) => Some(crate::describe::HttpDescription {
+                    method: e.method.to_owned(),
+                    http_method: spec.method.to_owned(),
+                    path: spec.path.to_owned(),
+                }),
+                _ => None,
+            })
+            .collect();
         ServiceInfo {
             name: def.name().to_owned(),
             methods,
             events: Vec::new(),
             embedded,
+            http,
         }
     }
 }
@@ -208,6 +225,7 @@ impl GatewayBuilder {
                         methods: Vec::new(),
                         events: Vec::new(),
                         embedded: false,
+                        http: Vec::new(),
                     });
                     services.last_mut().expect("just pushed")
                 }
@@ -216,7 +234,7 @@ impl GatewayBuilder {
                 info.methods.push(route.rpc_method.clone());
             }
         }
-        let openapi = openapi::document(&self.routes, &config)
+        let openapi = openapi::document(&self.routes, &config, &services)
             .to_pretty_json()
             .map_err(crate::error::Error::Encoding)?;
         Ok(GatewayState {
