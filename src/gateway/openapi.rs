@@ -13,7 +13,7 @@ use utoipa::openapi::{ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Requ
 
 use super::config::GatewayConfig;
 use super::routes::{Conv, Part, Route, RouteTable};
-use super::state::ServiceInfo;
+use crate::describe::HttpDescription;
 
 fn schema(ty: Type) -> Schema {
     Schema::Object(ObjectBuilder::new().schema_type(ty).build())
@@ -148,8 +148,13 @@ fn http_operation(
     .build()
 }
 
-/// The document for these routes, settings and services.
-pub fn document(routes: &RouteTable, config: &GatewayConfig, services: &[ServiceInfo]) -> OpenApi {
+/// The document for these routes and settings, with the `#[http]`
+/// entrypoints `http` (service name, entrypoint) that the gateway mounts.
+pub fn document(
+    routes: &RouteTable,
+    config: &GatewayConfig,
+    http: &[(&str, &HttpDescription)],
+) -> OpenApi {
     let mut items: Vec<(String, PathItem)> = Vec::new();
     let mut add = |path: &str, next: PathItem| match items.iter_mut().find(|(p, _)| p == path) {
         Some((_, item)) => item.merge_operations(next),
@@ -163,15 +168,13 @@ pub fn document(routes: &RouteTable, config: &GatewayConfig, services: &[Service
             );
         }
     }
-    for service in services.iter().filter(|s| s.embedded) {
-        for http in &service.http {
-            let method = axum::http::Method::from_bytes(http.http_method.as_bytes())
-                .unwrap_or(axum::http::Method::GET);
-            add(
-                &http.path,
-                PathItem::new(http_method(&method), http_operation(&service.name, http)),
-            );
-        }
+    for (service, entrypoint) in http {
+        let method = axum::http::Method::from_bytes(entrypoint.http_method.as_bytes())
+            .unwrap_or(axum::http::Method::GET);
+        add(
+            &entrypoint.path,
+            PathItem::new(http_method(&method), http_operation(service, entrypoint)),
+        );
     }
     let mut paths = PathsBuilder::new();
     for (path, item) in items {

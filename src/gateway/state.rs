@@ -70,6 +70,15 @@ impl ServiceInfo {
     }
 }
 
+/// The `#[http]` entrypoints the gateway mounts: those of embedded services.
+fn mounted_http(services: &[ServiceInfo]) -> Vec<(&str, &crate::describe::HttpDescription)> {
+    services
+        .iter()
+        .filter(|s| s.embedded)
+        .flat_map(|s| s.http.iter().map(move |h| (s.name.as_str(), h)))
+        .collect()
+}
+
 /// Everything the handlers share. Cheap to clone.
 #[derive(Clone)]
 pub struct GatewayState {
@@ -234,7 +243,7 @@ impl GatewayBuilder {
                 info.methods.push(route.rpc_method.clone());
             }
         }
-        let openapi = openapi::document(&self.routes, &config, &services)
+        let openapi = openapi::document(&self.routes, &config, &mounted_http(&services))
             .to_pretty_json()
             .map_err(crate::error::Error::Encoding)?;
         Ok(GatewayState {
