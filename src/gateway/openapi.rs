@@ -148,9 +148,14 @@ fn http_operation(
     .build()
 }
 
+/// The document for these routes and settings.
+pub fn document(routes: &RouteTable, config: &GatewayConfig) -> OpenApi {
+    document_with(routes, config, &[])
+}
+
 /// The document for these routes and settings, with the `#[http]`
 /// entrypoints `http` (service name, entrypoint) that the gateway mounts.
-pub fn document(
+pub fn document_with(
     routes: &RouteTable,
     config: &GatewayConfig,
     http: &[(&str, &HttpDescription)],

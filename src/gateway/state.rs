@@ -243,7 +243,7 @@ impl GatewayBuilder {
                 info.methods.push(route.rpc_method.clone());
             }
         }
-        let openapi = openapi::document(&self.routes, &config, &mounted_http(&services))
+        let openapi = openapi::document_with(&self.routes, &config, &mounted_http(&services))
             .to_pretty_json()
             .map_err(crate::error::Error::Encoding)?;
         Ok(GatewayState {
