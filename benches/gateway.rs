@@ -303,16 +303,32 @@ async fn users_bench() {
         }),
     );
     let bare = serve(bare).await;
+    let path = format!("/users/{}", ann.id);
+    interleaved(
+        &format!("http://{bare}{path}"),
+        "bare axum+sqlx /users/{id}",
+        &format!("http://{gateway}{path}"),
+        "gateway (SQLite, embedded)",
+        "/users/{id} gateway / bare axum+sqlx",
+    )
+    .await;
+    state.close().await;
+    runner.stop().await;
+    transport.close().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+    }
+}
+
+/// Three interleaved wrk rounds of `base` (A) and `subject` (B), A B A B
+/// A B; prints each round, then the best, median and worst B/A ratio.
+async fn interleaved(base: &str, base_name: &str, subject: &str, subject_name: &str, what: &str) {
     let mut ratios = Vec::new();
     for round in 1..=3 {
-        let a = wrk(&format!("http://{bare}/users/{}", ann.id))
-            .await
-            .expect("wrk runs");
-        let b = wrk(&format!("http://{gateway}/users/{}", ann.id))
-            .await
-            .expect("wrk runs");
+        let a = wrk(base).await.expect("wrk runs");
+        let b = wrk(subject).await.expect("wrk runs");
         println!(
-            "gateway http: round {round}: bare axum+sqlx /users/{{id}} {:>9.0} req/s  p99 {}; gateway (SQLite, embedded) {:>9.0} req/s  p99 {}  ({:.2}x)",
+            "gateway http: round {round}: {base_name} {:>9.0} req/s  p99 {}; {subject_name} {:>9.0} req/s  p99 {}  ({:.2}x)",
             a.rps,
             a.p99,
             b.rps,
@@ -323,15 +339,9 @@ async fn users_bench() {
     }
     ratios.sort_by(f64::total_cmp);
     println!(
-        "gateway http: /users/{{id}} gateway / bare axum+sqlx: best {:.2}x, median {:.2}x, worst {:.2}x",
+        "gateway http: {what}: best {:.2}x, median {:.2}x, worst {:.2}x",
         ratios[2], ratios[1], ratios[0]
     );
-    state.close().await;
-    runner.stop().await;
-    transport.close().await;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
-    }
 }
 
 /// A service with one `#[http]` method, for [`http_entrypoint_bench`].
@@ -361,29 +371,14 @@ async fn http_entrypoint_bench() {
     runner.add(enoki::service::<HttpHello>());
     runner.start().await.unwrap();
     let entrypoint = web.local_addr().expect("the web server listens");
-    let mut ratios = Vec::new();
-    for round in 1..=3 {
-        let a = wrk(&format!("http://{bare}/hello/Ann"))
-            .await
-            .expect("wrk runs");
-        let b = wrk(&format!("http://{entrypoint}/hello/Ann"))
-            .await
-            .expect("wrk runs");
-        println!(
-            "gateway http: round {round}: bare axum /hello/{{name}} {:>9.0} req/s  p99 {}; #[http] entrypoint {:>9.0} req/s  p99 {}  ({:.2}x)",
-            a.rps,
-            a.p99,
-            b.rps,
-            b.p99,
-            b.rps / a.rps
-        );
-        ratios.push(b.rps / a.rps);
-    }
-    ratios.sort_by(f64::total_cmp);
-    println!(
-        "gateway http: #[http] entrypoint / bare axum: best {:.2}x, median {:.2}x, worst {:.2}x",
-        ratios[2], ratios[1], ratios[0]
-    );
+    interleaved(
+        &format!("http://{bare}/hello/Ann"),
+        "bare axum /hello/{name}",
+        &format!("http://{entrypoint}/hello/Ann"),
+        "#[http] entrypoint",
+        "#[http] entrypoint / bare axum",
+    )
+    .await;
     runner.stop().await;
 }
 

@@ -111,8 +111,8 @@ impl IntoResponse for ApiError {
 }
 
 impl ApiError {
-    /// Maps an RPC failure to an HTTP error (the table in the [module
-    /// docs](self)); `status_by_type` is `GATEWAY.error_status`.
+    /// Maps an RPC failure to an HTTP error (the table in the docs of
+    /// `gateway::error`); `status_by_type` is `GATEWAY.error_status`.
     pub fn from_rpc(
         err: &Error,
         service: &str,
