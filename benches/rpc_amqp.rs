@@ -6,20 +6,24 @@
 //! Run with: `./scripts/bench-amqp` (makes sure the nameko venv exists), or
 //! `cargo bench --bench rpc_amqp` (uses `ENOKI_PYTHON`, else `scripts/venv`).
 //!
-//! For each of the three, one figure per line:
+//! Three interleaved rounds (each subject in turn, three times: A B C A B
+//! C A B C); in each round, for each subject:
 //! - **sequential**: p50 and p99 latency of one call at a time, over
 //!   `SEQ_CALLS` calls after `SEQ_WARMUP`;
 //! - **throughput**: calls/s with `IN_FLIGHT` calls outstanding, counted over
-//!   `MEASURE` after `WARMUP`.
+//!   `MEASURE` after `WARMUP`, and the broker's CPU time per call in that
+//!   window (user + system of the local node's `beam.smp`, from
+//!   `/proc/<pid>/stat`; the pid from `rabbitmqctl eval 'os:getpid().'`).
 //!
-//! The three:
+//! The subjects:
 //! - **enoki**: `ClusterRpc` (its own `AmqpTransport` connection) calling
 //!   `enoki_echo.echo("x")`, a trivial service hosted by a `ServiceRunner` on
 //!   another connection, `max_workers` = `PREFETCH_COUNT` = `IN_FLIGHT`.
 //!   Everything nameko does: persistent messages, publisher confirms on
 //!   requests and replies, `mandatory` requests, headers with the call-id
 //!   stack, JSON, manual acks of requests (after the reply is confirmed) and
-//!   replies.
+//!   replies. Its reply queue is the default `RPC_REPLY_QUEUE: transient`
+//!   (not durable, `x-expires`).
 //! - **raw lapin**: no framework, the practical limit of the broker here. A
 //!   server task consumes `raw-echo` (qos `IN_FLIGHT`, manual ack) and, for
 //!   each request, publishes the body back to the default exchange with the
@@ -28,11 +32,11 @@
 //!   publishes persistent, `mandatory` requests with `reply_to` (its own
 //!   reply queue) and `correlation_id`, waits for each confirm, and matches
 //!   replies (manually acked) by correlation id. The reply queue is
-//!   nameko's (durable, `x-expires`, not exclusive), so the broker does the
-//!   same work as for enoki: this is the baseline of the ratios. A second
-//!   run with a server-named exclusive, auto-delete reply queue (persistent
-//!   replies to a non-durable queue skip the message store, ~0.2 ms less per
-//!   call here) is printed for information.
+//!   nameko's (durable, `x-expires`, not exclusive): this is "the
+//!   nameko-shaped raw lapin echo", the baseline of the ratios.
+//! - **enoki (`RPC_REPLY_QUEUE: durable`)** and **raw lapin (exclusive reply
+//!   queue)**, for information: the same with nameko's reply queue, and the
+//!   raw echo with a server-named exclusive, auto-delete one.
 //! - **nameko**: `benches/nameko/client.py` (a standalone `ClusterRpcProxy`)
 //!   calling `benches/nameko/echo_service.py` under `nameko run`
 //!   (`max_workers` = `IN_FLIGHT`). Sequential: plain calls. Throughput:
@@ -40,11 +44,13 @@
 //!   `ClusterRpc`), each keeping `IN_FLIGHT / NAMEKO_CLIENTS` calls
 //!   outstanding with `call_async`; their calls/s are added up
 //!   (`NAMEKO_CLIENTS=2` gives nameko a second process and about 25% more).
-//!   Skipped (with a message) without the venv.
+//!   Skipped (with a message) without the venv. Its broker CPU is not
+//!   measured (the client's window is its own).
 //!
-//! The last lines are
+//! After the rounds: each subject's throughput over raw lapin's in the same
+//! round (best, median, worst), the median broker CPU per call, then
 //! `rpc_amqp: enoki throughput N calls/s, raw lapin M calls/s, nameko K calls/s, enoki/nameko X, enoki/lapin Y`
-//! and `rpc_amqp: sequential p50 enoki A ms, lapin B ms (ratio C), nameko D ms`.
+//! (medians) and `rpc_amqp: sequential p50 enoki A ms, lapin B ms (ratio C), nameko D ms`.
 
 #[allow(unreachable_pub, missing_docs)]
 #[path = "../tests/common/amqp.rs"]
@@ -94,11 +100,16 @@ mod echo {
 
 // ===== measuring =====
 
+/// One round of one subject.
 #[derive(Debug, Clone, Copy, Default)]
 struct Figures {
     p50_ms: f64,
     p99_ms: f64,
     calls_per_s: f64,
+    /// The broker's CPU time (user + system, from `/proc`) per call during
+    /// the throughput window, in microseconds; `None` when it cannot be
+    /// read (a remote broker, or nameko's client, whose window is its own).
+    broker_us_per_call: Option<f64>,
 }
 
 fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
@@ -106,12 +117,19 @@ fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
     sorted[index.min(sorted.len() - 1)].as_secs_f64() * 1000.0
 }
 
-/// p50 and p99 in ms of `SEQ_CALLS` sequential calls after `SEQ_WARMUP`.
-async fn sequential<F, Fut>(call: F) -> (f64, f64)
+/// One call, as every Rust subject makes it.
+type Call = Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+fn call_of<F, Fut>(call: F) -> Call
 where
-    F: Fn() -> Fut,
-    Fut: Future<Output = ()>,
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
 {
+    Arc::new(move || Box::pin(call()))
+}
+
+/// p50 and p99 in ms of `SEQ_CALLS` sequential calls after `SEQ_WARMUP`.
+async fn sequential(call: &Call) -> (f64, f64) {
     for _ in 0..SEQ_WARMUP {
         call().await;
     }
@@ -125,14 +143,54 @@ where
     (percentile(&latencies, 0.50), percentile(&latencies, 0.99))
 }
 
+/// The local broker's CPU time so far, from `/proc/<pid>/stat`.
+#[derive(Debug, Clone)]
+struct BrokerCpu {
+    stat: PathBuf,
+    tick: Duration,
+}
+
+impl BrokerCpu {
+    /// The node on 127.0.0.1 that `rabbitmqctl` talks to, when it runs here.
+    fn find() -> Option<BrokerCpu> {
+        if !amqp::broker_addr().starts_with("127.0.0.1") {
+            return None;
+        }
+        let pid = amqp::rabbitmqctl(&["eval", "os:getpid()."]);
+        let pid: u32 = pid.trim().trim_matches('"').parse().ok()?;
+        let tick = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| {
+                String::from_utf8_lossy(&out.stdout)
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .filter(|hz| *hz > 0)?;
+        let cpu = BrokerCpu {
+            stat: PathBuf::from(format!("/proc/{pid}/stat")),
+            tick: Duration::from_secs(1) / tick as u32,
+        };
+        cpu.now().map(|_| cpu)
+    }
+
+    fn now(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(&self.stat).ok()?;
+        // Fields after the command's closing parenthesis: state is the 3rd
+        // field of the line, utime and stime the 14th and 15th.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: u32 = fields.get(11)?.parse().ok()?;
+        let stime: u32 = fields.get(12)?.parse().ok()?;
+        Some(self.tick * (utime + stime))
+    }
+}
+
 /// Runs `call` from `IN_FLIGHT` tasks for `WARMUP + MEASURE`; returns the
-/// calls per second during `MEASURE`.
-async fn throughput<F, Fut>(call: F) -> f64
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let call = Arc::new(call);
+/// calls per second during `MEASURE`, and the broker's CPU per call then.
+async fn throughput(call: &Call, broker: Option<&BrokerCpu>) -> (f64, Option<f64>) {
     let count = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = (0..IN_FLIGHT)
@@ -149,25 +207,59 @@ where
     tokio::time::sleep(WARMUP).await;
     let start_count = count.load(Ordering::Relaxed);
     let start = Instant::now();
+    let cpu_start = broker.and_then(BrokerCpu::now);
     tokio::time::sleep(MEASURE).await;
     let calls = count.load(Ordering::Relaxed) - start_count;
+    let cpu_end = broker.and_then(BrokerCpu::now);
     let elapsed = start.elapsed();
     done.store(true, Ordering::Relaxed);
     for task in tasks {
         task.await.expect("bench task");
     }
-    calls as f64 / elapsed.as_secs_f64()
+    let per_call = match (cpu_start, cpu_end) {
+        (Some(a), Some(b)) if calls > 0 => {
+            Some((b.saturating_sub(a)).as_secs_f64() * 1e6 / calls as f64)
+        }
+        _ => None,
+    };
+    (calls as f64 / elapsed.as_secs_f64(), per_call)
 }
 
-fn report(name: &str, figures: &Figures) {
+/// One round of a Rust subject: sequential latency, then throughput.
+async fn round(call: &Call, broker: Option<&BrokerCpu>) -> Figures {
+    let (p50_ms, p99_ms) = sequential(call).await;
+    let (calls_per_s, broker_us_per_call) = throughput(call, broker).await;
+    Figures {
+        p50_ms,
+        p99_ms,
+        calls_per_s,
+        broker_us_per_call,
+    }
+}
+
+fn report(name: &str, round: usize, figures: &Figures) {
+    let cpu = figures
+        .broker_us_per_call
+        .map(|us| format!(", broker CPU {us:.0} us/call"))
+        .unwrap_or_default();
     println!(
-        "rpc_amqp: {name} sequential p50 {:.3} ms, p99 {:.3} ms ({SEQ_CALLS} calls)",
-        figures.p50_ms, figures.p99_ms
+        "rpc_amqp: round {round}: {name}: sequential p50 {:.3} ms, p99 {:.3} ms ({SEQ_CALLS} calls); throughput {:.0} calls/s ({IN_FLIGHT} in flight){cpu}",
+        figures.p50_ms, figures.p99_ms, figures.calls_per_s
     );
-    println!(
-        "rpc_amqp: {name} throughput {:.0} calls/s ({IN_FLIGHT} in flight)",
-        figures.calls_per_s
-    );
+}
+
+/// Best, median and worst of some figures (best = highest).
+fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
+    values.sort_by(|a, b| b.total_cmp(a));
+    (
+        values[0],
+        values[values.len() / 2],
+        values[values.len() - 1],
+    )
+}
+
+fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    spread(values.into_iter().collect()).1
 }
 
 // ===== enoki =====
@@ -182,40 +274,32 @@ async fn connect(uri: &str, name: &str) -> Arc<AmqpTransport> {
         .unwrap_or_else(|err| panic!("{err}"))
 }
 
-async fn enoki(uri: &str) -> Figures {
+/// The enoki service, hosted on its own connection.
+async fn enoki_service(uri: &str) -> (ServiceRunner, Arc<AmqpTransport>) {
     let settings = Settings::new().with("max_workers", (IN_FLIGHT as u64).into());
-    let service_transport = connect(uri, "bench-enoki-service").await;
-    let mut runner = ServiceRunner::new(service_transport.clone(), settings.clone());
+    let transport = connect(uri, "bench-enoki-service").await;
+    let mut runner = ServiceRunner::new(transport.clone(), settings);
     runner.add(enoki::service::<echo::EnokiEcho>());
     runner.start().await.expect("start enoki_echo");
-    let client_transport = connect(uri, "bench-enoki-client").await;
-    let rpc = ClusterRpc::connect(client_transport.clone(), &settings)
+    (runner, transport)
+}
+
+/// An enoki client on its own connection, with this `RPC_REPLY_QUEUE`.
+async fn enoki_client(uri: &str, reply_queue: &str) -> (Call, ClusterRpc, Arc<AmqpTransport>) {
+    let settings = Settings::new().with("RPC_REPLY_QUEUE", reply_queue.into());
+    let transport = connect(uri, &format!("bench-enoki-client-{reply_queue}")).await;
+    let rpc = ClusterRpc::connect(transport.clone(), &settings)
         .await
         .expect("client");
     let client = echo::EnokiEchoClient::new(&rpc);
-
-    let (p50_ms, p99_ms) = sequential(|| async {
-        let reply = client.echo("x".to_owned()).await.expect("echo");
-        assert_eq!(reply, "x");
-    })
-    .await;
-    let calls_per_s = throughput(move || {
+    let call = call_of(move || {
         let client = client.clone();
         async move {
             let reply = client.echo("x".to_owned()).await.expect("echo");
             assert_eq!(reply, "x");
         }
-    })
-    .await;
-    rpc.close().await;
-    runner.stop().await;
-    client_transport.close().await;
-    service_transport.close().await;
-    Figures {
-        p50_ms,
-        p99_ms,
-        calls_per_s,
-    }
+    });
+    (call, rpc, transport)
 }
 
 // ===== raw lapin =====
@@ -397,33 +481,20 @@ impl RawClient {
     }
 }
 
-async fn raw_lapin(uri: &str, durable_reply_queue: bool) -> Figures {
-    let (ready, is_ready) = oneshot::channel();
-    let server = raw_server(uri.to_owned(), ready).await;
-    is_ready.await.expect("raw server ready");
+/// The raw echo's client on its own connection (the server runs once).
+async fn raw_client(uri: &str, durable_reply_queue: bool) -> (Call, Connection) {
     let conn = Connection::connect(uri, ConnectionProperties::default())
         .await
         .expect("raw client connection");
     let client = RawClient::connect(&conn, durable_reply_queue).await;
     let body: &'static [u8] = br#"{"args": ["x"], "kwargs": {}}"#;
-    let (p50_ms, p99_ms) = sequential(|| async {
-        assert_eq!(client.call(body).await, body);
-    })
-    .await;
-    let calls_per_s = throughput(move || {
+    let call = call_of(move || {
         let client = client.clone();
         async move {
             assert_eq!(client.call(body).await, body);
         }
-    })
-    .await;
-    let _ = conn.close(200, "OK".into()).await;
-    let _ = server.close(200, "OK".into()).await;
-    Figures {
-        p50_ms,
-        p99_ms,
-        calls_per_s,
-    }
+    });
+    (call, conn)
 }
 
 // ===== nameko =====
@@ -471,90 +542,131 @@ async fn run_client(python: &Path, uri: &str, args: &[String]) -> Value {
     serde_json::from_str(line).unwrap_or_else(|err| panic!("client.py printed {stdout:?}: {err}"))
 }
 
-async fn nameko(uri: &str, vhost: &amqp::TestVhost) -> Result<Figures, String> {
-    let python = python()?;
-    let clients: usize = std::env::var("NAMEKO_CLIENTS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1)
-        .max(1);
-    let config = std::env::temp_dir().join(format!("enoki-bench-{}.yaml", vhost.name));
-    std::fs::write(
-        &config,
-        format!("AMQP_URI: '{uri}'\nmax_workers: {IN_FLIGHT}\n"),
-    )
-    .map_err(|err| format!("write {}: {err}", config.display()))?;
-    let log = std::env::temp_dir().join(format!("enoki-bench-{}.log", vhost.name));
-    let log_file = std::fs::File::create(&log).map_err(|err| err.to_string())?;
-    let mut service = tokio::process::Command::new(&python)
-        .args(["-m", "nameko", "run", "--config"])
-        .arg(&config)
-        .arg("echo_service")
-        .current_dir(nameko_dir())
-        .stdout(log_file.try_clone().map_err(|err| err.to_string())?)
-        .stderr(log_file)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|err| format!("cannot start nameko run: {err}"))?;
+/// The nameko echo service under `nameko run`, answering.
+struct Nameko {
+    python: PathBuf,
+    uri: String,
+    clients: usize,
+    service: tokio::process::Child,
+    files: [PathBuf; 2],
+}
 
-    // Ready once an enoki client gets an answer from it.
-    let transport = connect(uri, "bench-nameko-probe").await;
-    let probe = ClusterRpc::builder(transport.clone() as Arc<dyn Transport>)
-        .timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .expect("probe client");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match probe.service("nameko_echo").call("echo", "x".into()).await {
-            Ok(reply) if reply == "x" => break,
-            other => {
-                if Instant::now() > deadline {
-                    let _ = service.kill().await;
-                    return Err(format!(
-                        "the nameko service did not answer within 60 s ({other:?}); see {}",
-                        log.display()
-                    ));
+impl Nameko {
+    async fn start(uri: &str, vhost: &amqp::TestVhost) -> Result<Nameko, String> {
+        let python = python()?;
+        let clients: usize = std::env::var("NAMEKO_CLIENTS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1)
+            .max(1);
+        let config = std::env::temp_dir().join(format!("enoki-bench-{}.yaml", vhost.name));
+        std::fs::write(
+            &config,
+            format!("AMQP_URI: '{uri}'\nmax_workers: {IN_FLIGHT}\n"),
+        )
+        .map_err(|err| format!("write {}: {err}", config.display()))?;
+        let log = std::env::temp_dir().join(format!("enoki-bench-{}.log", vhost.name));
+        let log_file = std::fs::File::create(&log).map_err(|err| err.to_string())?;
+        let mut service = tokio::process::Command::new(&python)
+            .args(["-m", "nameko", "run", "--config"])
+            .arg(&config)
+            .arg("echo_service")
+            .current_dir(nameko_dir())
+            .stdout(log_file.try_clone().map_err(|err| err.to_string())?)
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|err| format!("cannot start nameko run: {err}"))?;
+
+        // Ready once an enoki client gets an answer from it.
+        let transport = connect(uri, "bench-nameko-probe").await;
+        let probe = ClusterRpc::builder(transport.clone() as Arc<dyn Transport>)
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("probe client");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match probe.service("nameko_echo").call("echo", "x".into()).await {
+                Ok(reply) if reply == "x" => break,
+                other => {
+                    if Instant::now() > deadline {
+                        let _ = service.kill().await;
+                        return Err(format!(
+                            "the nameko service did not answer within 60 s ({other:?}); see {}",
+                            log.display()
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+        probe.close().await;
+        transport.close().await;
+        Ok(Nameko {
+            python,
+            uri: uri.to_owned(),
+            clients,
+            service,
+            files: [config, log],
+        })
     }
-    probe.close().await;
-    transport.close().await;
 
-    let seq = run_client(
-        &python,
-        uri,
-        &[
-            "sequential".into(),
-            SEQ_CALLS.to_string(),
-            SEQ_WARMUP.to_string(),
-        ],
-    )
-    .await;
-    let per_client = (IN_FLIGHT / clients).max(1);
-    let throughput_args = [
-        "throughput".into(),
-        per_client.to_string(),
-        WARMUP.as_secs_f64().to_string(),
-        MEASURE.as_secs_f64().to_string(),
-    ];
-    let runs = (0..clients).map(|_| run_client(&python, uri, &throughput_args));
-    let calls_per_s: f64 = futures::future::join_all(runs)
-        .await
-        .iter()
-        .map(|run| run["calls_per_s"].as_f64().expect("calls_per_s"))
-        .sum();
-    let _ = service.kill().await;
-    let _ = std::fs::remove_file(&config);
-    let _ = std::fs::remove_file(&log);
-    Ok(Figures {
-        p50_ms: seq["p50_ms"].as_f64().expect("p50_ms"),
-        p99_ms: seq["p99_ms"].as_f64().expect("p99_ms"),
-        calls_per_s,
-    })
+    /// One round: `client.py sequential`, then `NAMEKO_CLIENTS` processes of
+    /// `client.py throughput` at once, their calls/s added up.
+    async fn round(&self) -> Figures {
+        let seq = run_client(
+            &self.python,
+            &self.uri,
+            &[
+                "sequential".into(),
+                SEQ_CALLS.to_string(),
+                SEQ_WARMUP.to_string(),
+            ],
+        )
+        .await;
+        let per_client = (IN_FLIGHT / self.clients).max(1);
+        let throughput_args = [
+            "throughput".into(),
+            per_client.to_string(),
+            WARMUP.as_secs_f64().to_string(),
+            MEASURE.as_secs_f64().to_string(),
+        ];
+        let runs = (0..self.clients).map(|_| run_client(&self.python, &self.uri, &throughput_args));
+        let calls_per_s: f64 = futures::future::join_all(runs)
+            .await
+            .iter()
+            .map(|run| run["calls_per_s"].as_f64().expect("calls_per_s"))
+            .sum();
+        Figures {
+            p50_ms: seq["p50_ms"].as_f64().expect("p50_ms"),
+            p99_ms: seq["p99_ms"].as_f64().expect("p99_ms"),
+            calls_per_s,
+            broker_us_per_call: None,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.service.kill().await;
+        for file in &self.files {
+            let _ = std::fs::remove_file(file);
+        }
+    }
 }
+
+/// What one run measures: the subjects in the order of each round.
+const ENOKI: usize = 0;
+const LAPIN: usize = 1;
+const ENOKI_DURABLE: usize = 2;
+const LAPIN_EXCLUSIVE: usize = 3;
+const NAMEKO: usize = 4;
+const NAMES: [&str; 5] = [
+    "enoki",
+    "raw lapin",
+    "enoki (RPC_REPLY_QUEUE: durable)",
+    "raw lapin (exclusive reply queue)",
+    "nameko",
+];
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -571,43 +683,116 @@ fn main() {
         amqp::broker_addr(),
         vhost.name
     );
-    let (enoki, lapin, nameko) = runtime.block_on(async {
-        let enoki = enoki(&uri).await;
-        report("enoki", &enoki);
-        let lapin = raw_lapin(&uri, true).await;
-        report("raw lapin", &lapin);
-        let exclusive = raw_lapin(&uri, false).await;
-        report("raw lapin (exclusive reply queue)", &exclusive);
-        let nameko = nameko(&uri, &vhost).await;
-        match &nameko {
-            Ok(figures) => report("nameko", figures),
-            Err(why) => println!("rpc_amqp: nameko skipped: {why}"),
+    let broker = BrokerCpu::find();
+    if broker.is_none() {
+        println!("rpc_amqp: the broker's CPU is not measured (not a local RabbitMQ node)");
+    }
+    let rounds: Vec<[Option<Figures>; 5]> = runtime.block_on(async {
+        let (runner, service_transport) = enoki_service(&uri).await;
+        let (enoki, rpc, enoki_transport) = enoki_client(&uri, "transient").await;
+        let (enoki_durable, rpc_durable, durable_transport) = enoki_client(&uri, "durable").await;
+        let (ready, is_ready) = oneshot::channel();
+        let server = raw_server(uri.clone(), ready).await;
+        is_ready.await.expect("raw server ready");
+        let (lapin, lapin_conn) = raw_client(&uri, true).await;
+        let (exclusive, exclusive_conn) = raw_client(&uri, false).await;
+        let nameko = Nameko::start(&uri, &vhost).await;
+        if let Err(why) = &nameko {
+            println!("rpc_amqp: nameko skipped: {why}");
         }
-        (enoki, lapin, nameko.ok())
+        let calls = [&enoki, &lapin, &enoki_durable, &exclusive];
+        let mut rounds = Vec::new();
+        for n in 1..=3 {
+            let mut figures = [None; 5];
+            for (subject, call) in calls.iter().enumerate() {
+                let got = round(call, broker.as_ref()).await;
+                report(NAMES[subject], n, &got);
+                figures[subject] = Some(got);
+            }
+            if let Ok(nameko) = &nameko {
+                let got = nameko.round().await;
+                report(NAMES[NAMEKO], n, &got);
+                figures[NAMEKO] = Some(got);
+            }
+            rounds.push(figures);
+        }
+        if let Ok(nameko) = nameko {
+            nameko.stop().await;
+        }
+        rpc.close().await;
+        rpc_durable.close().await;
+        runner.stop().await;
+        for transport in [enoki_transport, durable_transport, service_transport] {
+            transport.close().await;
+        }
+        for conn in [lapin_conn, exclusive_conn, server] {
+            let _ = conn.close(200, "OK".into()).await;
+        }
+        rounds
     });
     runtime.shutdown_timeout(Duration::from_secs(5));
     drop(vhost);
 
-    let (nameko_rps, nameko_p50) = match &nameko {
-        Some(n) => (
-            format!("{:.0} calls/s", n.calls_per_s),
-            format!("{:.3} ms", n.p50_ms),
-        ),
-        None => ("skipped".into(), "skipped".into()),
+    let of = |subject: usize| -> Vec<Figures> {
+        rounds.iter().filter_map(|round| round[subject]).collect()
     };
-    let enoki_over_nameko = nameko
-        .map(|n| format!("{:.1}", enoki.calls_per_s / n.calls_per_s))
-        .unwrap_or_else(|| "n/a".into());
+    let throughput = |subject: usize| median(of(subject).iter().map(|f| f.calls_per_s));
+    let ratios = |a: usize, b: usize| -> Vec<f64> {
+        rounds
+            .iter()
+            .filter_map(|round| Some(round[a]?.calls_per_s / round[b]?.calls_per_s))
+            .collect()
+    };
+    for subject in [ENOKI, ENOKI_DURABLE, LAPIN_EXCLUSIVE, NAMEKO] {
+        let per_round = ratios(subject, LAPIN);
+        if per_round.is_empty() {
+            continue;
+        }
+        let (best, median, worst) = spread(per_round);
+        println!(
+            "rpc_amqp: {} / raw lapin, per round: best {best:.2}, median {median:.2}, worst {worst:.2}",
+            NAMES[subject]
+        );
+    }
+    let cpu: Vec<String> = [ENOKI, LAPIN, ENOKI_DURABLE, LAPIN_EXCLUSIVE]
+        .into_iter()
+        .filter_map(|subject| {
+            let per_call: Vec<f64> = of(subject)
+                .iter()
+                .filter_map(|f| f.broker_us_per_call)
+                .collect();
+            (!per_call.is_empty()).then(|| format!("{} {:.0} us", NAMES[subject], median(per_call)))
+        })
+        .collect();
+    if !cpu.is_empty() {
+        println!("rpc_amqp: broker CPU per call (median): {}", cpu.join(", "));
+    }
+
+    let nameko = of(NAMEKO);
+    let (nameko_rps, nameko_p50) = if nameko.is_empty() {
+        ("skipped".into(), "skipped".into())
+    } else {
+        (
+            format!("{:.0} calls/s", throughput(NAMEKO)),
+            format!("{:.3} ms", median(nameko.iter().map(|f| f.p50_ms))),
+        )
+    };
+    let enoki_over_nameko = if nameko.is_empty() {
+        "n/a".to_owned()
+    } else {
+        format!("{:.1}", median(ratios(ENOKI, NAMEKO)))
+    };
     println!(
         "rpc_amqp: enoki throughput {:.0} calls/s, raw lapin {:.0} calls/s, nameko {nameko_rps}, enoki/nameko {enoki_over_nameko}, enoki/lapin {:.2}",
-        enoki.calls_per_s,
-        lapin.calls_per_s,
-        enoki.calls_per_s / lapin.calls_per_s
+        throughput(ENOKI),
+        throughput(LAPIN),
+        median(ratios(ENOKI, LAPIN))
     );
+    let p50 = |subject: usize| median(of(subject).iter().map(|f| f.p50_ms));
     println!(
         "rpc_amqp: sequential p50 enoki {:.3} ms, lapin {:.3} ms (ratio {:.2}), nameko {nameko_p50}",
-        enoki.p50_ms,
-        lapin.p50_ms,
-        enoki.p50_ms / lapin.p50_ms
+        p50(ENOKI),
+        p50(LAPIN),
+        p50(ENOKI) / p50(LAPIN)
     );
 }

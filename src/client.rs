@@ -2,8 +2,9 @@
 //! [`EventPublisher`] (nameko's standalone `event_dispatcher`).
 //!
 //! A `ClusterRpc` owns one reply queue, `rpc.reply-<owner>-<uuid>`
-//! (durable, `x-expires` 300000), bound to the RPC exchange with the bare
-//! uuid, which is what requests carry in `reply_to`. Many calls are in
+//! (`x-expires` 300000; not durable unless `RPC_REPLY_QUEUE` is `durable`,
+//! see [`ReplyQueue`]), bound to the RPC exchange with the bare uuid, which
+//! is what requests carry in `reply_to`. Many calls are in
 //! flight at once over it, matched by correlation id. Requests are
 //! published `mandatory`: when no queue is bound for `<service>.*` the call
 //! fails at once with [`Error::UnknownService`].
@@ -33,7 +34,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
-use crate::config::Settings;
+use crate::config::{ReplyQueue, Settings};
 use crate::context::{WorkerCtx, encode_headers, new_uuid, push_uuid};
 use crate::error::{Error, Result};
 use crate::message::{Headers, Message, ReplyBody};
@@ -96,6 +97,7 @@ pub struct ClusterRpcBuilder {
     exchange: String,
     context_data: Map<String, Value>,
     timeout: Option<Duration>,
+    reply_queue: ReplyQueue,
 }
 
 impl ClusterRpcBuilder {
@@ -107,10 +109,19 @@ impl ClusterRpcBuilder {
         self
     }
 
-    /// Takes the RPC exchange and default timeout from settings.
+    /// The form of the reply queue ([`ReplyQueue::Transient`] by default).
+    #[must_use]
+    pub fn reply_queue(mut self, form: ReplyQueue) -> Self {
+        self.reply_queue = form;
+        self
+    }
+
+    /// Takes the RPC exchange, the default timeout and the reply queue's
+    /// form (`RPC_REPLY_QUEUE`) from settings.
     #[must_use]
     pub fn settings(mut self, settings: &Settings) -> Self {
         self.exchange = settings.rpc_exchange().to_owned();
+        self.reply_queue = settings.reply_queue();
         if self.timeout.is_none() {
             self.timeout = settings.rpc_timeout();
         }
@@ -139,9 +150,9 @@ impl ClusterRpcBuilder {
         transport
             .declare_exchange(&ExchangeSpec::topic(&self.exchange))
             .await?;
-        transport
-            .declare_queue(&QueueSpec::durable(&queue).expires_after_ms(REPLY_QUEUE_TTL_MS))
-            .await?;
+        let mut spec = QueueSpec::durable(&queue).expires_after_ms(REPLY_QUEUE_TTL_MS);
+        spec.durable = self.reply_queue == ReplyQueue::Durable;
+        transport.declare_queue(&spec).await?;
         transport.bind(&queue, &self.exchange, &uuid).await?;
         let mut consumer = transport
             .consume(
@@ -220,6 +231,7 @@ impl ClusterRpc {
             exchange: names::DEFAULT_RPC_EXCHANGE.to_owned(),
             context_data: Map::new(),
             timeout: None,
+            reply_queue: ReplyQueue::default(),
         }
     }
 

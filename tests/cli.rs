@@ -344,6 +344,7 @@ fn show_config_all_lists_every_key_from_the_table() {
     assert_eq!(yaml["rpc_exchange"], json!("nameko-rpc"));
     assert_eq!(yaml["HEARTBEAT"], json!(60));
     assert_eq!(yaml["AMQP_URI"], Value::Null);
+    assert_eq!(yaml["RPC_REPLY_QUEUE"], json!("transient"));
     // Without --all, only what was set.
     let plain = show_config(&["--define", "max_workers=32"], &[]);
     assert_eq!(plain, json!({ "max_workers": 32 }));
@@ -357,6 +358,7 @@ fn a_value_of_the_wrong_type_names_the_key() {
         ("GRACE_PERIOD=soon", "GRACE_PERIOD"),
         ("DECLARE_EVENT_EXCHANGES=maybe", "DECLARE_EVENT_EXCHANGES"),
         ("GATEWAY=[1, 2]", "GATEWAY"),
+        ("RPC_REPLY_QUEUE=exclusive", "RPC_REPLY_QUEUE"),
     ] {
         let out = enoki(&["show-config", "--define", define]);
         assert_one_line_error(&out, &[&format!("`{key}`")]);

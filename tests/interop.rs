@@ -21,7 +21,10 @@
 //! - One Python and one enoki instance of the same service on one
 //!   `rpc-<service>` queue: both serve, every caller gets its own replies.
 //! - Exchanges and queues declared by Python and then redeclared by enoki,
-//!   and the reverse: no 406 on either side.
+//!   and the reverse: no 406 on either side. With `RPC_REPLY_QUEUE:
+//!   durable` enoki's reply queues are declared exactly as nameko's; by
+//!   default they differ only in not being durable, and Python services
+//!   answer both.
 //!
 //! Run with `cargo test --test interop` (`./scripts/test` runs it too). It
 //! needs RabbitMQ on 127.0.0.1:5672 (guest/guest, `rabbitmqctl` on the path)
@@ -872,10 +875,11 @@ fn topology(env: &Interop) -> Vec<String> {
 /// The twins and clients enoki starts over Python's declarations (or
 /// before them): `rpc-pysvc`, `nameko-rpc`, `pysvc.events`,
 /// `enokisvc.events`, the `pylistener` event queues.
-async fn start_enoki_twins(env: &Interop) -> ServiceRunner {
+async fn start_enoki_twins(env: &Interop, settings: &Settings) -> ServiceRunner {
     let runner = env
-        .runner(
+        .runner_with(
             env.transport.clone(),
+            settings.clone(),
             [
                 enoki::service::<PysvcTwin>(),
                 enoki::service::<PylistenerTwin>(),
@@ -908,13 +912,15 @@ async fn enoki_redeclares_what_python_declared() {
         return;
     };
     let mut py = env.nameko("py", &["PyService", "PyListener"]);
-    let rpc = env.rpc(CALL_TIMEOUT).await;
+    // nameko's own reply-queue form, so that every declaration compares.
+    let nameko_form = Settings::new().with("RPC_REPLY_QUEUE", json!("durable"));
+    let rpc = env.rpc_with(CALL_TIMEOUT, &nameko_form).await;
     wait_ready(&rpc, "pysvc", &mut [&mut py]).await;
     wait_ready(&rpc, "pylistener", &mut [&mut py]).await;
     let before = topology(&env);
 
     // Every declaration succeeds (a 406 would fail start or dispatch).
-    let runner = start_enoki_twins(&env).await;
+    let runner = start_enoki_twins(&env, &nameko_form).await;
     let after = topology(&env);
     for line in &before {
         assert!(
@@ -964,12 +970,67 @@ async fn python_redeclares_what_enoki_declared() {
     let Some(env) = Interop::setup().await else {
         return;
     };
-    let runner = start_enoki_twins(&env).await;
+    let runner = start_enoki_twins(&env, &Settings::new()).await;
     let _client = env.rpc(CALL_TIMEOUT).await;
     // nameko declares the same names over enoki's declarations; a 406
     // would kill its container (the process exits, `wait_ready` fails).
     let mut py = env.nameko("py", &["PyService", "PyListener"]);
     assert_python_serves(&env, &mut py).await;
     runner.stop().await;
+    env.finish().await;
+}
+
+/// The default reply queue is nameko's but not durable (so persistent
+/// replies skip the broker's message store); `RPC_REPLY_QUEUE: durable` is
+/// nameko's own. A Python service answers both, and a Python `RpcProxy`
+/// (in `pysvc`) keeps declaring its own form beside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_services_answer_both_reply_queue_forms() {
+    let Some(env) = Interop::setup().await else {
+        return;
+    };
+    let mut py = env.nameko("py", &["PyService"]);
+    let transient = env.rpc(CALL_TIMEOUT).await;
+    let durable = env
+        .rpc_with(
+            CALL_TIMEOUT,
+            &Settings::new().with("RPC_REPLY_QUEUE", json!("durable")),
+        )
+        .await;
+    wait_ready(&transient, "pysvc", &mut [&mut py]).await;
+    for (rpc, n) in [(&transient, 1), (&durable, 2)] {
+        let pysvc = rpc.service("pysvc");
+        let sums =
+            futures::future::join_all((0..20).map(|i| pysvc.call("add", json!([i, n])))).await;
+        for (i, sum) in sums.into_iter().enumerate() {
+            assert_eq!(sum.expect("Python answers"), json!(i as i64 + n));
+        }
+    }
+    let queues =
+        env.vhost
+            .list_queues(&["name", "durable", "auto_delete", "exclusive", "arguments"]);
+    let flags = |name: &str| -> String {
+        queues
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix('\t'))
+            .unwrap_or_else(|| panic!("no queue {name}: {queues}"))
+            .to_owned()
+    };
+    let python_form = queues
+        .lines()
+        .find_map(|line| Some(line.strip_prefix("rpc.reply-pysvc-")?.split_once('\t')?.1))
+        .unwrap_or_else(|| panic!("no reply queue of Python's RpcProxy: {queues}"));
+    assert!(
+        python_form.starts_with("true\tfalse\tfalse\t"),
+        "{python_form}"
+    );
+    assert!(python_form.contains("300000"), "x-expires: {python_form}");
+    assert_eq!(flags(durable.reply_queue()), python_form);
+    assert_eq!(
+        flags(transient.reply_queue()),
+        python_form.replacen("true", "false", 1),
+        "only durability differs"
+    );
+    py.assert_alive();
     env.finish().await;
 }

@@ -9,7 +9,7 @@
 //!   were unacked at the cut are redelivered and run again (at-least-once);
 //! - the client's broker connection cut while calls are pending: the calls
 //!   end (a reply, `ConnectionLost` or `RpcTimeout`) instead of hanging, and
-//!   the client serves later calls on the same (durable, `x-expires`) reply
+//!   the client serves later calls on the same (`x-expires`, transient or durable) reply
 //!   queue; a call made while the broker is unreachable fails promptly;
 //! - the transport's own recovery: while the broker is unreachable calls fail
 //!   fast with `ConnectionLost`, and once it is back the transport replays

@@ -49,6 +49,11 @@ pub enum KeyKind {
     Serializer,
     /// A list of serializer names that includes `json`.
     Accept,
+    /// One of a fixed set of words (`RPC_REPLY_QUEUE`).
+    Choice {
+        /// The words allowed, the default first.
+        values: &'static [&'static str],
+    },
     /// A mapping, checked by the part that reads it (`GATEWAY`).
     Mapping,
     /// Anything: read by nobody (nameko's `LOGGING`).
@@ -173,6 +178,15 @@ pub const LOGGING: ConfigKey = ConfigKey {
     default: DefaultValue::None,
     doc: "nameko's logging dictionary (ignored; use RUST_LOG)",
 };
+/// `RPC_REPLY_QUEUE`.
+pub const RPC_REPLY_QUEUE: ConfigKey = ConfigKey {
+    name: "RPC_REPLY_QUEUE",
+    kind: KeyKind::Choice {
+        values: &["transient", "durable"],
+    },
+    default: DefaultValue::Str("transient"),
+    doc: "the form of a client's reply queue: transient (default: not durable, kept 5 min after its connection goes, replies skip the broker's disk) or durable (nameko's own form, which also survives a broker restart)",
+};
 /// nameko's default `WEB_SERVER_ADDRESS`.
 pub const DEFAULT_WEB_SERVER_ADDRESS: &str = "0.0.0.0:8000";
 
@@ -231,6 +245,7 @@ pub const KEYS: &[ConfigKey] = &[
     AUTO_DELETE_EVENT_EXCHANGES,
     DECLARE_EVENT_EXCHANGES,
     LOGGING,
+    RPC_REPLY_QUEUE,
     WEB_SERVER_ADDRESS,
     GATEWAY,
     DB_URIS,
@@ -302,6 +317,13 @@ impl ConfigKey {
                     )),
                 }
             }
+            KeyKind::Choice { values } => match value.as_str() {
+                Some(word) if values.contains(&word) => Ok(()),
+                _ => fail(format!(
+                    "`{key}` must be one of {}, got {value}",
+                    values.join(", ")
+                )),
+            },
             KeyKind::Mapping => match value {
                 Value::Object(_) => Ok(()),
                 _ => fail(format!("`{key}` must be a mapping, got {value}")),
@@ -320,6 +342,7 @@ impl ConfigKey {
             KeyKind::Bool => "true or false".into(),
             KeyKind::Serializer => "json".into(),
             KeyKind::Accept => "a list of serializer names including json".into(),
+            KeyKind::Choice { values } => format!("one of {}", values.join(", ")),
             KeyKind::Mapping => "a mapping".into(),
             KeyKind::Ignored => "anything (ignored)".into(),
         }

@@ -196,7 +196,13 @@ impl Interop {
 
     /// A standalone enoki client with `user_id`/`language` context data.
     pub(crate) async fn rpc(&self, timeout: Duration) -> ClusterRpc {
+        self.rpc_with(timeout, &Settings::new()).await
+    }
+
+    /// The same, with these settings (`RPC_REPLY_QUEUE`, ...).
+    pub(crate) async fn rpc_with(&self, timeout: Duration, settings: &Settings) -> ClusterRpc {
         ClusterRpc::builder(self.transport.clone())
+            .settings(settings)
             .context_data(context_data())
             .timeout(timeout)
             .connect()
@@ -210,7 +216,17 @@ impl Interop {
         transport: Arc<AmqpTransport>,
         services: impl IntoIterator<Item = enoki::ServiceDef>,
     ) -> ServiceRunner {
-        let mut runner = ServiceRunner::new(transport, Settings::new());
+        self.runner_with(transport, Settings::new(), services).await
+    }
+
+    /// The same, with these settings.
+    pub(crate) async fn runner_with(
+        &self,
+        transport: Arc<AmqpTransport>,
+        settings: Settings,
+        services: impl IntoIterator<Item = enoki::ServiceDef>,
+    ) -> ServiceRunner {
+        let mut runner = ServiceRunner::new(transport, settings);
         for def in services {
             runner.add(def);
         }
