@@ -12,7 +12,9 @@
 //!   oneshot over an mpsc channel; one server task decodes it, formats the
 //!   greeting and encodes the same reply body; the client decodes it.
 //!
-//! The last line is `rpc_memory: N calls/s, baseline M calls/s, ratio R`.
+//! Three interleaved rounds (baseline, enoki, baseline, enoki, ...), each
+//! printed; then the best, median and worst of the rounds' ratios, and last
+//! `rpc_memory: N calls/s, baseline M calls/s, ratio R` (medians).
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/greeter.rs"]
@@ -64,7 +66,8 @@ where
     calls as f64 / elapsed.as_secs_f64()
 }
 
-async fn enoki_rps() -> f64 {
+/// The greeter on the memory transport and a client of it.
+async fn enoki_setup() -> (ServiceRunner, greeter::GreeterClient) {
     let transport = enoki::transport::MemoryTransport::new();
     let settings = Settings::new().with("max_workers", 64.into());
     let mut runner = ServiceRunner::new(transport.clone(), settings.clone());
@@ -73,17 +76,19 @@ async fn enoki_rps() -> f64 {
     let rpc = ClusterRpc::connect(transport, &settings)
         .await
         .expect("client");
-    let client = greeter::GreeterClient::new(&rpc);
-    let rps = drive(move || {
+    (runner, greeter::GreeterClient::new(&rpc))
+}
+
+async fn enoki_rps(client: &greeter::GreeterClient) -> f64 {
+    let client = client.clone();
+    drive(move || {
         let client = client.clone();
         async move {
             let reply = client.hello("Ann".to_owned()).await.expect("hello");
             assert_eq!(reply.len(), 11);
         }
     })
-    .await;
-    runner.stop().await;
-    rps
+    .await
 }
 
 #[derive(Serialize)]
@@ -117,7 +122,8 @@ struct ReplyIn {
 
 type Call = (Vec<u8>, oneshot::Sender<Vec<u8>>);
 
-async fn baseline_rps() -> f64 {
+/// The baseline's server task, and the channel to it.
+fn baseline_setup() -> (mpsc::Sender<Call>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Call>(1024);
     let server = tokio::spawn(async move {
         while let Some((body, reply)) = rx.recv().await {
@@ -131,7 +137,12 @@ async fn baseline_rps() -> f64 {
             let _ = reply.send(body);
         }
     });
-    let rps = drive(move || {
+    (tx, server)
+}
+
+async fn baseline_rps(tx: &mpsc::Sender<Call>) -> f64 {
+    let tx = tx.clone();
+    drive(move || {
         let tx = tx.clone();
         async move {
             let body = serde_json::to_vec(&RequestOut {
@@ -146,9 +157,17 @@ async fn baseline_rps() -> f64 {
             assert_eq!(reply.result.len(), 11);
         }
     })
-    .await;
-    server.abort();
-    rps
+    .await
+}
+
+/// Best, median and worst (best = highest).
+fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
+    values.sort_by(|a, b| b.total_cmp(a));
+    (
+        values[0],
+        values[values.len() / 2],
+        values[values.len() - 1],
+    )
 }
 
 fn main() {
@@ -163,19 +182,30 @@ fn main() {
         .expect("runtime");
     // ENOKI_BENCH_ONLY=enoki skips the baseline (for profiling).
     let only_enoki = std::env::var("ENOKI_BENCH_ONLY").is_ok_and(|only| only == "enoki");
-    let (enoki, baseline) = runtime.block_on(async {
-        let baseline = if only_enoki {
-            f64::NAN
-        } else {
-            baseline_rps().await
-        };
-        let enoki = enoki_rps().await;
-        (enoki, baseline)
+    let rounds: Vec<(f64, f64)> = runtime.block_on(async {
+        let (runner, client) = enoki_setup().await;
+        let (tx, server) = baseline_setup();
+        let mut rounds = Vec::new();
+        for round in 1..=3 {
+            let baseline = if only_enoki {
+                f64::NAN
+            } else {
+                baseline_rps(&tx).await
+            };
+            let enoki = enoki_rps(&client).await;
+            println!(
+                "rpc_memory: round {round}: enoki {enoki:.0} calls/s, baseline {baseline:.0} calls/s, ratio {:.2}",
+                enoki / baseline
+            );
+            rounds.push((enoki, baseline));
+        }
+        server.abort();
+        runner.stop().await;
+        rounds
     });
-    println!(
-        "rpc_memory: {:.0} calls/s, baseline {:.0} calls/s, ratio {:.2}",
-        enoki,
-        baseline,
-        enoki / baseline
-    );
+    let (best, median, worst) = spread(rounds.iter().map(|(e, b)| e / b).collect());
+    println!("rpc_memory: ratio per round: best {best:.2}, median {median:.2}, worst {worst:.2}");
+    let enoki = spread(rounds.iter().map(|(e, _)| *e).collect()).1;
+    let baseline = spread(rounds.iter().map(|(_, b)| *b).collect()).1;
+    println!("rpc_memory: {enoki:.0} calls/s, baseline {baseline:.0} calls/s, ratio {median:.2}");
 }

@@ -4,7 +4,7 @@
 //!
 //! Generated code names only absolute paths: `#krate::...` (default
 //! `::enoki`), `#krate::__private::...` and `::core`/`::std`, so it compiles
-//! whatever the user imported (see `tests/ui/pass/hygiene.rs`).
+//! whatever the user imported (see `macros/tests/ui/pass/hygiene.rs`).
 
 use proc_macro2::{Literal, Span, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
