@@ -6,13 +6,16 @@
 //! when a change is meant to cost more, or to lock in a saving).
 //!
 //! Each scenario runs in a child process (`budget --child SCENARIO N`, a
-//! single-threaded runtime) after a warm-up, over N and then 2N operations:
-//! - **instructions**: the child runs under `valgrind --tool=callgrind`;
-//!   per operation is `(I(2N) - I(N)) / N`, so start-up and warm-up cancel
-//!   out (the median of three rounds);
+//! single-threaded runtime whose clock is paused, so timers are the same in
+//! every run) that sets up, warms up, runs N operations and then N more;
+//! only the second N are counted, so per operation is `(I(2N) - I(N)) / N`
+//! within one process, without start-up, warm-up or exit:
+//! - **instructions**: the child runs under `valgrind --tool=callgrind
+//!   --toggle-collect` of the function that runs the second N (the median
+//!   of three rounds; the rounds differ by a few tenths of a per cent, from
+//!   random hash seeds and ids);
 //! - **allocations**: a counting global allocator (stats_alloc) counts the
-//!   allocations (`alloc`, `alloc_zeroed`, `realloc`) of the measured loop; per
-//!   operation is `(A(2N) - A(N)) / N`.
+//!   allocations (`alloc`, `alloc_zeroed`, `realloc`) of the second N.
 //!
 //! Scenarios:
 //! - `rpc_echo`: an in-process RPC round trip (memory transport) to a plain
@@ -202,27 +205,58 @@ async fn scenario(name: &str) -> Op {
     }
 }
 
-/// The child: sets up, warms up, runs `n` operations, prints the
-/// allocations they made.
+/// The child: sets up, warms up, runs `n` operations and then `n` more;
+/// prints the allocations of the second `n`.
+///
+/// The runtime's clock is paused (tokio's test clock: time moves only when
+/// every task waits for a timer), so timers (call timeouts, the gateway's
+/// deadlines) land in the same wheel slots in every run, however slowly
+/// valgrind runs the process.
 fn child(name: &str, n: u64) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .start_paused(true)
         .build()
         .unwrap();
-    runtime.block_on(async {
+    let mut op = runtime.block_on(async {
         let mut op = scenario(name).await;
         for _ in 0..WARMUP {
             op().await;
         }
-        let before = allocations();
+        op
+    });
+    first_half(&runtime, &mut op, n);
+    let before = allocations();
+    second_half(&runtime, &mut op, n);
+    let allocations = allocations() - before;
+    println!("allocations {allocations}");
+    // The services are left running: the process ends here.
+    std::process::exit(0);
+}
+
+/// Operations 1 to N.
+#[inline(never)]
+fn first_half(runtime: &tokio::runtime::Runtime, op: &mut Op, n: u64) {
+    run_ops(runtime, op, n);
+}
+
+/// Operations N + 1 to 2N: callgrind counts only what runs inside this
+/// function (`--toggle-collect`), so its count is I(2N) - I(N) of one
+/// process, with set-up, warm-up, the first N and exit left out.
+#[inline(never)]
+fn second_half(runtime: &tokio::runtime::Runtime, op: &mut Op, n: u64) {
+    // Not the same code as `first_half`, which the linker would fold into
+    // this one (one symbol for both).
+    std::hint::black_box("the counted half");
+    run_ops(runtime, op, n);
+}
+
+fn run_ops(runtime: &tokio::runtime::Runtime, op: &mut Op, n: u64) {
+    runtime.block_on(async {
         for _ in 0..n {
             op().await;
         }
-        let allocations = allocations() - before;
-        println!("allocations {allocations}");
     });
-    // The services are left running: the process ends here.
-    std::process::exit(0);
 }
 
 // ===== the parent =====
@@ -248,6 +282,7 @@ fn run_child(name: &str, n: u64, valgrind: bool) -> Run {
     let output = if valgrind {
         Command::new("valgrind")
             .arg("--tool=callgrind")
+            .arg("--toggle-collect=*budget::second_half*")
             .arg(format!("--callgrind-out-file={}", out_file.display()))
             .arg(&exe)
             .args(["--child", name, &n.to_string()])
@@ -291,22 +326,19 @@ struct Figures {
     allocations: f64,
 }
 
-/// Rounds of N and 2N per scenario: the figure is the median of the
-/// rounds' differences (timer-driven paths, such as the gateway's timeouts,
-/// vary by a few per cent from one process to the next under valgrind).
+/// Rounds (child processes) per scenario: the figure is their median.
 const ROUNDS: usize = 3;
 
 fn measure(name: &str, valgrind: bool) -> Figures {
-    let per = |a: u64, b: u64| (b as f64 - a as f64) / N as f64;
+    let per = |count: u64| count as f64 / N as f64;
     let mut instructions = Vec::new();
     let mut allocations = Vec::new();
     for _ in 0..ROUNDS {
-        let one = run_child(name, N, valgrind);
-        let two = run_child(name, 2 * N, valgrind);
-        if let (Some(a), Some(b)) = (one.instructions, two.instructions) {
-            instructions.push(per(a, b));
+        let run = run_child(name, N, valgrind);
+        if let Some(count) = run.instructions {
+            instructions.push(per(count));
         }
-        allocations.push(per(one.allocations, two.allocations));
+        allocations.push(per(run.allocations));
     }
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
