@@ -308,7 +308,7 @@ impl ClusterRpc {
         }
         #[derive(Serialize)]
         struct Empty {}
-        let body = serde_json::to_vec(&Request {
+        let body = crate::message::json_body(&Request {
             args,
             kwargs: Empty {},
         })?;
@@ -502,7 +502,7 @@ impl EventPublisher {
         event_type: &str,
         payload: &impl Serialize,
     ) -> Result<()> {
-        let body = serde_json::to_vec(payload)?;
+        let body = crate::message::json_body(payload)?;
         publish_event(
             &self.transport,
             &self.settings,

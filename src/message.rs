@@ -207,7 +207,18 @@ pub fn encode_request(args: &Value, kwargs: &Map<String, Value>) -> Vec<u8> {
         args: &'a Value,
         kwargs: &'a Map<String, Value>,
     }
-    serde_json::to_vec(&Body { args, kwargs }).expect("JSON values always serialise")
+    json_body(&Body { args, kwargs }).expect("JSON values always serialise")
+}
+
+/// The room a message body starts with: most requests and replies fit, so
+/// encoding one does not grow its buffer several times over.
+const BODY_CAPACITY: usize = 256;
+
+/// `serde_json::to_vec`, into a buffer of [`BODY_CAPACITY`].
+pub(crate) fn json_body<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
+    let mut body = Vec::with_capacity(BODY_CAPACITY);
+    serde_json::to_writer(&mut body, value)?;
+    Ok(body)
 }
 
 /// Encodes an RPC reply body: `{"result": ..., "error": ...}`.
@@ -228,7 +239,7 @@ pub fn encode_reply(outcome: &Outcome) -> Vec<u8> {
             error: Some(error),
         },
     };
-    serde_json::to_vec(&reply).expect("reply bodies always serialise")
+    json_body(&reply).expect("reply bodies always serialise")
 }
 
 /// The body of an RPC reply.

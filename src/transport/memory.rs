@@ -131,6 +131,8 @@ struct State {
 #[derive(Debug)]
 struct Exchange {
     spec: ExchangeSpec,
+    /// The name, shared by every delivery routed through it.
+    name: Arc<str>,
     /// Bindings without wildcards, by routing key.
     exact: HashMap<String, Vec<Arc<Queue>>>,
     /// Bindings with `*` or `#`.
@@ -138,7 +140,7 @@ struct Exchange {
 }
 
 impl Exchange {
-    fn route(&self, routing_key: &str, out: &mut Vec<Arc<Queue>>) {
+    fn route(&self, routing_key: &str, out: &mut Targets) {
         if let Some(queues) = self.exact.get(routing_key) {
             for queue in queues {
                 push_unique(out, queue);
@@ -164,7 +166,11 @@ impl Exchange {
     }
 }
 
-fn push_unique(out: &mut Vec<Arc<Queue>>, queue: &Arc<Queue>) {
+/// The queues a message is routed to: almost always one or two, kept
+/// inline (a publish allocates no list).
+type Targets = smallvec::SmallVec<[Arc<Queue>; 2]>;
+
+fn push_unique(out: &mut Targets, queue: &Arc<Queue>) {
     if !out.iter().any(|q| Arc::ptr_eq(q, queue)) {
         out.push(queue.clone());
     }
@@ -379,8 +385,8 @@ impl Queue {
             inner.next_tag += 1;
             let slot = &mut inner.consumers[index];
             let delivery = Delivery {
-                exchange: entry.exchange.to_string(),
-                routing_key: entry.routing_key.to_string(),
+                exchange: entry.exchange.clone(),
+                routing_key: entry.routing_key.clone(),
                 redelivered: entry.redelivered,
                 message: entry.message.clone(),
                 acker: Acker::new(MemoryAck {
@@ -644,6 +650,7 @@ impl Transport for MemoryTransport {
                     spec.name.clone(),
                     Exchange {
                         spec: spec.clone(),
+                        name: Arc::from(spec.name.as_str()),
                         exact: HashMap::new(),
                         patterns: Vec::new(),
                     },
@@ -782,21 +789,23 @@ impl Transport for MemoryTransport {
         self.check_open()?;
         check_name("exchange name", exchange)?;
         check_name("routing key", routing_key)?;
-        let mut targets = Vec::new();
-        {
+        let mut targets = Targets::new();
+        let exchange_name = {
             let state = self.broker.state.read();
             if exchange.is_empty() {
                 if let Some(queue) = state.queues.get(routing_key) {
                     targets.push(queue.clone());
                 }
+                None
             } else {
-                state
+                let found = state
                     .exchanges
                     .get(exchange)
-                    .ok_or_else(|| Error::ExchangeNotFound(exchange.into()))?
-                    .route(routing_key, &mut targets);
+                    .ok_or_else(|| Error::ExchangeNotFound(exchange.into()))?;
+                found.route(routing_key, &mut targets);
+                Some(found.name.clone())
             }
-        }
+        };
         if targets.is_empty() {
             if options.mandatory {
                 return Err(Error::Unroutable {
@@ -806,7 +815,7 @@ impl Transport for MemoryTransport {
             }
             return Ok(());
         }
-        let exchange: Arc<str> = Arc::from(exchange);
+        let exchange: Arc<str> = exchange_name.unwrap_or_else(|| Arc::from(""));
         let routing_key: Arc<str> = Arc::from(routing_key);
         // Every queue shares the one (immutable) message.
         let message = Arc::new(message);

@@ -210,10 +210,11 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
 
 /// A message handed to a consumer, to be acked or rejected.
 pub struct Delivery {
-    /// The exchange it was published to.
-    pub exchange: String,
-    /// Its routing key.
-    pub routing_key: String,
+    /// The exchange it was published to (shared: a broker hands the same
+    /// name to every delivery without copying it).
+    pub exchange: Arc<str>,
+    /// Its routing key (shared by the deliveries of one message).
+    pub routing_key: Arc<str>,
     /// Set when this message was delivered before and not acked.
     pub redelivered: bool,
     /// The message (shared, so a broker can keep it for redelivery without

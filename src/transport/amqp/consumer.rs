@@ -214,8 +214,8 @@ impl ConsumerState {
             body: Bytes::from(delivery.data),
         };
         Delivery {
-            exchange: delivery.exchange.as_str().to_owned(),
-            routing_key: delivery.routing_key.as_str().to_owned(),
+            exchange: Arc::from(delivery.exchange.as_str()),
+            routing_key: Arc::from(delivery.routing_key.as_str()),
             redelivered: delivery.redelivered,
             message: Arc::new(message),
             acker: Acker::new(AmqpAck {
