@@ -72,7 +72,7 @@ pub const KNOWN_KEYS: &[(&str, &str)] = keys::KEY_PAIRS;
 #[non_exhaustive]
 pub enum ReplyQueue {
     /// Not durable (the default): the broker keeps it and its replies in
-    /// memory, so a persistent reply skips the message store (about 20% of
+    /// memory, so a persistent reply skips the message store (about 15% of
     /// the broker's work per call on RabbitMQ). A broker restart loses it
     /// with the replies in it; the client declares it again on reconnecting.
     #[default]
