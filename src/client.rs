@@ -357,7 +357,10 @@ impl ClusterRpc {
         let message = Message::json(body)
             .with_headers(self.headers())
             .with_correlation_id(correlation_id.as_str())
-            .with_reply_to(listener.routing_key.as_str());
+            .with_reply_to(listener.routing_key.as_str())
+            // Not done if nobody waits for it any more: the broker drops a
+            // request still queued when its caller gives up.
+            .with_expiration(self.timeout);
         let routing_key = names::rpc_routing_key(service, method);
         let timed_out = |timeout| Error::RpcTimeout {
             service: service.to_owned(),

@@ -5,6 +5,8 @@
 //! byte a transport carries is built or read here. The names of exchanges,
 //! queues and headers are nameko's rules, in [`crate::names`].
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -53,6 +55,12 @@ pub struct Properties {
     pub reply_to: Option<String>,
     /// The headers table (context data as `nameko.*`).
     pub headers: Headers,
+    /// `expiration`: the broker drops the message if it is still queued
+    /// this long after it was published. enoki sets it on an RPC request
+    /// to its caller's timeout, so a request nobody waits for any more is
+    /// never executed (nameko's `delivery_timeout`); nameko sends none.
+    /// On the wire a string of milliseconds.
+    pub expiration: Option<Duration>,
 }
 
 /// A message as published to or delivered from a broker.
@@ -98,6 +106,13 @@ impl Message {
     #[must_use]
     pub fn with_reply_to(mut self, reply_to: impl Into<String>) -> Self {
         self.properties.reply_to = Some(reply_to.into());
+        self
+    }
+
+    /// Sets `expiration`: how long the message may wait in a queue.
+    #[must_use]
+    pub fn with_expiration(mut self, expiration: Option<Duration>) -> Self {
+        self.properties.expiration = expiration;
         self
     }
 }

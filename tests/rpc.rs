@@ -1,7 +1,10 @@
 //! RPC on the embedded transport: arguments, results, nameko's errors,
-//! timeouts, context propagation and concurrency.
+//! timeouts, context propagation and concurrency; requests that expire
+//! while queued, on both transports.
 
 use std::time::Duration;
+
+mod common;
 
 use enoki::prelude::*;
 use enoki::testing::Cluster;
@@ -371,4 +374,130 @@ async fn many_calls_in_flight_on_one_reply_queue() {
     let results = futures::future::join_all(calls).await;
     assert_eq!(results, (0..500).map(|i| i * 2).collect::<Vec<_>>());
     cluster.stop().await;
+}
+
+/// Gates and run logs per test, so tests in this binary don't share them.
+mod backlog {
+    use std::collections::HashMap;
+    use std::sync::{Arc, LazyLock};
+
+    use parking_lot::Mutex;
+    use tokio::sync::Semaphore;
+
+    static GATES: LazyLock<Mutex<HashMap<String, Arc<Semaphore>>>> =
+        LazyLock::new(Default::default);
+    static RUNS: LazyLock<Mutex<HashMap<String, Vec<String>>>> = LazyLock::new(Default::default);
+
+    pub(super) fn gate(key: &str) -> Arc<Semaphore> {
+        GATES
+            .lock()
+            .entry(key.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(0)))
+            .clone()
+    }
+
+    pub(super) fn record(key: &str, what: &str) {
+        RUNS.lock()
+            .entry(key.to_owned())
+            .or_default()
+            .push(what.to_owned());
+    }
+
+    pub(super) fn runs(key: &str) -> Vec<String> {
+        RUNS.lock().get(key).cloned().unwrap_or_default()
+    }
+}
+
+#[derive(Dependencies)]
+struct Backlog;
+
+#[service(name = "backlog")]
+impl Backlog {
+    /// Holds its worker until the test opens the gate.
+    #[rpc]
+    async fn hold(&self, key: String) -> Result<(), RemoteError> {
+        backlog::record(&key, "hold");
+        let gate = backlog::gate(&key);
+        gate.acquire().await.expect("gate open").forget();
+        Ok(())
+    }
+
+    #[rpc]
+    async fn mark(&self, key: String, label: String) -> Result<String, RemoteError> {
+        backlog::record(&key, &label);
+        Ok(label)
+    }
+}
+
+/// A request still queued when its caller's timeout passes is never
+/// executed: it carries the timeout as its AMQP `expiration`, and the
+/// broker drops it (nameko's `delivery_timeout`).
+async fn requests_nobody_waits_for_are_not_executed(
+    transport: std::sync::Arc<dyn enoki::transport::Transport>,
+) {
+    let key = uuid::Uuid::new_v4().to_string();
+    let settings = Settings::new().with("max_workers", json!(1));
+    let mut runner = ServiceRunner::new(transport.clone(), settings.clone());
+    runner.add(enoki::service::<Backlog>());
+    runner.start().await.expect("starts");
+    let rpc = ClusterRpc::connect(transport, &settings)
+        .await
+        .expect("client");
+
+    // The only worker is busy...
+    let holding = tokio::spawn({
+        let (rpc, key) = (rpc.clone(), key.clone());
+        async move { rpc.service("backlog").call("hold", json!([key])).await }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while backlog::runs(&key).is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "hold never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // ...so this request waits in the queue until its caller gives up.
+    let late = rpc
+        .with_timeout(Duration::from_millis(300))
+        .service("backlog")
+        .call("mark", json!([key, "late"]))
+        .await;
+    assert!(
+        matches!(late, Err(enoki::Error::RpcTimeout { .. })),
+        "{late:?}, runs {:?}, holding finished: {}",
+        backlog::runs(&key),
+        holding.is_finished()
+    );
+    backlog::gate(&key).add_permits(1);
+    holding.await.unwrap().expect("hold answered");
+    // Queues are FIFO: once this one is answered, the late one would have
+    // run before it.
+    let after = rpc
+        .service("backlog")
+        .call("mark", json!([key, "after"]))
+        .await
+        .expect("answered");
+    assert_eq!(after, json!("after"));
+    assert_eq!(
+        backlog::runs(&key),
+        ["hold", "after"],
+        "the late request ran"
+    );
+    rpc.close().await;
+    runner.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_requests_are_dropped_on_the_embedded_broker() {
+    requests_nobody_waits_for_are_not_executed(enoki::transport::MemoryTransport::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_requests_are_dropped_on_rabbitmq() {
+    let Some(vhost) = common::amqp::TestVhost::create() else {
+        return;
+    };
+    let transport = enoki::transport::AmqpTransport::connect(&vhost.uri, Default::default())
+        .await
+        .expect("connects");
+    requests_nobody_waits_for_are_not_executed(transport.clone()).await;
+    enoki::transport::Transport::close(&*transport).await;
 }

@@ -15,6 +15,9 @@
 //!   message is dropped) or `reject-publish` (the publish fails with
 //!   [`Error::QueueFull`]), so the embedded broker cannot eat the
 //!   machine's memory.
+//! - A message with an `expiration` that is still ready when it expires is
+//!   dropped, never delivered (RabbitMQ's per-message TTL, checked when it
+//!   would be handed out).
 //! - Exclusive queues belong to one connection and die with it;
 //!   auto-delete queues die with their last consumer; `x-expires` queues die
 //!   after being unused that long; redeclaring with other flags is a
@@ -299,6 +302,17 @@ struct Entry {
     routing_key: Arc<str>,
     message: Arc<Message>,
     redelivered: bool,
+    /// From the message's `expiration`: a message still ready then is
+    /// dropped instead of delivered (RabbitMQ's per-message TTL; a
+    /// requeued message keeps its original deadline).
+    expires_at: Option<tokio::time::Instant>,
+}
+
+impl Entry {
+    fn expired(&self) -> bool {
+        self.expires_at
+            .is_some_and(|at| at <= tokio::time::Instant::now())
+    }
 }
 
 #[derive(Debug)]
@@ -381,6 +395,9 @@ impl Queue {
             let index = (inner.next_consumer + offset) % count;
             inner.next_consumer = (index + 1) % count;
             let entry = inner.ready.pop_front().expect("checked non-empty");
+            if entry.expired() {
+                continue;
+            }
             let tag = inner.next_tag;
             inner.next_tag += 1;
             let slot = &mut inner.consumers[index];
@@ -818,6 +835,10 @@ impl Transport for MemoryTransport {
         let exchange: Arc<str> = exchange_name.unwrap_or_else(|| Arc::from(""));
         let routing_key: Arc<str> = Arc::from(routing_key);
         // Every queue shares the one (immutable) message.
+        let expires_at = message
+            .properties
+            .expiration
+            .map(|ttl| tokio::time::Instant::now() + ttl);
         let message = Arc::new(message);
         let mut full = None;
         for queue in &targets {
@@ -827,6 +848,7 @@ impl Transport for MemoryTransport {
                 routing_key: routing_key.clone(),
                 message: message.clone(),
                 redelivered: false,
+                expires_at,
             });
             if taken == Taken::Rejected {
                 full = Some(queue.name.clone());

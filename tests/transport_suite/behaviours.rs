@@ -51,6 +51,7 @@ pub(crate) async fn round_trip_preserves_properties_and_headers(env: &dyn Transp
             correlation_id: Some(correlation_id.clone()),
             reply_to: Some("reply-routing-key".into()),
             headers: headers.as_object().expect("object").clone(),
+            expiration: Some(std::time::Duration::from_secs(60)),
         },
         body: Bytes::from_static(br#"{"args": ["Matt"], "kwargs": {}}"#),
     };
@@ -88,6 +89,7 @@ pub(crate) async fn round_trip_preserves_properties_and_headers(env: &dyn Transp
         headers,
         "headers"
     );
+    assert_eq!(got.expiration, sent.properties.expiration, "expiration");
     assert_eq!(delivery.message.body, sent.body, "body");
     delivery.ack().await.expect("ack");
 
@@ -1026,6 +1028,33 @@ pub(crate) async fn x_expires_deletes_unused_queue(env: &dyn TransportEnv) {
     let probe = recv(&mut consumer).await;
     assert_eq!(body(&probe), "probe");
     probe.ack().await.expect("ack");
+}
+
+/// A message whose `expiration` passes while it waits in its queue is
+/// dropped, never delivered; one with time left, or with none, is
+/// delivered as usual.
+pub(crate) async fn expired_messages_are_never_delivered(env: &dyn TransportEnv) {
+    use std::time::Duration;
+    const TTL: Duration = Duration::from_millis(50);
+    let conn = env.connect().await;
+    let x = exchange(&conn, "expiry").await;
+    let q = bound_queue(&conn, "expiry", &x, &["k"]).await;
+    for (body, expiration) in [
+        ("stale", Some(TTL)),
+        ("fresh", Some(Duration::from_secs(60))),
+        ("plain", None),
+    ] {
+        let message = msg(body).with_expiration(expiration);
+        conn.publish(&x, "k", message, MANDATORY)
+            .await
+            .expect("publish");
+    }
+    // Past the stale message's TTL (by six times): whatever the clock, it
+    // has expired before anyone asks for it.
+    tokio::time::sleep(TTL * 6).await;
+    let mut consumer = conn.consume(&q, prefetch(0)).await.expect("consume");
+    assert_eq!(recv_acked(&mut consumer, 2).await, ["fresh", "plain"]);
+    assert_silent(&mut consumer, "the expired message").await;
 }
 
 /// Exchange and queue names, routing keys and patterns longer than AMQP's

@@ -135,6 +135,12 @@ pub(crate) fn to_basic_properties(props: &Properties) -> Result<BasicProperties>
     if let Some(v) = &props.reply_to {
         out = out.with_reply_to(short("reply_to", v)?);
     }
+    if let Some(v) = props.expiration {
+        // At least 1 ms: "0" would expire the message unless a consumer
+        // is ready at once.
+        let ms = v.as_millis().max(1);
+        out = out.with_expiration(ShortString::from(ms.to_string()));
+    }
     Ok(out)
 }
 
@@ -149,6 +155,11 @@ pub(crate) fn from_basic_properties(props: &BasicProperties) -> Properties {
         correlation_id: string(props.correlation_id()),
         reply_to: string(props.reply_to()),
         headers: props.headers().as_ref().map(from_table).unwrap_or_default(),
+        expiration: props
+            .expiration()
+            .as_ref()
+            .and_then(|ms| ms.as_str().parse().ok())
+            .map(std::time::Duration::from_millis),
     }
 }
 
@@ -336,6 +347,28 @@ mod tests {
     fn empty_headers_are_still_sent() {
         let props = to_basic_properties(&Properties::default()).unwrap();
         assert_eq!(props.headers(), &Some(FieldTable::default()));
+    }
+
+    #[test]
+    fn expiration_travels_as_milliseconds() {
+        let props = Properties {
+            expiration: Some(std::time::Duration::from_millis(1500)),
+            ..Properties::default()
+        };
+        let encoded = to_basic_properties(&props).unwrap();
+        assert_eq!(encoded.expiration().as_ref().unwrap().as_str(), "1500");
+        assert_eq!(from_basic_properties(&encoded).expiration, props.expiration);
+        // Below a millisecond still expires, never "0" (expire unless a
+        // consumer is ready) by rounding.
+        let tiny = Properties {
+            expiration: Some(std::time::Duration::from_micros(10)),
+            ..Properties::default()
+        };
+        let encoded = to_basic_properties(&tiny).unwrap();
+        assert_eq!(encoded.expiration().as_ref().unwrap().as_str(), "1");
+        // A value that is not a number (another client's) is ignored.
+        let odd = BasicProperties::default().with_expiration("soon".into());
+        assert_eq!(from_basic_properties(&odd).expiration, None);
     }
 
     #[test]
