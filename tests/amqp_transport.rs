@@ -327,3 +327,83 @@ async fn reply_queues_consume_with_a_bounded_prefetch() {
     rpc.close().await;
     t.close().await;
 }
+
+/// kombu's failover syntax: the transport connects to the first broker in
+/// the list that answers, and when that one goes away it moves to the next
+/// and replays its topology there; consumers carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_list_moves_to_the_next_broker() {
+    use common::proxy::TcpProxy;
+    let Some(vhost) = TestVhost::create() else {
+        return;
+    };
+    let upstream = common::amqp::broker_addr();
+    let (dead, first, second) = (
+        TcpProxy::start(&upstream).await,
+        TcpProxy::start(&upstream).await,
+        TcpProxy::start(&upstream).await,
+    );
+    // The first address refuses everyone: the connection goes to the next.
+    dead.set_blocked(true);
+    let uris = format!(
+        "{};{}; {}",
+        dead.uri(&vhost),
+        first.uri(&vhost),
+        second.uri(&vhost)
+    );
+    let t = AmqpTransport::connect(&uris, AmqpOptions::default())
+        .await
+        .expect("connects to the first broker that answers");
+    assert_eq!((first.accepted(), second.accepted()), (1, 0));
+    queue(&t, "q", "#").await;
+    let mut consumer = t
+        .consume("q", ConsumeOptions { prefetch: 5 })
+        .await
+        .unwrap();
+    publish(&t, "k", b"before").await;
+    next(&mut consumer).await.ack().await.unwrap();
+
+    // The broker in use dies for good.
+    first.set_blocked(true);
+    assert_eq!(first.cut(), 1);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match t
+            .publish(
+                "ex",
+                "k",
+                Message::json(&b"after"[..]),
+                PublishOptions::default(),
+            )
+            .await
+        {
+            Ok(()) => break,
+            Err(Error::ConnectionLost(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => panic!("{err:?}"),
+        }
+    }
+    let d = next(&mut consumer).await;
+    assert_eq!(body(&d), b"after");
+    d.ack().await.unwrap();
+    assert_eq!(second.accepted(), 1, "one reconnection, to the next broker");
+    t.close().await;
+}
+
+/// A list whose entries are all unreachable fails at once, naming each
+/// entry and why, passwords hidden.
+#[tokio::test]
+async fn a_failover_list_of_dead_brokers_names_each() {
+    let err = AmqpTransport::connect(
+        "amqp://guest:secret1@127.0.0.1:1//;amqp://guest:secret2@127.0.0.1:2//",
+        AmqpOptions::default(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("cannot connect to any of 2 brokers"), "{err}");
+    assert!(err.contains("amqp://guest:***@127.0.0.1:1//"), "{err}");
+    assert!(err.contains("amqp://guest:***@127.0.0.1:2//"), "{err}");
+    assert!(!err.contains("secret"), "{err}");
+}

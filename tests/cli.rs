@@ -132,6 +132,17 @@ fn malformed_broker_uri() {
     let out = enoki(&["run", "--broker", "amqp://u:hunter2@127.0.0.1:notaport/"]);
     let err = assert_one_line_error(&out, &["invalid AMQP URI", "port"]);
     assert!(!err.contains("hunter2"), "password shown: {err}");
+    // A failover list names its bad entry, by position and without its
+    // password, before connecting to any broker.
+    let list = "amqp://u:hunter1@127.0.0.1:1//;http://u:hunter2@h2//";
+    let out = enoki(&["run", "--broker", list]);
+    let err = assert_one_line_error(
+        &out,
+        &["invalid AMQP URI", "http://u:***@h2//", "entry 2 of 2"],
+    );
+    assert!(!err.contains("hunter"), "password shown: {err}");
+    let out = enoki_env(&["call", "greeter.hello"], &[("AMQP_URI", list)]);
+    assert_one_line_error(&out, &["entry 2 of 2"]);
 }
 
 #[test]
@@ -150,6 +161,19 @@ fn unreachable_broker() {
     // The environment variable selects the broker as well.
     let out = enoki_env(&["call", "greeter.hello"], &[("AMQP_URI", uri)]);
     assert_one_line_error(&out, &["connection refused"]);
+    // A failover list tries every entry, and says why each failed.
+    let list = "amqp://guest:hunter2@127.0.0.1:1/;amqp://guest:hunter3@127.0.0.1:2/";
+    let out = enoki(&["run", "--broker", list]);
+    let err = assert_one_line_error(
+        &out,
+        &[
+            "any of 2 brokers",
+            "127.0.0.1:1/",
+            "127.0.0.1:2/",
+            "connection refused",
+        ],
+    );
+    assert!(!err.contains("hunter"), "password shown: {err}");
 }
 
 #[test]

@@ -18,6 +18,7 @@ use lapin::{Channel, Connection, ConnectionProperties, ConnectionStatus, Event};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
 
+use super::endpoints::Endpoints;
 use super::failure::{connect_reason, is_soft_error};
 use super::options::AmqpOptions;
 use super::topology::{declare_exchange_on, declare_queue_on};
@@ -83,8 +84,8 @@ pub(super) type Events = Pin<Box<dyn Stream<Item = Event> + Send>>;
 
 /// What the transport, its consumers and the supervisor share.
 pub(super) struct Shared {
-    pub(super) uri: AMQPUri,
-    pub(super) shown_uri: String,
+    /// The broker addresses, and which one is in use.
+    pub(super) endpoints: Endpoints,
     pub(super) options: AmqpOptions,
     pub(super) runtime: tokio::runtime::Handle,
     pub(super) closed: AtomicBool,
@@ -98,7 +99,7 @@ pub(super) struct Shared {
 impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Shared")
-            .field("uri", &self.shown_uri)
+            .field("uri", &self.endpoints.shown())
             .field("closed", &self.closed.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -106,16 +107,14 @@ impl fmt::Debug for Shared {
 
 impl Shared {
     pub(super) fn new(
-        uri: AMQPUri,
-        shown_uri: String,
+        endpoints: Endpoints,
         options: AmqpOptions,
         runtime: tokio::runtime::Handle,
         live: Arc<Live>,
     ) -> Shared {
         let (link, _) = watch::channel(Link::Up(live));
         Shared {
-            uri,
-            shown_uri,
+            endpoints,
             options,
             runtime,
             closed: AtomicBool::new(false),
@@ -255,14 +254,14 @@ pub(super) async fn supervise(shared: Arc<Shared>, mut live: Arc<Live>, mut even
         }
         if !shared.options.auto_recover {
             tracing::error!(
-                uri = %shared.shown_uri,
+                uri = %shared.endpoints.current().shown,
                 reason = %reason,
                 "AMQP connection lost; auto_recover is off, so the transport stays down"
             );
             return;
         }
         tracing::warn!(
-            uri = %shared.shown_uri,
+            uri = %shared.endpoints.current().shown,
             reason = %reason,
             "AMQP connection lost; reconnecting"
         );
@@ -275,7 +274,7 @@ pub(super) async fn supervise(shared: Arc<Shared>, mut live: Arc<Live>, mut even
             return;
         }
         tracing::info!(
-            uri = %shared.shown_uri,
+            uri = %shared.endpoints.current().shown,
             after = ?took,
             attempts,
             "AMQP connection re-established; topology replayed, consumers resume"
@@ -323,7 +322,9 @@ async fn watch_connection(shared: &Shared, live: &Live, events: &mut Events) -> 
 }
 
 /// Reconnects with backoff until it works (`Some`) or the transport closes
-/// (`None`).
+/// (`None`). With several broker addresses each attempt goes to the next
+/// one, starting after the one just lost; the backoff grows once per round
+/// of all of them.
 async fn reconnect(
     shared: &Arc<Shared>,
     generation: u64,
@@ -331,15 +332,21 @@ async fn reconnect(
     let start = Instant::now();
     let mut delay = MIN_BACKOFF;
     let mut attempts = 0u32;
+    let count = shared.endpoints.len();
+    let lost = shared.endpoints.current_index();
     loop {
-        if !pause(shared, delay).await {
-            return None;
+        if (attempts as usize).is_multiple_of(count) {
+            if !pause(shared, delay).await {
+                return None;
+            }
+            delay = (delay * 2).min(MAX_BACKOFF);
         }
-        delay = (delay * 2).min(MAX_BACKOFF);
         attempts += 1;
+        let index = (lost + attempts as usize) % count;
+        let endpoint = shared.endpoints.get(index);
         let attempt = tokio::spawn({
             let shared = shared.clone();
-            async move { open(&shared.uri, &shared.options).await }
+            async move { open(&shared.endpoints.get(index).uri, &shared.options).await }
         });
         let abort = attempt.abort_handle();
         let opened = tokio::select! {
@@ -353,7 +360,7 @@ async fn reconnect(
             Ok(Ok(Ok(opened))) => opened,
             Ok(Ok(Err(err))) => {
                 tracing::debug!(
-                    uri = %shared.shown_uri,
+                    uri = %endpoint.shown,
                     attempt = attempts,
                     error = %connect_reason(&err),
                     "AMQP reconnection attempt failed"
@@ -364,7 +371,7 @@ async fn reconnect(
             Err(_) => {
                 abort.abort();
                 tracing::debug!(
-                    uri = %shared.shown_uri,
+                    uri = %endpoint.shown,
                     attempt = attempts,
                     "AMQP reconnection attempt timed out"
                 );
@@ -377,10 +384,13 @@ async fn reconnect(
             .await
             .unwrap_or_else(|_| Err(io_timeout()));
         match replayed {
-            Ok(()) => return Some((live, events, start.elapsed(), attempts)),
+            Ok(()) => {
+                shared.endpoints.set_current(index);
+                return Some((live, events, start.elapsed(), attempts));
+            }
             Err(err) => {
                 tracing::debug!(
-                    uri = %shared.shown_uri,
+                    uri = %endpoint.shown,
                     attempt = attempts,
                     error = %err,
                     "AMQP connection lost again while replaying the topology"

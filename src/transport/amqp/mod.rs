@@ -32,7 +32,12 @@
 //! [`AmqpOptions::auto_recover`] (the default) it then reconnects with
 //! exponential backoff (100 ms doubling to 5 s, forever, until
 //! [`Transport::close`]), logging a warning once per outage and an info line
-//! on recovery. On each new connection, before anyone may use it, it replays
+//! on recovery. With several broker addresses (kombu's failover syntax,
+//! `amqp://h1:5672//;amqp://h2:5673//`, see [`AmqpTransport::connect`])
+//! each attempt goes to the next address, starting after the one just lost,
+//! and the backoff grows once per round of all of them: a RabbitMQ cluster
+//! whose node died is rejoined through another node at the first attempt.
+//! On each new connection, before anyone may use it, it replays
 //! the exchanges, queues and bindings this transport declared and has not
 //! deleted or unbound since (a redeclaration the broker refuses is logged and
 //! skipped). Control and publishing channels are reopened on the new
@@ -70,7 +75,6 @@ use lapin::options::{
 };
 use lapin::protocol::AMQPErrorKind;
 use lapin::types::FieldTable;
-use lapin::uri::AMQPUri;
 use lapin::{Channel, Confirmation, ErrorKind};
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
@@ -81,15 +85,18 @@ use crate::message::Message;
 
 pub(crate) mod codec;
 mod consumer;
+mod endpoints;
 mod failure;
 mod link;
 mod options;
 mod topology;
 
+pub use endpoints::{MAX_ENDPOINTS, redact_uri};
 pub use options::AmqpOptions;
 
 use codec::short;
 use consumer::ConsumerState;
+use endpoints::Endpoints;
 use failure::{connect_reason, is_soft_error};
 use link::{Link, Live, Owner, Shared, guarded};
 use topology::{declare_exchange_on, declare_queue_on};
@@ -111,44 +118,11 @@ pub struct AmqpTransport {
 impl fmt::Debug for AmqpTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AmqpTransport")
-            .field("uri", &self.shared.shown_uri)
+            .field("uri", &self.shared.endpoints.current().shown)
             .field("connected", &self.is_connected())
             .field("closed", &self.shared.is_closed())
             .finish_non_exhaustive()
     }
-}
-
-/// The URI with its password replaced by `***`.
-pub fn redact_uri(uri: &str) -> String {
-    let Some(scheme_end) = uri.find("://").map(|i| i + 3) else {
-        return uri.to_owned();
-    };
-    let rest = &uri[scheme_end..];
-    let before_query = rest.split('?').next().unwrap_or(rest);
-    let Some(at) = before_query.rfind('@') else {
-        return uri.to_owned();
-    };
-    match rest[..at].find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &uri[..scheme_end],
-            &rest[..colon],
-            &rest[at..]
-        ),
-        None => uri.to_owned(),
-    }
-}
-
-/// nameko configs name the driver in the scheme (kombu URLs:
-/// `pyamqp://`, `librabbitmq://`); they are all AMQP 0-9-1.
-fn kombu_to_amqp(uri: &str) -> std::borrow::Cow<'_, str> {
-    let uri = uri.trim();
-    for driver in ["pyamqp://", "librabbitmq://"] {
-        if let Some(rest) = uri.strip_prefix(driver) {
-            return format!("amqp://{rest}").into();
-        }
-    }
-    uri.into()
 }
 
 /// What an operation was about, to name it in a 404.
@@ -166,36 +140,45 @@ fn quoted(message: &str) -> Option<&str> {
 }
 
 impl AmqpTransport {
-    /// Connects to RabbitMQ. A malformed URI, an unreachable broker or
-    /// refused credentials each give a one-line [`Error::Transport`] that
-    /// names the URI without its password; the first connection is never
-    /// retried.
+    /// Connects to RabbitMQ. `uri` is one AMQP URI or several separated by
+    /// `;` (kombu's failover syntax, `amqp://h1:5672//;amqp://h2:5673//`, at
+    /// most [`MAX_ENDPOINTS`]): the first broker that accepts the
+    /// connection is used, and after a connection loss the transport tries
+    /// the next ones in turn (see the [module docs](self)).
+    ///
+    /// A malformed URI (in a list: the entry, named by position), no
+    /// reachable broker or refused credentials each give a one-line
+    /// [`Error::Transport`] that names the URI without its password; the
+    /// first connection is never retried beyond one try of each address.
     pub async fn connect(uri: &str, options: AmqpOptions) -> Result<Arc<AmqpTransport>> {
-        let shown = redact_uri(uri);
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::Transport("AmqpTransport::connect must run inside a tokio runtime".into())
         })?;
-        let mut parsed: AMQPUri = kombu_to_amqp(uri).parse().map_err(|err: String| {
-            Error::Transport(format!(
-                "invalid AMQP URI {shown}: {err} (expected amqp://USER:PASSWORD@HOST:PORT/VHOST)"
-            ))
-        })?;
-        if parsed.vhost.is_empty() {
-            // kombu (and so nameko) reads `amqp://host/` as the default vhost.
-            parsed.vhost = "/".into();
+        let endpoints = Endpoints::parse(uri, &options)?;
+        let mut failures = Vec::new();
+        let mut opened = None;
+        for index in 0..endpoints.len() {
+            let endpoint = endpoints.get(index);
+            match link::open(&endpoint.uri, &options).await {
+                Ok(connection) => {
+                    endpoints.set_current(index);
+                    opened = Some(connection);
+                    break;
+                }
+                Err(err) => failures.push(format!("{}: {}", endpoint.shown, connect_reason(&err))),
+            }
         }
-        if parsed.query.heartbeat.is_none() {
-            parsed.query.heartbeat = Some(options.heartbeat);
-        }
-        if parsed.query.connection_timeout.is_none() {
-            parsed.query.connection_timeout = Some(10_000);
-        }
-        let (conn, events) = link::open(&parsed, &options).await.map_err(|err| {
-            Error::Transport(format!(
-                "cannot connect to {shown}: {}",
-                connect_reason(&err)
-            ))
-        })?;
+        let Some((conn, events)) = opened else {
+            return Err(Error::Transport(if endpoints.len() == 1 {
+                format!("cannot connect to {}", failures.join(""))
+            } else {
+                format!(
+                    "cannot connect to any of {} brokers: {}",
+                    endpoints.len(),
+                    failures.join("; ")
+                )
+            }));
+        };
         let live = Arc::new(Live {
             conn,
             generation: 1,
@@ -204,8 +187,7 @@ impl AmqpTransport {
             .map(|_| tokio::sync::Mutex::new(None))
             .collect();
         let shared = Arc::new(Shared::new(
-            parsed,
-            shown,
+            endpoints,
             options,
             runtime.clone(),
             live.clone(),
@@ -561,31 +543,6 @@ impl Transport for AmqpTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_never_show() {
-        assert_eq!(
-            redact_uri("amqp://guest:secret@127.0.0.1:5999/%2f"),
-            "amqp://guest:***@127.0.0.1:5999/%2f"
-        );
-        assert_eq!(redact_uri("amqp://127.0.0.1:5672"), "amqp://127.0.0.1:5672");
-        assert_eq!(redact_uri("amqp://user@host/v"), "amqp://user@host/v");
-        assert_eq!(
-            redact_uri("amqps://u:p@ss@h:1/v?heartbeat=5"),
-            "amqps://u:***@h:1/v?heartbeat=5"
-        );
-        assert_eq!(redact_uri("not a uri"), "not a uri");
-    }
-
-    #[test]
-    fn kombu_schemes_are_amqp() {
-        assert_eq!(
-            kombu_to_amqp("pyamqp://guest:guest@localhost"),
-            "amqp://guest:guest@localhost"
-        );
-        assert_eq!(kombu_to_amqp("librabbitmq://h/v"), "amqp://h/v");
-        assert_eq!(kombu_to_amqp("amqps://h/v"), "amqps://h/v");
-    }
 
     #[test]
     fn broker_messages_name_the_entity() {
