@@ -49,6 +49,12 @@ pub fn reply_queue(owner: &str, uuid: &str) -> String {
     format!("rpc.reply-{owner}-{uuid}")
 }
 
+/// `<queue>.dlq`: where the broker dead-letters a quorum work queue's
+/// messages past their delivery limit.
+pub fn dead_letter_queue(queue: &str) -> String {
+    format!("{queue}.dlq")
+}
+
 /// `<service>.events`: a service's event exchange.
 pub fn event_exchange(service: &str) -> String {
     format!("{service}.events")

@@ -1034,3 +1034,59 @@ async fn python_services_answer_both_reply_queue_forms() {
     py.assert_alive();
     env.finish().await;
 }
+
+/// With `QUEUE_TYPE: quorum` enoki declares `rpc-<service>` and the
+/// service-pool and singleton event queues as quorum queues. A Python
+/// nameko service of the same name cannot join them: its classic
+/// declaration of the same queue fails with 406 PRECONDITION_FAILED
+/// (`inequivalent arg ...`), again at each of its reconnection attempts, so
+/// it never serves. This is
+/// what docs/scaling.md tells a fleet: switch only once no Python instance
+/// of that service remains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_cannot_join_enokis_quorum_queues() {
+    let Some(env) = Interop::setup().await else {
+        return;
+    };
+    let quorum = Settings::new().with("QUEUE_TYPE", json!("quorum"));
+    let runner = start_enoki_twins(&env, &quorum).await;
+    let types = env.vhost.list_queues(&["name", "type"]);
+    let type_of = |queue: &str| {
+        types
+            .lines()
+            .find_map(|line| {
+                let (name, kind) = line.split_once('\t')?;
+                (name == queue).then(|| kind.trim().to_owned())
+            })
+            .unwrap_or_else(|| panic!("no queue {queue}: {types}"))
+    };
+    assert_eq!(type_of("rpc-pysvc"), "quorum");
+    assert_eq!(type_of("rpc-pysvc.dlq"), "quorum");
+    let replies: Vec<&str> = types
+        .lines()
+        .filter(|line| line.starts_with("rpc.reply-"))
+        .collect();
+    assert!(
+        !replies.is_empty() && replies.iter().all(|line| line.ends_with("classic")),
+        "reply queues stay classic: {replies:?}"
+    );
+    let py = env.nameko("py", &["PyService"]);
+    eventually(
+        || py.log().contains("PRECONDITION_FAILED"),
+        || format!("nameko's declaration of rpc-pysvc fails:\n{}", py.log()),
+    )
+    .await;
+    let log = py.log();
+    assert!(
+        log.contains("inequivalent arg") && log.contains("rpc-pysvc"),
+        "{log}"
+    );
+    // enoki's side keeps serving.
+    let rpc = env.rpc(CALL_TIMEOUT).await;
+    assert_eq!(
+        rpc.service("enokisvc").call("ping", json!([])).await.ok(),
+        Some(json!("enoki"))
+    );
+    runner.stop().await;
+    env.finish().await;
+}

@@ -187,6 +187,22 @@ pub const RPC_REPLY_QUEUE: ConfigKey = ConfigKey {
     default: DefaultValue::Str("transient"),
     doc: "the form of a client's reply queue: transient (default: not durable, kept 5 min after its connection goes, replies skip the broker's disk) or durable (nameko's own form, which also survives a broker restart)",
 };
+/// `QUEUE_TYPE`.
+pub const QUEUE_TYPE: ConfigKey = ConfigKey {
+    name: "QUEUE_TYPE",
+    kind: KeyKind::Choice {
+        values: &["classic", "quorum"],
+    },
+    default: DefaultValue::Str("classic"),
+    doc: "the type of the durable work queues (rpc-<service>, service-pool and singleton event queues): classic (default, as nameko declares them) or quorum (replicated across a RabbitMQ cluster, with a delivery limit and a dead-letter queue; Python nameko cannot declare the same queues)",
+};
+/// `QUEUE_DELIVERY_LIMIT`.
+pub const QUEUE_DELIVERY_LIMIT: ConfigKey = ConfigKey {
+    name: "QUEUE_DELIVERY_LIMIT",
+    kind: KeyKind::Integer { max: 1_000_000 },
+    default: DefaultValue::Int(5),
+    doc: "with QUEUE_TYPE quorum: how often one message is delivered before the broker moves it to <queue>.dlq (default 5; 0 means no limit)",
+};
 /// nameko's default `WEB_SERVER_ADDRESS`.
 pub const DEFAULT_WEB_SERVER_ADDRESS: &str = "0.0.0.0:8000";
 
@@ -246,6 +262,8 @@ pub const KEYS: &[ConfigKey] = &[
     DECLARE_EVENT_EXCHANGES,
     LOGGING,
     RPC_REPLY_QUEUE,
+    QUEUE_TYPE,
+    QUEUE_DELIVERY_LIMIT,
     WEB_SERVER_ADDRESS,
     GATEWAY,
     DB_URIS,

@@ -82,6 +82,36 @@ pub enum ReplyQueue {
     Durable,
 }
 
+/// The type of the durable work queues (`QUEUE_TYPE`): `rpc-<service>` and
+/// the service-pool and singleton event queues that are not auto-delete.
+/// Reply queues, broadcast queues and auto-delete event queues stay
+/// classic, as nameko declares them.
+///
+/// ```
+/// use enoki::config::{QueueType, Settings};
+/// use serde_json::json;
+///
+/// assert_eq!(Settings::new().queue_type(), QueueType::Classic);
+/// let replicated = Settings::new().with("QUEUE_TYPE", json!("quorum"));
+/// assert_eq!(replicated.queue_type(), QueueType::Quorum);
+/// assert_eq!(replicated.queue_delivery_limit(), Some(5));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueueType {
+    /// RabbitMQ's classic queues (the default): what Python nameko
+    /// declares, so both can share the queues.
+    #[default]
+    Classic,
+    /// Quorum queues: replicated (Raft) across a RabbitMQ cluster, so they
+    /// survive the loss of a minority of nodes. Each has a delivery limit
+    /// ([`Settings::queue_delivery_limit`]) after which the broker
+    /// dead-letters a message to `<queue>.dlq` instead of redelivering it
+    /// again. A Python nameko service cannot declare the same queue (its
+    /// classic declaration fails with 406 PRECONDITION_FAILED).
+    Quorum,
+}
+
 /// The resolved configuration: nameko's config dictionary. Cheap to clone.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Settings {
@@ -278,6 +308,25 @@ impl Settings {
         match self.present(&keys::RPC_REPLY_QUEUE).and_then(Value::as_str) {
             Some("durable") => ReplyQueue::Durable,
             _ => ReplyQueue::Transient,
+        }
+    }
+
+    /// `QUEUE_TYPE`: the type of the durable work queues (default
+    /// [`QueueType::Classic`]).
+    pub fn queue_type(&self) -> QueueType {
+        match self.present(&keys::QUEUE_TYPE).and_then(Value::as_str) {
+            Some("quorum") => QueueType::Quorum,
+            _ => QueueType::Classic,
+        }
+    }
+
+    /// `QUEUE_DELIVERY_LIMIT` (default 5; `None` when set to 0): with
+    /// quorum queues, how often one message is delivered before it is
+    /// dead-lettered.
+    pub fn queue_delivery_limit(&self) -> Option<u32> {
+        match self.int_or(&keys::QUEUE_DELIVERY_LIMIT, 5) {
+            0 => None,
+            n => Some(u32::try_from(n).unwrap_or(u32::MAX)),
         }
     }
 

@@ -14,7 +14,7 @@
 //! not fit the handler, a bad context header) is never requeued: it could
 //! only fail again.
 
-use super::{Entrypoint, consume_options, next_delivery, settle};
+use super::{Entrypoint, consume_options, declare_work_queue, next_delivery, settle};
 use crate::client::declare_event_exchange;
 use crate::container_ctx::ContainerCtx;
 use crate::context::{ContextData, new_uuid};
@@ -70,7 +70,7 @@ impl Entrypoint for EventEntrypoint {
         let exchange = names::event_exchange(self.spec.source_service);
         declare_event_exchange(transport, ctx.settings(), &exchange).await?;
         let queue = queue_spec(ctx.service_name(), self.method, &self.spec);
-        transport.declare_queue(&queue).await?;
+        let queue = declare_work_queue(ctx, queue).await?;
         transport
             .bind(&queue.name, &exchange, self.spec.event_type)
             .await?;

@@ -104,9 +104,10 @@ use std::future::Future;
 
 use futures::future::BoxFuture;
 
+use crate::config::QueueType;
 use crate::container_ctx::ContainerCtx;
 use crate::error::{Error, Result};
-use crate::transport::{ConsumeOptions, Consumer, Delivery};
+use crate::transport::{ConsumeOptions, Consumer, Delivery, QueueSpec};
 use crate::worker::WorkerPool;
 
 pub mod event;
@@ -180,6 +181,27 @@ impl<E: Entrypoint> ErasedEntrypoint for E {
     fn kill(&mut self) {
         Entrypoint::kill(self);
     }
+}
+
+/// Declares a work queue of an entrypoint as `QUEUE_TYPE` asks. A
+/// durable, shared, non-auto-delete queue becomes a quorum queue under
+/// [`QueueType::Quorum`], after its dead-letter queue `<queue>.dlq` (a
+/// quorum queue too) is declared; any other queue, and every queue under
+/// [`QueueType::Classic`], is declared as given. Returns what was declared.
+pub async fn declare_work_queue(ctx: &ContainerCtx, queue: QueueSpec) -> Result<QueueSpec> {
+    let settings = ctx.settings();
+    let queue = match settings.queue_type() {
+        QueueType::Quorum if queue.durable && !queue.exclusive && !queue.auto_delete => {
+            let dead_letters = crate::names::dead_letter_queue(&queue.name);
+            let mut dlq = QueueSpec::durable(&dead_letters);
+            dlq.arguments.insert("x-queue-type".into(), "quorum".into());
+            ctx.transport().declare_queue(&dlq).await?;
+            queue.quorum(settings.queue_delivery_limit(), &dead_letters)
+        }
+        _ => queue,
+    };
+    ctx.transport().declare_queue(&queue).await?;
+    Ok(queue)
 }
 
 /// Consumer options from the container settings: prefetch is

@@ -14,7 +14,7 @@
 //! of that name) is answered at once with the service's
 //! [`ServiceDescription`], without a worker.
 
-use super::{Entrypoint, consume_options, next_delivery, settle};
+use super::{Entrypoint, consume_options, declare_work_queue, next_delivery, settle};
 use crate::container_ctx::ContainerCtx;
 use crate::context::ContextData;
 use crate::describe::{DESCRIBE_METHOD, ServiceDescription};
@@ -74,9 +74,7 @@ impl Entrypoint for RpcEntrypoint {
         transport
             .declare_exchange(&ExchangeSpec::topic(exchange))
             .await?;
-        transport
-            .declare_queue(&QueueSpec::durable(&self.queue))
-            .await?;
+        declare_work_queue(ctx, QueueSpec::durable(&self.queue)).await?;
         transport
             .bind(&self.queue, exchange, &names::rpc_binding(service))
             .await

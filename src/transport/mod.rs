@@ -133,6 +133,42 @@ impl QueueSpec {
         self
     }
 
+    /// Makes this a quorum queue (`x-queue-type: quorum`; it must be
+    /// durable, neither exclusive nor auto-delete) whose messages are
+    /// dead-lettered, through the default exchange, to `dead_letter_queue`
+    /// once delivered `delivery_limit` times (`x-delivery-limit`; `None`:
+    /// no limit) or rejected without requeue.
+    ///
+    /// ```
+    /// use enoki::transport::QueueSpec;
+    ///
+    /// let spec = QueueSpec::durable("rpc-greeter").quorum(Some(5), "rpc-greeter.dlq");
+    /// assert_eq!(spec.arguments["x-queue-type"], "quorum");
+    /// assert_eq!(spec.arguments["x-delivery-limit"], 5);
+    /// assert_eq!(spec.arguments["x-dead-letter-routing-key"], "rpc-greeter.dlq");
+    /// ```
+    #[must_use]
+    pub fn quorum(mut self, delivery_limit: Option<u32>, dead_letter_queue: &str) -> Self {
+        self.arguments
+            .insert("x-queue-type".into(), "quorum".into());
+        if let Some(limit) = delivery_limit {
+            self.arguments
+                .insert("x-delivery-limit".into(), limit.into());
+        }
+        self.arguments
+            .insert("x-dead-letter-exchange".into(), "".into());
+        self.arguments
+            .insert("x-dead-letter-routing-key".into(), dead_letter_queue.into());
+        self
+    }
+
+    /// Whether this is a quorum queue (`x-queue-type: quorum`).
+    pub fn is_quorum(&self) -> bool {
+        self.arguments
+            .get("x-queue-type")
+            .is_some_and(|t| t == "quorum")
+    }
+
     /// The `x-expires` argument, if set.
     pub fn expires_ms(&self) -> Option<u64> {
         self.arguments
