@@ -198,7 +198,8 @@ impl Shared {
     }
 }
 
-/// Opens a plain connection (no lapin recovery), with its events.
+/// Opens a plain connection (no lapin recovery), with its events, on the
+/// [io runtime](io_runtime).
 pub(super) async fn open(
     uri: &AMQPUri,
     options: &AmqpOptions,
@@ -208,10 +209,36 @@ pub(super) async fn open(
         .clone()
         .unwrap_or_else(|| "enoki".into());
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    let conn = Connection::connect_uri(uri.clone(), properties).await?;
+    let runtime = async_rs::Runtime::tokio_with_handle(io_runtime()?);
+    let conn = Connection::connect_uri_with_runtime(uri.clone(), properties, runtime).await?;
     // lapin only sends events once someone listens: listen at once.
     let events: Events = Box::pin(conn.events_listener());
     Ok((conn, events))
+}
+
+/// The runtime every AMQP connection's io loop and heartbeats run on: one
+/// thread of its own (`enoki-amqp-io`), started at the first connection.
+/// On the caller's runtime, a handler that holds its thread without
+/// awaiting (CPU-bound work) would stop heartbeats and reads with it, and
+/// past the heartbeat timeout the broker would close the connection and
+/// redeliver the request (nameko issue #477).
+fn io_runtime() -> lapin::Result<tokio::runtime::Handle> {
+    static IO: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(runtime) = IO.get() {
+        return Ok(runtime.handle().clone());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("enoki-amqp-io")
+        .enable_all()
+        .build()
+        .map_err(lapin::Error::from)?;
+    // A racing first connection may have won: its runtime is kept, this
+    // one dropped (off any runtime thread, in the background).
+    if let Err(spare) = IO.set(runtime) {
+        spare.shutdown_background();
+    }
+    Ok(IO.get().expect("set above").handle().clone())
 }
 
 /// How often [`guarded`] looks at the connection while a call is pending.
