@@ -7,9 +7,20 @@
 //!   its event parked in the dead-letter queue instead of looping forever;
 //! - a CPU-bound handler that holds its thread for longer than three
 //!   heartbeat intervals costs neither its connection nor a redelivery of
-//!   its request (nameko issue #477).
+//!   its request (nameko issue #477);
+//! - faults on the 3-node cluster of `scripts/cluster` (quorum queues,
+//!   failover URIs, 64 calls in flight, each call retried with the same id
+//!   until answered), one at a time, each printing a row of its figures
+//!   (calls sent, answered right, attempts failed with a clear error, lost,
+//!   duplicate executions, longest time without an answer): kill -9 of the
+//!   service's broker node, kill -9 and SIGTERM of one of two service
+//!   instances (child processes: this binary's `fault_instance`), a network
+//!   partition between the service and its node, and 10,000 service-pool
+//!   events while one of two listeners is killed. Nothing may be lost; a
+//!   graceful stop may fail nothing.
 //!
-//! Skipped (with a message) when RabbitMQ is not reachable, unless `CI=true`.
+//! Skipped (with a message) when RabbitMQ, or the cluster, is not
+//! reachable, unless `CI=true`.
 #![cfg(feature = "amqp")]
 
 mod common;
@@ -285,3 +296,526 @@ fn peer_ports(vhost: &TestVhost) -> std::collections::BTreeSet<String> {
 
 static STOP: parking_lot::Mutex<Option<tokio::sync::oneshot::Sender<()>>> =
     parking_lot::Mutex::new(None);
+
+// ===== faults on the 3-node cluster, under steady load =====
+
+/// The fault tests run one at a time: each breaks a part the others use.
+static FAULTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Calls in flight during a fault.
+const IN_FLIGHT: usize = 64;
+/// A caller's timeout; a call that times out is retried with the same id.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Answers needed before the fault, and after it, to call the run done.
+const BEFORE: usize = 300;
+const AFTER: usize = 1_000;
+
+/// Where the running instance appends `<id>#<attempt>` per execution (one
+/// `write` each, so a kill -9 loses nothing already written).
+static EXECUTIONS: parking_lot::Mutex<Option<std::fs::File>> = parking_lot::Mutex::new(None);
+
+#[derive(Dependencies)]
+struct Steady;
+
+#[service(name = "steady")]
+impl Steady {
+    #[rpc]
+    async fn work(&self, id: String, attempt: u32) -> Result<String, RemoteError> {
+        if let Some(file) = EXECUTIONS.lock().as_mut() {
+            use std::io::Write;
+            file.write_all(format!("{id}#{attempt}\n").as_bytes())
+                .expect("record the execution");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        Ok(id)
+    }
+
+    /// A service-pool handler: each event is handled by one instance.
+    #[event_handler("faults", "tick")]
+    async fn on_tick(&self, n: u64) -> Result<(), RemoteError> {
+        if let Some(file) = EXECUTIONS.lock().as_mut() {
+            use std::io::Write;
+            file.write_all(format!("tick-{n}\n").as_bytes())
+                .expect("record the event");
+        }
+        Ok(())
+    }
+}
+
+fn steady_settings() -> Settings {
+    Settings::new()
+        .with("QUEUE_TYPE", json!("quorum"))
+        .with("max_workers", json!(32))
+}
+
+fn record_to(path: &std::path::Path) {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open the executions file");
+    EXECUTIONS.lock().replace(file);
+}
+
+/// What a run under load saw.
+#[derive(Debug, Default)]
+struct Report {
+    /// Distinct calls (ids) made.
+    sent: usize,
+    /// Answered with their own id.
+    right: usize,
+    /// Answered with something else (must be 0).
+    wrong: usize,
+    /// Attempts that failed with a clear error (then retried).
+    failed: usize,
+    /// Calls never answered (must be 0).
+    lost: usize,
+    /// Executions of one attempt beyond the first (at-least-once).
+    duplicates: usize,
+    /// The longest time without an answer, from the fault on.
+    recovery: Duration,
+    /// A few of the errors seen.
+    errors: std::collections::BTreeSet<String>,
+}
+
+impl Report {
+    fn row(&self, scenario: &str) -> String {
+        format!(
+            "| {scenario} | {} | {} | {} | {} | {} | {:.2} s |",
+            self.sent,
+            self.right,
+            self.failed,
+            self.lost,
+            self.duplicates,
+            self.recovery.as_secs_f64()
+        )
+    }
+}
+
+/// Keeps [`IN_FLIGHT`] calls going; after [`BEFORE`] answers runs `fault`,
+/// then stops once [`AFTER`] more have come. Every call is retried (same
+/// id, next attempt) until answered or 60 s have passed since the fault.
+async fn under_load(rpc: &ClusterRpc, fault: impl std::future::Future<Output = ()>) -> Report {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let rpc = rpc.with_timeout(CALL_TIMEOUT);
+    let stop = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicUsize::new(0));
+    let answers: Arc<parking_lot::Mutex<Vec<Instant>>> = Arc::default();
+    let report: Arc<parking_lot::Mutex<Report>> = Arc::default();
+    let give_up: Arc<parking_lot::Mutex<Option<Instant>>> = Arc::default();
+    let callers: Vec<_> = (0..IN_FLIGHT)
+        .map(|_| {
+            let (rpc, stop, next, answers, report, give_up) = (
+                rpc.clone(),
+                stop.clone(),
+                next.clone(),
+                answers.clone(),
+                report.clone(),
+                give_up.clone(),
+            );
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let id = format!("call-{}", next.fetch_add(1, Ordering::SeqCst));
+                    report.lock().sent += 1;
+                    let mut attempt = 0u32;
+                    loop {
+                        let steady = rpc.service("steady");
+                        match steady.call("work", json!([id, attempt])).await {
+                            Ok(answer) => {
+                                let mut report = report.lock();
+                                if answer == json!(id) {
+                                    report.right += 1;
+                                } else {
+                                    report.wrong += 1;
+                                }
+                                answers.lock().push(Instant::now());
+                                break;
+                            }
+                            Err(err) => {
+                                {
+                                    let mut report = report.lock();
+                                    report.failed += 1;
+                                    if report.errors.len() < 5 {
+                                        report.errors.insert(err.to_string());
+                                    }
+                                }
+                                if give_up.lock().is_some_and(|at| Instant::now() > at) {
+                                    report.lock().lost += 1;
+                                    break;
+                                }
+                                attempt += 1;
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let count = || answers.lock().len();
+    eventually(|| count() >= BEFORE, "answers before the fault").await;
+    fault.await;
+    let fault_at = Instant::now();
+    give_up.lock().replace(fault_at + Duration::from_secs(60));
+    let target = count() + AFTER;
+    let start = Instant::now();
+    while count() < target {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no recovery within 60 s: {:?}",
+            report.lock()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for caller in callers {
+        caller.await.expect("a caller panicked");
+    }
+    let mut report = std::mem::take(&mut *report.lock());
+    let times = answers.lock();
+    let mut last = fault_at;
+    for at in times.iter().filter(|at| **at >= fault_at) {
+        report.recovery = report.recovery.max(at.duration_since(last));
+        last = *at;
+    }
+    report
+}
+
+/// Executions per attempt beyond the first, over the instances' files.
+fn duplicates(files: &[&std::path::Path]) -> usize {
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for file in files {
+        for line in std::fs::read_to_string(file).unwrap_or_default().lines() {
+            *seen.entry(line.to_owned()).or_default() += 1;
+        }
+    }
+    seen.values().map(|n| n - 1).sum()
+}
+
+fn assert_nothing_lost(report: &Report, scenario: &str) {
+    println!("{}", report.row(scenario));
+    println!("errors seen: {:?}", report.errors);
+    assert_eq!(report.lost, 0, "{scenario}: calls lost: {report:?}");
+    assert_eq!(report.wrong, 0, "{scenario}: wrong answers: {report:?}");
+    assert_eq!(report.right, report.sent, "{scenario}: {report:?}");
+}
+
+async fn client(
+    vhost: &common::cluster::ClusterVhost,
+    first: usize,
+) -> (std::sync::Arc<AmqpTransport>, ClusterRpc) {
+    let transport = AmqpTransport::connect(&vhost.uris(first), AmqpOptions::default())
+        .await
+        .expect("the client connects");
+    let rpc = ClusterRpc::connect(transport.clone(), &steady_settings())
+        .await
+        .expect("client");
+    (transport, rpc)
+}
+
+fn temp_file(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "enoki-fault-{}-{name}",
+        uuid::Uuid::new_v4().simple()
+    ))
+}
+
+/// kill -9 of the broker node the service is connected to: the service
+/// moves to the next node of its failover list, the quorum queue elects a
+/// leader on the two nodes left, and every call is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_kill_the_services_broker_node() {
+    let _serial = FAULTS.lock().await;
+    let Some(vhost) = common::cluster::ClusterVhost::create() else {
+        return;
+    };
+    let executions = temp_file("node");
+    record_to(&executions);
+    let service = AmqpTransport::connect(&vhost.uris(1), AmqpOptions::default())
+        .await
+        .expect("the service connects to node 1");
+    let mut runner = ServiceRunner::new(service.clone(), steady_settings());
+    runner.add(enoki::service::<Steady>());
+    runner.start().await.expect("starts");
+    let (transport, rpc) = client(&vhost, 2).await;
+    let mut report = under_load(&rpc, async { common::cluster::kill(1) }).await;
+    report.duplicates = duplicates(&[&executions]);
+    EXECUTIONS.lock().take();
+    rpc.close().await;
+    runner.stop().await;
+    service.close().await;
+    transport.close().await;
+    common::cluster::revive(1);
+    let _ = std::fs::remove_file(&executions);
+    assert_nothing_lost(&report, "kill -9 of the service's broker node");
+}
+
+/// One instance of the service, as its own process (this test binary, run
+/// as `fault_instance`).
+struct Instance {
+    child: std::process::Child,
+    executions: std::path::PathBuf,
+}
+
+impl Instance {
+    fn start(uris: &str) -> Instance {
+        use std::io::BufRead;
+        let executions = temp_file("instance");
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "fault_instance",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(
+                "ENOKI_FAULT_INSTANCE",
+                format!("{uris}|{}", executions.display()),
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start an instance");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.ends_with("fault instance ready") => break,
+                Some(Ok(_)) => {}
+                other => panic!("the instance did not start: {other:?}"),
+            }
+        }
+        // Keep reading, so that the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Instance { child, executions }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.executions);
+    }
+}
+
+/// Not a test: the service instance the fault tests start as a child
+/// process (`ENOKI_FAULT_INSTANCE=<uris>|<executions file>`). It serves
+/// until SIGTERM, then stops gracefully.
+#[test]
+#[ignore = "a child process of the fault tests"]
+fn fault_instance() {
+    let spec = std::env::var("ENOKI_FAULT_INSTANCE").expect("ENOKI_FAULT_INSTANCE");
+    let (uris, executions) = spec.split_once('|').expect("<uris>|<file>");
+    record_to(std::path::Path::new(executions));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let signal = enoki::shutdown::shutdown_signal();
+        let transport = AmqpTransport::connect(uris, AmqpOptions::default())
+            .await
+            .expect("the instance connects");
+        let mut runner = ServiceRunner::new(transport.clone(), steady_settings());
+        runner.add(enoki::service::<Steady>());
+        runner.start().await.expect("starts");
+        println!("fault instance ready");
+        signal.await;
+        runner.stop().await;
+        transport.close().await;
+    });
+}
+
+/// Two instances (own processes, on nodes 1 and 2), a client on node 3;
+/// the fault is `signal` sent to the first instance.
+async fn two_instances(signal: &'static str) -> Option<(Report, std::process::ExitStatus)> {
+    let _serial = FAULTS.lock().await;
+    let vhost = common::cluster::ClusterVhost::create()?;
+    let mut first = Instance::start(&vhost.uris(1));
+    let second = Instance::start(&vhost.uris(2));
+    let (transport, rpc) = client(&vhost, 3).await;
+    let mut report = under_load(&rpc, async { first.signal(signal) }).await;
+    let status = first.wait();
+    report.duplicates = duplicates(&[&first.executions, &second.executions]);
+    rpc.close().await;
+    transport.close().await;
+    drop(second);
+    Some((report, status))
+}
+
+/// kill -9 of one of two service instances: the broker requeues what the
+/// dead one held, the other serves it; nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_kill_one_of_two_instances() {
+    let Some((report, _)) = two_instances("-KILL").await else {
+        return;
+    };
+    assert_nothing_lost(&report, "kill -9 of one of two instances");
+}
+
+/// SIGTERM of one of two instances: a graceful stop (it stops consuming,
+/// finishes and acks what it holds, gives back what it had not started):
+/// nothing fails at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_sigterm_one_of_two_instances() {
+    let Some((report, status)) = two_instances("-TERM").await else {
+        return;
+    };
+    assert_nothing_lost(&report, "SIGTERM of one of two instances");
+    assert!(status.success(), "the instance exits cleanly: {status}");
+    assert_eq!(
+        report.failed, 0,
+        "a graceful stop fails no call: {report:?}"
+    );
+    assert_eq!(
+        report.duplicates, 0,
+        "a graceful stop runs nothing twice: {report:?}"
+    );
+}
+
+/// A network partition between the service and its broker node (a TCP
+/// proxy that silently drops everything both ways): the service notices by
+/// its heartbeats (2 s here), moves to the next node, and the broker, by
+/// its own heartbeat timeout, requeues what the cut-off connection held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_partition_the_services_broker_node() {
+    let _serial = FAULTS.lock().await;
+    let Some(vhost) = common::cluster::ClusterVhost::create() else {
+        return;
+    };
+    let proxy =
+        common::proxy::TcpProxy::start(&format!("127.0.0.1:{}", common::cluster::port(1))).await;
+    let uris = format!(
+        "amqp://guest:guest@{}/{};{};{}",
+        proxy.addr(),
+        vhost.name,
+        vhost.uri(2),
+        vhost.uri(3)
+    );
+    let executions = temp_file("partition");
+    record_to(&executions);
+    let options = AmqpOptions {
+        heartbeat: 2,
+        ..AmqpOptions::default()
+    };
+    let service = AmqpTransport::connect(&uris, options)
+        .await
+        .expect("the service connects through the proxy");
+    let mut runner = ServiceRunner::new(service.clone(), steady_settings());
+    runner.add(enoki::service::<Steady>());
+    runner.start().await.expect("starts");
+    let (transport, rpc) = client(&vhost, 2).await;
+    let mut report = under_load(&rpc, async {
+        proxy.set_blocked(true);
+        proxy.set_frozen(true);
+    })
+    .await;
+    report.duplicates = duplicates(&[&executions]);
+    EXECUTIONS.lock().take();
+    rpc.close().await;
+    runner.stop().await;
+    service.close().await;
+    transport.close().await;
+    let _ = std::fs::remove_file(&executions);
+    assert_nothing_lost(&report, "partition of the service from its node");
+    assert!(
+        report.recovery < Duration::from_secs(20),
+        "recovered within 20 s: {report:?}"
+    );
+}
+
+/// 10,000 service-pool events dispatched while one of two listening
+/// instances is killed (kill -9) after the first 3,000: every event is
+/// handled at least once (what the dead instance held unacked comes again,
+/// to the other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_kill_a_listener_while_events_flow() {
+    const EVENTS: u64 = 10_000;
+    const KILL_AFTER: u64 = 3_000;
+    let _serial = FAULTS.lock().await;
+    let Some(vhost) = common::cluster::ClusterVhost::create() else {
+        return;
+    };
+    let mut first = Instance::start(&vhost.uris(1));
+    let second = Instance::start(&vhost.uris(2));
+    let transport = AmqpTransport::connect(&vhost.uris(3), AmqpOptions::default())
+        .await
+        .expect("the publisher connects");
+    let publisher = EventPublisher::new(transport.clone(), &steady_settings());
+    let start = Instant::now();
+    let confirmed = std::sync::Arc::new(AtomicUsize::new(0));
+    let dispatching = tokio::spawn({
+        let confirmed = confirmed.clone();
+        async move {
+            use futures::StreamExt;
+            futures::stream::iter(0..EVENTS)
+                .map(|n| {
+                    let (publisher, confirmed) = (&publisher, &confirmed);
+                    async move {
+                        publisher
+                            .dispatch("faults", "tick", &json!(n))
+                            .await
+                            .expect("the broker confirms the event");
+                        confirmed.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+                .buffer_unordered(IN_FLIGHT)
+                .collect::<Vec<()>>()
+                .await;
+        }
+    });
+    eventually(
+        || confirmed.load(Ordering::SeqCst) as u64 >= KILL_AFTER,
+        "the first events are dispatched",
+    )
+    .await;
+    first.signal("-KILL");
+    let killed_at = Instant::now();
+    dispatching.await.expect("dispatching");
+    let dispatched = start.elapsed();
+    let handled = || {
+        let mut seen = std::collections::HashMap::<String, usize>::new();
+        for file in [&first.executions, &second.executions] {
+            for line in std::fs::read_to_string(file).unwrap_or_default().lines() {
+                if line.starts_with("tick-") {
+                    *seen.entry(line.to_owned()).or_default() += 1;
+                }
+            }
+        }
+        seen
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (handled().len() as u64) < EVENTS {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {EVENTS} events handled",
+            handled().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let done = killed_at.elapsed();
+    let seen = handled();
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    println!(
+        "| events: kill -9 of one of two listeners | {EVENTS} | {} | 0 | {} | {duplicates} | dispatched in {:.2} s, all handled {:.2} s after the kill |",
+        seen.len(),
+        EVENTS as usize - seen.len(),
+        dispatched.as_secs_f64(),
+        done.as_secs_f64()
+    );
+    assert_eq!(seen.len() as u64, EVENTS);
+    first.wait();
+    transport.close().await;
+}

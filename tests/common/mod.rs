@@ -1,3 +1,4 @@
 pub(crate) mod amqp;
 pub(crate) mod binary;
+pub(crate) mod cluster;
 pub(crate) mod proxy;
