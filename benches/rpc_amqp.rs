@@ -3,6 +3,10 @@
 //! (127.0.0.1:5672, guest/guest, `ENOKI_RABBITMQ_ADDR` to change), in a
 //! fresh vhost created (and deleted) with `rabbitmqctl`.
 //!
+//! With `./scripts/bench-amqp --cluster` (`ENOKI_BENCH_CLUSTER=1`) it runs
+//! on the 3-node test cluster with quorum queues instead; see
+//! [`on_cluster`].
+//!
 //! Run with: `./scripts/bench-amqp` (makes sure the nameko venv exists), or
 //! `cargo bench --bench rpc_amqp` (uses `ENOKI_PYTHON`, else `scripts/venv`).
 //!
@@ -55,6 +59,19 @@
 #[allow(unreachable_pub, missing_docs)]
 #[path = "../tests/common/amqp.rs"]
 mod amqp;
+#[allow(unreachable_pub, missing_docs)]
+#[path = "../tests/common/cluster.rs"]
+mod cluster;
+
+/// `ENOKI_BENCH_CLUSTER=1` (`./scripts/bench-amqp --cluster`): on the
+/// 3-node test cluster of `scripts/cluster` with quorum queues (enoki's
+/// `QUEUE_TYPE: quorum`, the raw echo's `raw-echo` declared quorum), the
+/// services on node 1 and the clients on node 2, so every request and reply
+/// crosses the cluster and is replicated. nameko is left out (it cannot
+/// declare quorum queues) and the broker's CPU is not measured.
+fn on_cluster() -> bool {
+    std::env::var("ENOKI_BENCH_CLUSTER").is_ok_and(|v| v == "1")
+}
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -69,7 +86,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -276,7 +293,10 @@ async fn connect(uri: &str, name: &str) -> Arc<AmqpTransport> {
 
 /// The enoki service, hosted on its own connection.
 async fn enoki_service(uri: &str) -> (ServiceRunner, Arc<AmqpTransport>) {
-    let settings = Settings::new().with("max_workers", (IN_FLIGHT as u64).into());
+    let mut settings = Settings::new().with("max_workers", (IN_FLIGHT as u64).into());
+    if on_cluster() {
+        settings = settings.with("QUEUE_TYPE", "quorum".into());
+    }
     let transport = connect(uri, "bench-enoki-service").await;
     let mut runner = ServiceRunner::new(transport.clone(), settings);
     runner.add(enoki::service::<echo::EnokiEcho>());
@@ -328,7 +348,16 @@ async fn raw_server(uri: String, ready: oneshot::Sender<()>) -> Connection {
                 durable: true,
                 ..QueueDeclareOptions::default()
             },
-            FieldTable::default(),
+            if on_cluster() {
+                let mut quorum = FieldTable::default();
+                quorum.insert(
+                    "x-queue-type".into(),
+                    AMQPValue::LongString("quorum".into()),
+                );
+                quorum
+            } else {
+                FieldTable::default()
+            },
         )
         .await
         .expect("declare raw-echo");
@@ -674,29 +703,57 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let Some(vhost) = amqp::TestVhost::create() else {
-        return;
+    let (local, on_nodes) = if on_cluster() {
+        let Some(vhost) = cluster::ClusterVhost::create() else {
+            return;
+        };
+        (None, Some(vhost))
+    } else {
+        let Some(vhost) = amqp::TestVhost::create() else {
+            return;
+        };
+        (Some(vhost), None)
     };
-    let uri = vhost.uri.clone();
-    println!(
-        "rpc_amqp: RabbitMQ at {}, vhost {}",
-        amqp::broker_addr(),
-        vhost.name
-    );
-    let broker = BrokerCpu::find();
+    let (uri, client_uri) = match (&local, &on_nodes) {
+        (Some(vhost), _) => {
+            println!(
+                "rpc_amqp: RabbitMQ at {}, vhost {}",
+                amqp::broker_addr(),
+                vhost.name
+            );
+            (vhost.uri.clone(), vhost.uri.clone())
+        }
+        (None, Some(vhost)) => {
+            println!(
+                "rpc_amqp: the 3-node test cluster, quorum queues, services on node 1, clients on node 2, vhost {}",
+                vhost.name
+            );
+            (vhost.uri(1), vhost.uri(2))
+        }
+        (None, None) => unreachable!(),
+    };
+    let broker = if local.is_some() {
+        BrokerCpu::find()
+    } else {
+        None
+    };
     if broker.is_none() {
-        println!("rpc_amqp: the broker's CPU is not measured (not a local RabbitMQ node)");
+        println!("rpc_amqp: the broker's CPU is not measured (not one local RabbitMQ node)");
     }
     let rounds: Vec<[Option<Figures>; 5]> = runtime.block_on(async {
         let (runner, service_transport) = enoki_service(&uri).await;
-        let (enoki, rpc, enoki_transport) = enoki_client(&uri, "transient").await;
-        let (enoki_durable, rpc_durable, durable_transport) = enoki_client(&uri, "durable").await;
+        let (enoki, rpc, enoki_transport) = enoki_client(&client_uri, "transient").await;
+        let (enoki_durable, rpc_durable, durable_transport) =
+            enoki_client(&client_uri, "durable").await;
         let (ready, is_ready) = oneshot::channel();
         let server = raw_server(uri.clone(), ready).await;
         is_ready.await.expect("raw server ready");
-        let (lapin, lapin_conn) = raw_client(&uri, true).await;
-        let (exclusive, exclusive_conn) = raw_client(&uri, false).await;
-        let nameko = Nameko::start(&uri, &vhost).await;
+        let (lapin, lapin_conn) = raw_client(&client_uri, true).await;
+        let (exclusive, exclusive_conn) = raw_client(&client_uri, false).await;
+        let nameko = match &local {
+            Some(vhost) => Nameko::start(&uri, vhost).await,
+            None => Err("nameko cannot declare quorum queues".to_owned()),
+        };
         if let Err(why) = &nameko {
             println!("rpc_amqp: nameko skipped: {why}");
         }
@@ -731,7 +788,7 @@ fn main() {
         rounds
     });
     runtime.shutdown_timeout(Duration::from_secs(5));
-    drop(vhost);
+    drop((local, on_nodes));
 
     let of = |subject: usize| -> Vec<Figures> {
         rounds.iter().filter_map(|round| round[subject]).collect()

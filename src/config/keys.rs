@@ -164,6 +164,13 @@ pub const AUTO_DELETE_EVENT_EXCHANGES: ConfigKey = ConfigKey {
     default: DefaultValue::Bool(false),
     doc: "declare event exchanges auto-delete (default false)",
 };
+/// `AMQP_IO_THREAD`.
+pub const AMQP_IO_THREAD: ConfigKey = ConfigKey {
+    name: "AMQP_IO_THREAD",
+    kind: KeyKind::Bool,
+    default: DefaultValue::Bool(true),
+    doc: "run AMQP io and heartbeats on a thread of their own, so CPU-bound handlers cannot starve heartbeats (default true; false: about a quarter more calls/s when handlers always await soon)",
+};
 /// `DECLARE_EVENT_EXCHANGES`.
 pub const DECLARE_EVENT_EXCHANGES: ConfigKey = ConfigKey {
     name: "DECLARE_EVENT_EXCHANGES",
@@ -257,6 +264,7 @@ pub const KEYS: &[ConfigKey] = &[
     SERIALIZER,
     ACCEPT,
     HEARTBEAT,
+    AMQP_IO_THREAD,
     PREFETCH_COUNT,
     AUTO_DELETE_EVENT_EXCHANGES,
     DECLARE_EVENT_EXCHANGES,

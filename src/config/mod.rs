@@ -287,6 +287,12 @@ impl Settings {
         u16::try_from(n).unwrap_or(u16::MAX)
     }
 
+    /// `AMQP_IO_THREAD` (default true): see
+    /// [`AmqpOptions::io_thread`](crate::transport::AmqpOptions::io_thread).
+    pub fn amqp_io_thread(&self) -> bool {
+        self.bool_or(&keys::AMQP_IO_THREAD, true)
+    }
+
     /// `HEARTBEAT` in seconds (default 60).
     pub fn heartbeat(&self) -> u16 {
         u16::try_from(self.int_or(&keys::HEARTBEAT, 60)).unwrap_or(u16::MAX)
@@ -509,5 +515,23 @@ mod tests {
         let durable = Settings::from_yaml_str("RPC_REPLY_QUEUE: durable\n", "t.yaml").unwrap();
         durable.validate().unwrap();
         assert_eq!(durable.reply_queue(), ReplyQueue::Durable);
+        assert!(settings.amqp_io_thread());
+        assert_eq!(settings.queue_type(), QueueType::Classic);
+        assert_eq!(settings.queue_delivery_limit(), Some(5));
+        let fleet = Settings::from_yaml_str(
+            "QUEUE_TYPE: quorum\nQUEUE_DELIVERY_LIMIT: 0\nAMQP_IO_THREAD: false\n",
+            "t.yaml",
+        )
+        .unwrap();
+        fleet.validate().unwrap();
+        assert_eq!(fleet.queue_type(), QueueType::Quorum);
+        assert_eq!(fleet.queue_delivery_limit(), None);
+        assert!(!fleet.amqp_io_thread());
+        let bad = Settings::from_yaml_str("QUEUE_TYPE: raft\n", "t.yaml").unwrap();
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("QUEUE_TYPE") && err.contains("quorum"),
+            "{err}"
+        );
     }
 }

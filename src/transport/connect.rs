@@ -22,6 +22,7 @@ pub async fn connect(settings: &Settings) -> Result<Arc<dyn Transport>> {
         Some(uri) => {
             let options = super::AmqpOptions {
                 heartbeat: settings.heartbeat(),
+                io_thread: settings.amqp_io_thread(),
                 connection_name: Some(format!("enoki {}", std::process::id())),
                 ..Default::default()
             };

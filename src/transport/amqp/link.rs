@@ -199,7 +199,8 @@ impl Shared {
 }
 
 /// Opens a plain connection (no lapin recovery), with its events, on the
-/// [io runtime](io_runtime).
+/// [io runtime](io_runtime) (or the caller's, without
+/// [`AmqpOptions::io_thread`]).
 pub(super) async fn open(
     uri: &AMQPUri,
     options: &AmqpOptions,
@@ -209,8 +210,12 @@ pub(super) async fn open(
         .clone()
         .unwrap_or_else(|| "enoki".into());
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    let runtime = async_rs::Runtime::tokio_with_handle(io_runtime()?);
-    let conn = Connection::connect_uri_with_runtime(uri.clone(), properties, runtime).await?;
+    let conn = if options.io_thread {
+        let runtime = async_rs::Runtime::tokio_with_handle(io_runtime()?);
+        Connection::connect_uri_with_runtime(uri.clone(), properties, runtime).await?
+    } else {
+        Connection::connect_uri(uri.clone(), properties).await?
+    };
     // lapin only sends events once someone listens: listen at once.
     let events: Events = Box::pin(conn.events_listener());
     Ok((conn, events))

@@ -18,6 +18,15 @@ pub struct AmqpOptions {
     pub auto_recover: bool,
     /// Connection name shown by RabbitMQ (`connection_name`).
     pub connection_name: Option<String>,
+    /// Run the connection's io loop and heartbeats on a thread of their own
+    /// (`enoki-amqp-io`, shared by every connection of the process).
+    /// Default true: a handler that holds its runtime thread without
+    /// awaiting (CPU-bound work) cannot stop heartbeats, so the broker does
+    /// not close the connection and redeliver the request (nameko issue
+    /// #477). False runs them on the caller's runtime: about a quarter more
+    /// calls/s under load (measured: 0.95 against 0.70 of a raw lapin echo
+    /// on one machine), for services whose handlers always await soon.
+    pub io_thread: bool,
 }
 
 impl Default for AmqpOptions {
@@ -27,6 +36,7 @@ impl Default for AmqpOptions {
             publish_channels: 1,
             auto_recover: true,
             connection_name: None,
+            io_thread: true,
         }
     }
 }
