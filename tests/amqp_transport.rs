@@ -50,6 +50,26 @@ fn body(d: &Delivery) -> &[u8] {
     &d.message.body
 }
 
+/// Publishes `body` to `ex` with key `k` once the transport has
+/// reconnected: until then publishes fail with `ConnectionLost` (or
+/// succeed if recovery already finished).
+async fn publish_once_reconnected(t: &AmqpTransport, body: &'static [u8], within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let message = Message::json(body);
+        match t
+            .publish("ex", "k", message, PublishOptions::default())
+            .await
+        {
+            Ok(()) => return,
+            Err(Error::ConnectionLost(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => panic!("{err:?}"),
+        }
+    }
+}
+
 async fn publish(t: &AmqpTransport, key: &str, body: &'static [u8]) {
     t.publish("ex", key, Message::json(body), PublishOptions::default())
         .await
@@ -234,24 +254,7 @@ async fn consumers_survive_a_dropped_connection() {
     ]);
     // Until the connection is back, publishes fail as ConnectionLost (or
     // succeed if recovery already finished).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match t
-            .publish(
-                "ex",
-                "k",
-                Message::json(&b"after"[..]),
-                PublishOptions::default(),
-            )
-            .await
-        {
-            Ok(()) => break,
-            Err(Error::ConnectionLost(_)) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(err) => panic!("{err:?}"),
-        }
-    }
+    publish_once_reconnected(&t, b"after", Duration::from_secs(30)).await;
     let d = next(&mut consumer).await;
     assert_eq!(body(&d), b"after");
     d.ack().await.unwrap();
@@ -366,24 +369,7 @@ async fn a_failover_list_moves_to_the_next_broker() {
     // The broker in use dies for good.
     first.set_blocked(true);
     assert_eq!(first.cut(), 1);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match t
-            .publish(
-                "ex",
-                "k",
-                Message::json(&b"after"[..]),
-                PublishOptions::default(),
-            )
-            .await
-        {
-            Ok(()) => break,
-            Err(Error::ConnectionLost(_)) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(err) => panic!("{err:?}"),
-        }
-    }
+    publish_once_reconnected(&t, b"after", WAIT).await;
     let d = next(&mut consumer).await;
     assert_eq!(body(&d), b"after");
     d.ack().await.unwrap();
