@@ -55,6 +55,12 @@ pub fn dead_letter_queue(queue: &str) -> String {
     format!("{queue}.dlq")
 }
 
+/// `timer-<service>.<method>`: the lease of a `cluster_once` timer, shared
+/// by the service's instances (enoki's own; nameko has no such timer).
+pub fn timer_lease_queue(service: &str, method: &str) -> String {
+    format!("timer-{service}.{method}")
+}
+
 /// `<service>.events`: a service's event exchange.
 pub fn event_exchange(service: &str) -> String {
     format!("{service}.events")

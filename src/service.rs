@@ -289,6 +289,14 @@ pub struct TimerSpec {
     pub interval: Duration,
     /// Fire once at start instead of after the first interval.
     pub eager: bool,
+    /// Fire on one instance of the service at a time, not on every
+    /// instance (nameko's behaviour, the default). The instances share a
+    /// lease: a single-active-consumer queue (`timer-<service>.<method>`)
+    /// holding one token message, which the active instance keeps
+    /// unacknowledged while it lives. When that instance stops or dies the
+    /// broker hands the token to the next one, which fires from its next
+    /// tick on. The embedded broker keeps the same semantics.
+    pub cluster_once: bool,
 }
 
 impl TimerSpec {
@@ -297,7 +305,16 @@ impl TimerSpec {
         TimerSpec {
             interval: Duration::from_secs_f64(interval),
             eager: false,
+            cluster_once: false,
         }
+    }
+
+    /// The same timer, firing on one instance of the service at a time
+    /// (see [`TimerSpec::cluster_once`]).
+    #[must_use]
+    pub fn cluster_once(mut self) -> Self {
+        self.cluster_once = true;
+        self
     }
 }
 

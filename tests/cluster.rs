@@ -819,3 +819,89 @@ async fn fault_kill_a_listener_while_events_flow() {
     first.wait();
     transport.close().await;
 }
+
+// ===== cluster_once timers on RabbitMQ =====
+
+/// Which instance fired the `cluster_once` timer, and when.
+static LEASE_RUNS: parking_lot::Mutex<Vec<(String, Instant)>> = parking_lot::Mutex::new(Vec::new());
+
+#[derive(Dependencies)]
+struct Leader {
+    #[dependency(Config)]
+    config: Settings,
+}
+
+#[service(name = "leader")]
+impl Leader {
+    #[timer(interval = 0.2, cluster_once)]
+    async fn once(&self) -> Result<(), RemoteError> {
+        let instance = self
+            .config
+            .get("INSTANCE")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        LEASE_RUNS
+            .lock()
+            .push((instance.to_owned(), Instant::now()));
+        Ok(())
+    }
+}
+
+/// Two instances on RabbitMQ, the first behind a TCP proxy: only the first
+/// fires the `cluster_once` timer; when its connection dies (the proxy cuts
+/// it and refuses it back) the broker hands the lease to the second, which
+/// fires from its next tick on, and the first, without its lease, fires no
+/// more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_once_timer_moves_when_its_instance_dies() {
+    const INTERVAL: Duration = Duration::from_millis(200);
+    let Some(vhost) = TestVhost::create() else {
+        return;
+    };
+    let proxy = common::proxy::TcpProxy::start(&common::amqp::broker_addr()).await;
+    let start = |uri: String, name: &'static str| async move {
+        let transport = AmqpTransport::connect(&uri, AmqpOptions::default())
+            .await
+            .expect("connects");
+        let mut runner = ServiceRunner::new(
+            transport.clone(),
+            Settings::new().with("INSTANCE", name.into()),
+        );
+        runner.add(enoki::service::<Leader>());
+        runner.start().await.expect("starts");
+        (runner, transport)
+    };
+    let (a, a_transport) = start(proxy.uri(&vhost), "a").await;
+    let (b, b_transport) = start(vhost.uri.clone(), "b").await;
+    let fired = |who: &str, after: Instant| {
+        LEASE_RUNS
+            .lock()
+            .iter()
+            .filter(|(i, at)| i == who && *at >= after)
+            .count()
+    };
+    let origin = Instant::now();
+    eventually(|| fired("a", origin) >= 5, "the first instance fires").await;
+    assert_eq!(fired("b", origin), 0, "only the lease holder fires");
+
+    proxy.set_blocked(true);
+    let cut = Instant::now();
+    assert_eq!(proxy.cut(), 1);
+    eventually(|| fired("b", cut) >= 5, "the second instance takes over").await;
+    let first_b = LEASE_RUNS
+        .lock()
+        .iter()
+        .find(|(i, at)| i == "b" && *at >= cut)
+        .map(|(_, at)| at.duration_since(cut))
+        .expect("b fired");
+    // The broker notices the closed socket at once; b fires at its next
+    // tick (allow a second one for a slow broker).
+    assert!(first_b <= INTERVAL * 3, "b took over after {first_b:?}");
+    // a may have fired once more before it saw its connection go.
+    assert!(fired("a", cut + INTERVAL) == 0, "a fires without the lease");
+    a.kill().await;
+    b.stop().await;
+    for transport in [a_transport, b_transport] {
+        transport.close().await;
+    }
+}

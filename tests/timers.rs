@@ -156,3 +156,106 @@ async fn a_failing_timer_keeps_ticking() {
     cluster.stop().await;
     assert_eq!(*count.lock(), 3);
 }
+
+/// Which instance ran which timer, and when.
+type Runs = Arc<Mutex<Vec<(String, &'static str, Instant)>>>;
+
+#[derive(Dependencies)]
+struct Leased {
+    #[dependency(Config)]
+    config: Settings,
+    #[dependency(MockProvider::new(Runs::default()))]
+    runs: Runs,
+}
+
+impl Leased {
+    fn record(&self, timer: &'static str) {
+        let instance = self
+            .config
+            .get("INSTANCE")
+            .and_then(|v| v.as_str())
+            .unwrap_or("?");
+        self.runs
+            .lock()
+            .push((instance.to_owned(), timer, Instant::now()));
+    }
+}
+
+#[service(name = "leased")]
+impl Leased {
+    #[timer(interval = 1, cluster_once)]
+    async fn once(&self) -> Result<(), RemoteError> {
+        self.record("once");
+        Ok(())
+    }
+
+    #[timer(interval = 1)]
+    async fn everywhere(&self) -> Result<(), RemoteError> {
+        self.record("everywhere");
+        Ok(())
+    }
+}
+
+/// Two instances of a service on one (embedded) broker: the `cluster_once`
+/// timer fires on one of them at a time, the plain one on both (nameko's
+/// behaviour); when the instance holding the lease stops, the other fires
+/// the `cluster_once` timer from its next tick on.
+#[tokio::test(start_paused = true)]
+async fn a_cluster_once_timer_fires_on_one_instance_and_moves_when_it_stops() {
+    let runs = Runs::default();
+    let transport = enoki::transport::MemoryTransport::new();
+    let instance = |name: &str, transport: Arc<dyn enoki::transport::Transport>| {
+        let mut runner =
+            ServiceRunner::new(transport, Settings::new().with("INSTANCE", name.into()));
+        runner.add(enoki::service::<Leased>());
+        let container = runner.container_mut("leased").unwrap();
+        replace_dependencies(container, "runs", MockProvider::new(runs.clone())).unwrap();
+        runner
+    };
+    let mut a = instance("a", transport.clone());
+    let mut b = instance("b", transport.connect());
+    let origin = Instant::now();
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let count = |who: &str, timer: &str, after: Instant| {
+        runs.lock()
+            .iter()
+            .filter(|(i, t, at)| i == who && *t == timer && *at >= after)
+            .count()
+    };
+    assert_eq!(
+        (count("a", "once", origin), count("b", "once", origin)),
+        (3, 0),
+        "the first instance holds the lease: {:?}",
+        runs.lock()
+    );
+    assert_eq!(
+        (
+            count("a", "everywhere", origin),
+            count("b", "everywhere", origin)
+        ),
+        (3, 3)
+    );
+
+    let stopped = Instant::now();
+    a.stop().await;
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let taken_over: Vec<_> = runs
+        .lock()
+        .iter()
+        .filter(|(i, t, at)| i == "b" && *t == "once" && *at >= stopped)
+        .map(|(_, _, at)| at.duration_since(stopped).as_secs_f64())
+        .collect();
+    assert_eq!(
+        taken_over.len(),
+        2,
+        "b fires every tick after a stopped: {taken_over:?}"
+    );
+    assert!(
+        taken_over[0] <= 1.0,
+        "b took over within one interval: {taken_over:?}"
+    );
+    assert_eq!(count("a", "once", stopped), 0);
+    b.stop().await;
+}

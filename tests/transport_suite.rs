@@ -63,6 +63,7 @@ macro_rules! transport_suite {
             single_consumer_sees_publish_order,
             x_expires_deletes_unused_queue,
             expired_messages_are_never_delivered,
+            single_active_consumer_hands_over,
             names_over_255_bytes_are_refused,
             exchange_exists_asks_without_creating,
             max_length_drops_the_oldest_or_refuses,

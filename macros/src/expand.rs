@@ -177,10 +177,12 @@ impl<'a> ServiceGenerator<'a> {
             Kind::Timer(timer) => {
                 let interval = Literal::f64_suffixed(timer.interval);
                 let eager = timer.eager;
+                let cluster_once = timer.cluster_once;
                 quote! {
                     #private::EntrypointSpec::timer(#method, #private::TimerSpec {
                         interval: ::core::time::Duration::from_secs_f64(#interval),
                         eager: #eager,
+                        cluster_once: #cluster_once,
                     })
                 }
             }

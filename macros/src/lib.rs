@@ -149,6 +149,7 @@ pub fn derive_dependencies(input: TokenStream) -> TokenStream {
 ///             EntrypointSpec::timer("sweep", TimerSpec {
 ///                 interval: ::core::time::Duration::from_secs_f64(30f64),
 ///                 eager: true,
+///                 cluster_once: false,
 ///             }),
 ///         ]
 ///     }
@@ -249,8 +250,10 @@ pub fn event_handler(_args: TokenStream, item: TokenStream) -> TokenStream {
 /// Marks a method of a `#[service]` impl block as a timer.
 ///
 /// `#[timer(interval = 5)]` (seconds, integer or float, greater than 0);
-/// `eager = true` fires once at start. The method takes no parameters
-/// (except an optional `&WorkerCtx`).
+/// `eager = true` fires once at start; `cluster_once` (or
+/// `cluster_once = true`) fires on one instance of the service at a time
+/// instead of on every instance (see `TimerSpec::cluster_once`). The method
+/// takes no parameters (except an optional `&WorkerCtx`).
 ///
 /// # Expands to
 ///

@@ -18,6 +18,9 @@
 //! - A message with an `expiration` that is still ready when it expires is
 //!   dropped, never delivered (RabbitMQ's per-message TTL, checked when it
 //!   would be handed out).
+//! - `x-single-active-consumer` queues hand every message to the earliest
+//!   of their consumers still there; when it goes, the next one takes over
+//!   (with what the first held unsettled, requeued).
 //! - Exclusive queues belong to one connection and die with it;
 //!   auto-delete queues die with their last consumer; `x-expires` queues die
 //!   after being unused that long; redeclaring with other flags is a
@@ -269,6 +272,9 @@ struct Queue {
     max_length: usize,
     /// `x-overflow: reject-publish` (else drop-head).
     reject_publish: bool,
+    /// `x-single-active-consumer`: only the earliest consumer still there
+    /// gets messages; the next one takes over when it goes.
+    single_active: bool,
 }
 
 /// What a queue did with a message.
@@ -386,7 +392,13 @@ impl Queue {
     /// Hands ready messages to consumers with room, round-robin.
     fn dispatch(self: &Arc<Self>, inner: &mut QueueInner, deferred: &mut Deferred) {
         while !inner.ready.is_empty() && !inner.consumers.is_empty() {
-            let count = inner.consumers.len();
+            // A single active consumer is the earliest one still there.
+            let count = if self.single_active {
+                inner.next_consumer = 0;
+                1
+            } else {
+                inner.consumers.len()
+            };
             let Some(offset) =
                 (0..count).find(|i| inner.consumers[(inner.next_consumer + i) % count].has_room())
             else {
@@ -607,6 +619,20 @@ impl Settle for MemoryAck {
     async fn reject(mut self: Box<Self>, requeue: bool) -> Result<()> {
         self.settle(requeue)
     }
+
+    fn is_held(&self) -> bool {
+        self.held()
+    }
+}
+
+impl MemoryAck {
+    fn held(&self) -> bool {
+        !self.settled
+            && self
+                .queue
+                .upgrade()
+                .is_some_and(|queue| queue.inner.lock().unacked.contains_key(&self.tag))
+    }
 }
 
 impl Drop for MemoryAck {
@@ -718,7 +744,12 @@ impl Transport for MemoryTransport {
                     .get("x-overflow")
                     .and_then(serde_json::Value::as_str)
                     .is_some_and(|o| o.starts_with("reject-publish"));
+                let single_active = spec
+                    .arguments
+                    .get("x-single-active-consumer")
+                    .is_some_and(|v| v == &serde_json::Value::Bool(true));
                 let queue = Arc::new(Queue {
+                    single_active,
                     name: spec.name.clone(),
                     spec: spec.clone(),
                     owner: spec.exclusive.then_some(self.connection),

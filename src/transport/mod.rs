@@ -292,6 +292,13 @@ pub trait Settle: Send + Sync + 'static {
     async fn ack(self: Box<Self>) -> Result<()>;
     /// Rejects the delivery, requeueing it if `requeue`.
     async fn reject(self: Box<Self>, requeue: bool) -> Result<()>;
+    /// Whether the broker still holds this delivery for its consumer: false
+    /// once the channel or connection it came on is gone (the broker has
+    /// requeued it, and may deliver it to someone else). The default
+    /// answers true.
+    fn is_held(&self) -> bool {
+        true
+    }
 }
 
 /// Settles one delivery. Dropped unsettled, the message is requeued.
@@ -311,6 +318,12 @@ impl Acker {
     /// Rejects the delivery, requeueing it if `requeue`.
     pub async fn reject(self, requeue: bool) -> Result<()> {
         self.0.reject(requeue).await
+    }
+
+    /// Whether the broker still holds the delivery for its consumer (see
+    /// [`Settle::is_held`]).
+    pub fn is_held(&self) -> bool {
+        self.0.is_held()
     }
 }
 

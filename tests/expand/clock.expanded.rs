@@ -63,8 +63,8 @@ impl ::enoki::Service for Clock {
         ::std::vec![
             ::enoki::__private::EntrypointSpec::timer("tick",
             ::enoki::__private::TimerSpec { interval :
-            ::core::time::Duration::from_secs_f64(1f64), eager : false, }),
-            ::enoki::__private::EntrypointSpec::rpc("ticks")
+            ::core::time::Duration::from_secs_f64(1f64), eager : false, cluster_once :
+            false, }), ::enoki::__private::EntrypointSpec::rpc("ticks")
         ]
     }
     #[allow(unused_variables)]

@@ -743,6 +743,42 @@ pub(crate) async fn closing_connection_requeues_and_cleans_up(env: &dyn Transpor
     assert_closed(&conn_a, &q).await;
 }
 
+/// `x-single-active-consumer`: every message goes to the earliest
+/// consumer, none to the others; a delivery it holds unsettled is still
+/// held (`Acker::is_held`) until its connection closes, and then the next
+/// consumer takes over, with that delivery redelivered.
+pub(crate) async fn single_active_consumer_hands_over(env: &dyn TransportEnv) {
+    let conn_a = env.connect().await;
+    let conn_b = env.connect().await;
+    let q = unique("single-active");
+    let mut spec = QueueSpec::durable(&q);
+    spec.arguments
+        .insert("x-single-active-consumer".into(), true.into());
+    conn_a.declare_queue(&spec).await.expect("declare");
+    let mut a = conn_a.consume(&q, prefetch(0)).await.expect("consume a");
+    let mut b = conn_b.consume(&q, prefetch(0)).await.expect("consume b");
+    for body in ["one", "two", "held"] {
+        publish(&conn_b, "", &q, body).await;
+    }
+    assert_eq!(recv_acked(&mut a, 2).await, ["one", "two"]);
+    let held = recv(&mut a).await;
+    assert_eq!(body(&held), "held");
+    assert!(held.acker.is_held(), "an unsettled delivery is held");
+    assert_silent(&mut b, "the consumer that is not active").await;
+
+    conn_a.close().await;
+    let again = recv(&mut b).await;
+    assert_eq!(body(&again), "held");
+    assert!(again.redelivered);
+    assert!(
+        !held.acker.is_held(),
+        "a delivery of a closed connection is not held any more"
+    );
+    again.ack().await.expect("ack on b");
+    publish(&conn_b, "", &q, "after").await;
+    assert_eq!(recv_acked(&mut b, 1).await, ["after"]);
+}
+
 /// A closed connection's consumer yields nothing more, not even
 /// deliveries it had received but not yet handed out: those went back to
 /// the queue (to another consumer, flagged `redelivered`), and handing them

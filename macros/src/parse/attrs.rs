@@ -403,6 +403,7 @@ pub(crate) struct TimerArgs {
     /// Seconds.
     pub(crate) interval: f64,
     pub(crate) eager: bool,
+    pub(crate) cluster_once: bool,
 }
 
 impl Kind {
@@ -595,7 +596,7 @@ fn parse_handler_type(value: &Expr, errors: &mut Errors) -> Option<HandlerType> 
 
 impl TimerArgs {
     fn parse(attr: &Attribute, args: Vec<AttrArg>, errors: &mut Errors) -> Option<TimerArgs> {
-        let (mut interval, mut eager) = (None, None);
+        let (mut interval, mut eager, mut cluster_once) = (None, None, None);
         let mut seen = Vec::new();
         for arg in args {
             match arg {
@@ -609,12 +610,25 @@ impl TimerArgs {
                         eager = lit_bool(&value, "eager", errors);
                     }
                 }
+                AttrArg::Named { name, value } if name == "cluster_once" => {
+                    if first_time(&mut seen, &name, errors) {
+                        cluster_once = lit_bool(&value, "cluster_once", errors);
+                    }
+                }
                 AttrArg::Named { name, .. } => {
                     errors.at(
                         &name,
-                        format_args!("unknown argument `{name}`; expected `interval` or `eager`"),
+                        format_args!(
+                            "unknown argument `{name}`; expected `interval`, `eager` or `cluster_once`"
+                        ),
                     );
                     mark_near_miss(&name, &["interval"], &mut seen);
+                }
+                AttrArg::Positional(Expr::Path(path)) if path.path.is_ident("cluster_once") => {
+                    let name = path.path.get_ident().expect("an ident").clone();
+                    if first_time(&mut seen, &name, errors) {
+                        cluster_once = Some(true);
+                    }
                 }
                 AttrArg::Positional(value) => {
                     errors.at(
@@ -634,6 +648,7 @@ impl TimerArgs {
         Some(TimerArgs {
             interval: interval?,
             eager: eager.unwrap_or(false),
+            cluster_once: cluster_once.unwrap_or(false),
         })
     }
 }

@@ -365,6 +365,16 @@ impl Settle for AmqpAck {
     async fn reject(mut self: Box<Self>, requeue: bool) -> Result<()> {
         self.settle(Some(requeue)).await
     }
+
+    fn is_held(&self) -> bool {
+        !self.settled
+            && self.acker.usable()
+            && self.connection.connected()
+            && self
+                .channel
+                .as_ref()
+                .is_some_and(|channel| channel.status().connected())
+    }
 }
 
 impl Drop for AmqpAck {

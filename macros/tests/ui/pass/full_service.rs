@@ -152,6 +152,16 @@ impl Shop {
         Ok(1)
     }
 
+    #[timer(interval = 60, cluster_once)]
+    async fn nightly(&self) -> Result<(), RemoteError> {
+        Ok(())
+    }
+
+    #[timer(interval = 60, cluster_once = false)]
+    async fn everywhere(&self) -> Result<(), RemoteError> {
+        Ok(())
+    }
+
     /// Not an entrypoint.
     fn helper(&self) -> u8 {
         1
@@ -181,7 +191,9 @@ fn main() {
             "on_any",
             "on_paid_here",
             "tick",
-            "fast"
+            "fast",
+            "nightly",
+            "everywhere"
         ]
     );
     assert_eq!(entrypoints[0], EntrypointSpec::rpc("add"));
@@ -221,6 +233,14 @@ fn main() {
             eager: true,
             ..TimerSpec::every_secs(0.25)
         })
+    );
+    assert_eq!(
+        entrypoints[12],
+        EntrypointSpec::timer("nightly", TimerSpec::every_secs(60.0).cluster_once())
+    );
+    assert_eq!(
+        entrypoints[13],
+        EntrypointSpec::timer("everywhere", TimerSpec::every_secs(60.0))
     );
 
     // The methods stay ordinary methods.
