@@ -107,6 +107,10 @@ impl TransportEnv for MemoryEnv {
     async fn connect(&self) -> Arc<dyn Transport> {
         self.first.connect()
     }
+
+    async fn consumer_count(&self, queue: &str) -> Option<usize> {
+        self.first.consumer_count(queue)
+    }
 }
 
 transport_suite!(memory, MemoryEnv::new());
@@ -160,6 +164,29 @@ impl TransportEnv for AmqpEnv {
             .unwrap_or_else(|err| panic!("connecting to the test vhost: {err}"));
         self.connections.lock().push(transport.clone());
         transport
+    }
+
+    async fn consumer_count(&self, queue: &str) -> Option<usize> {
+        let vhost = self.vhost.lock().as_ref()?.name.clone();
+        let queue = queue.to_owned();
+        tokio::task::spawn_blocking(move || {
+            amqp_common::rabbitmqctl(&[
+                "list_queues",
+                "-q",
+                "--no-table-headers",
+                "-p",
+                &vhost,
+                "name",
+                "consumers",
+            ])
+            .lines()
+            .find_map(|line| {
+                let (name, count) = line.split_once('\t')?;
+                (name == queue).then(|| count.trim().parse().ok())?
+            })
+        })
+        .await
+        .expect("rabbitmqctl")
     }
 
     async fn teardown(&self) {

@@ -11,8 +11,9 @@ use enoki::transport::{ExchangeSpec, QueueSpec};
 use serde_json::json;
 
 use crate::support::{
-    MANDATORY, NOT_MANDATORY, TransportEnv, assert_ended, assert_silent, assert_vanishes, body,
-    bound_queue, exchange, msg, prefetch, publish, queue, queue_exists, recv, recv_acked, unique,
+    MANDATORY, NOT_MANDATORY, TransportEnv, assert_ended, assert_silent, assert_vanishes,
+    await_no_consumers, body, bound_queue, exchange, msg, prefetch, publish, queue, queue_exists,
+    recv, recv_acked, unique,
 };
 
 /// Every property and header survives publish → deliver, including nested
@@ -651,8 +652,11 @@ pub(crate) async fn requeued_messages_keep_publish_order(env: &dyn TransportEnv)
         held.push(delivery);
     }
     // Cancel the consumer first, so requeued messages wait in the queue
-    // instead of going straight back to it.
+    // instead of going straight back to it (and coming back again when its
+    // buffer is drained, out of order): wait until the broker has seen the
+    // cancel.
     drop(first);
+    await_no_consumers(env, &q).await;
     let mut held = held.into_iter();
     let (m0, m1, m2, m3, m4) = (
         held.next().unwrap(),

@@ -41,9 +41,29 @@ pub(crate) trait TransportEnv: Send + Sync {
     /// connection.
     async fn connect(&self) -> Arc<dyn Transport>;
 
+    /// The number of consumers the broker counts on `queue`, if the
+    /// environment can ask it (a cancelled consumer may still count for a
+    /// moment: cancelling is asynchronous on RabbitMQ).
+    async fn consumer_count(&self, _queue: &str) -> Option<usize> {
+        None
+    }
+
     /// Called once after the behaviour, whether it passed or panicked (e.g.
     /// to delete a per-test RabbitMQ vhost).
     async fn teardown(&self) {}
+}
+
+/// Waits until the broker counts no consumer on `queue` (at once when the
+/// environment cannot tell).
+pub(crate) async fn await_no_consumers(env: &dyn TransportEnv, queue: &str) {
+    let deadline = tokio::time::Instant::now() + ARRIVAL_TIMEOUT;
+    while env.consumer_count(queue).await.is_some_and(|n| n > 0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the consumers of {queue} are still there after {ARRIVAL_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Runs one behaviour against `env`: fails it if it hangs, always tears the
