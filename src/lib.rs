@@ -171,7 +171,7 @@ pub mod __private {
     pub use crate::args::{Args, Param, event_payload};
     pub use crate::dependency::assert_provides;
     pub use crate::outcome::{IntoOutcome, Outcome, unit};
-    pub use crate::service::{EntrypointSpec, EventHandlerSpec, TimerSpec};
+    pub use crate::service::{CronSpec, EntrypointSpec, EventHandlerSpec, TimerSpec};
     pub use futures::future::BoxFuture;
     pub use serde;
     pub use serde_json;

@@ -297,6 +297,29 @@ pub struct TimerSpec {
     /// broker hands the token to the next one, which fires from its next
     /// tick on. The embedded broker keeps the same semantics.
     pub cluster_once: bool,
+    /// A cron schedule instead of an interval (`interval` is then unused).
+    pub cron: Option<CronSpec>,
+}
+
+/// The cron schedule of a timer: `#[timer(cron = "0 */5 * * * *")]`, with
+/// `timezone = "Europe/Paris"` (UTC by default), or
+/// `#[timer(cron_from_config = "REPORT_CRON")]` to read the expression from
+/// a config key at start.
+///
+/// An expression has six fields, seconds first, and an optional year:
+/// `sec min hour day-of-month month day-of-week [year]` (the `cron`
+/// crate's syntax: `*`, lists `1,2`, ranges `1-5`, steps `*/5`, names
+/// `Mon`, `Jan`). An occurrence missed because the previous run was still
+/// going is skipped, not caught up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CronSpec {
+    /// The expression, or with `from_config` the config key that holds it.
+    pub expression: &'static str,
+    /// Read the expression from the config key `expression` at start (a
+    /// missing or malformed value stops the start with an error).
+    pub from_config: bool,
+    /// The IANA time zone the expression is read in (`UTC` by default).
+    pub timezone: &'static str,
 }
 
 impl TimerSpec {
@@ -306,7 +329,48 @@ impl TimerSpec {
             interval: Duration::from_secs_f64(interval),
             eager: false,
             cluster_once: false,
+            cron: None,
         }
+    }
+
+    /// A timer on a cron schedule, in UTC (see [`CronSpec`]).
+    ///
+    /// ```
+    /// use enoki::service::TimerSpec;
+    ///
+    /// let spec = TimerSpec::cron("0 */5 * * * *").in_timezone("Europe/Paris");
+    /// assert_eq!(spec.cron.unwrap().timezone, "Europe/Paris");
+    /// ```
+    pub fn cron(expression: &'static str) -> Self {
+        TimerSpec {
+            interval: Duration::ZERO,
+            eager: false,
+            cluster_once: false,
+            cron: Some(CronSpec {
+                expression,
+                from_config: false,
+                timezone: "UTC",
+            }),
+        }
+    }
+
+    /// A timer on the cron schedule the config key `key` holds.
+    pub fn cron_from_config(key: &'static str) -> Self {
+        let mut spec = TimerSpec::cron(key);
+        if let Some(cron) = spec.cron.as_mut() {
+            cron.from_config = true;
+        }
+        spec
+    }
+
+    /// The same cron timer, its expression read in the IANA time zone
+    /// `timezone` (no effect on an interval timer).
+    #[must_use]
+    pub fn in_timezone(mut self, timezone: &'static str) -> Self {
+        if let Some(cron) = self.cron.as_mut() {
+            cron.timezone = timezone;
+        }
+        self
     }
 
     /// The same timer, firing on one instance of the service at a time

@@ -259,3 +259,81 @@ async fn a_cluster_once_timer_fires_on_one_instance_and_moves_when_it_stops() {
     assert_eq!(count("a", "once", stopped), 0);
     b.stop().await;
 }
+
+/// When each cron run started, on the monotonic clock and the wall clock.
+type CronRuns = Arc<Mutex<Vec<(Instant, chrono::DateTime<chrono::Utc>)>>>;
+
+#[derive(Dependencies)]
+struct Scheduled {
+    #[dependency(MockProvider::new(CronRuns::default()))]
+    runs: CronRuns,
+}
+
+#[service(name = "scheduled")]
+impl Scheduled {
+    #[timer(cron = "*/2 * * * * *")]
+    async fn every_two_seconds(&self) -> Result<(), RemoteError> {
+        self.runs.lock().push((Instant::now(), chrono::Utc::now()));
+        Ok(())
+    }
+
+    #[timer(cron_from_config = "REPORT_CRON", timezone = "Europe/Paris")]
+    async fn report(&self) -> Result<(), RemoteError> {
+        Ok(())
+    }
+}
+
+/// A cron timer fires at the occurrences of its expression: every two
+/// seconds here, on the even seconds of the wall clock, five times in ten
+/// seconds (virtual time).
+#[tokio::test(start_paused = true)]
+async fn a_cron_timer_fires_on_its_schedule() {
+    let runs = CronRuns::default();
+    let settings = Settings::new().with("REPORT_CRON", "0 0 6 * * Mon-Fri".into());
+    let mut builder = Cluster::builder([enoki::service::<Scheduled>()], settings);
+    let container = builder.container_mut("scheduled").unwrap();
+    replace_dependencies(container, "runs", MockProvider::new(runs.clone())).unwrap();
+    let origin = Instant::now();
+    let wall = chrono::Utc::now();
+    let cluster = builder.start().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    cluster.stop().await;
+    let runs = runs.lock().clone();
+    assert_eq!(runs.len(), 5, "{runs:?}");
+    for (at, _) in &runs {
+        // The wall-clock time of the run, as the schedule sees it.
+        let seen = wall + chrono::Duration::from_std(at.duration_since(origin)).unwrap();
+        let millis = seen.timestamp_millis();
+        assert_eq!(millis % 2_000, 0, "not on an even second: {seen}");
+    }
+    let gaps: Vec<f64> = runs
+        .windows(2)
+        .map(|w| w[1].0.duration_since(w[0].0).as_secs_f64())
+        .collect();
+    assert!(gaps.iter().all(|g| (g - 2.0).abs() < 1e-6), "{gaps:?}");
+}
+
+/// A cron expression from config that does not parse, or is missing,
+/// stops the start with an error naming the timer and the key.
+#[tokio::test(start_paused = true)]
+async fn a_bad_cron_schedule_from_config_stops_the_start() {
+    for (settings, expected) in [
+        (
+            Settings::new().with("REPORT_CRON", "0 0 6 * *".into()),
+            "has 5 fields",
+        ),
+        (
+            Settings::new().with("REPORT_CRON", "0 0 25 * * *".into()),
+            "does not parse",
+        ),
+        (Settings::new(), "not set to a string"),
+    ] {
+        let err = Cluster::start_with([enoki::service::<Scheduled>()], settings)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("timer `report`"), "{err}");
+        assert!(err.contains("REPORT_CRON"), "{err}");
+        assert!(err.contains(expected), "{err}");
+    }
+}

@@ -178,11 +178,26 @@ impl<'a> ServiceGenerator<'a> {
                 let interval = Literal::f64_suffixed(timer.interval);
                 let eager = timer.eager;
                 let cluster_once = timer.cluster_once;
+                let cron = match &timer.cron {
+                    Some(cron) => {
+                        let (expression, from_config, timezone) =
+                            (&cron.expression, cron.from_config, &cron.timezone);
+                        quote! {
+                            ::core::option::Option::Some(#private::CronSpec {
+                                expression: #expression,
+                                from_config: #from_config,
+                                timezone: #timezone,
+                            })
+                        }
+                    }
+                    None => quote! { ::core::option::Option::None },
+                };
                 quote! {
                     #private::EntrypointSpec::timer(#method, #private::TimerSpec {
                         interval: ::core::time::Duration::from_secs_f64(#interval),
                         eager: #eager,
                         cluster_once: #cluster_once,
+                        cron: #cron,
                     })
                 }
             }

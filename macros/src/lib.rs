@@ -150,6 +150,7 @@ pub fn derive_dependencies(input: TokenStream) -> TokenStream {
 ///                 interval: ::core::time::Duration::from_secs_f64(30f64),
 ///                 eager: true,
 ///                 cluster_once: false,
+///                 cron: None,
 ///             }),
 ///         ]
 ///     }
@@ -252,8 +253,12 @@ pub fn event_handler(_args: TokenStream, item: TokenStream) -> TokenStream {
 /// `#[timer(interval = 5)]` (seconds, integer or float, greater than 0);
 /// `eager = true` fires once at start; `cluster_once` (or
 /// `cluster_once = true`) fires on one instance of the service at a time
-/// instead of on every instance (see `TimerSpec::cluster_once`). The method
-/// takes no parameters (except an optional `&WorkerCtx`).
+/// instead of on every instance (see `TimerSpec::cluster_once`). Instead of
+/// an interval, `cron = "0 */5 * * * *"` (six or seven fields, seconds
+/// first; checked at compile time) fires on a cron schedule, in UTC unless
+/// `timezone = "Europe/Paris"`; `cron_from_config = "KEY"` reads the
+/// expression from a config key at start. The method takes no parameters
+/// (except an optional `&WorkerCtx`).
 ///
 /// # Expands to
 ///

@@ -110,6 +110,7 @@ use crate::error::{Error, Result};
 use crate::transport::{ConsumeOptions, Consumer, Delivery, QueueSpec};
 use crate::worker::WorkerPool;
 
+pub mod cron;
 pub mod event;
 #[cfg(feature = "http")]
 pub mod http;

@@ -4,6 +4,11 @@
 //! worker to finish, so runs never overlap; a run that overruns is followed
 //! by the missed fires back to back until the schedule is caught up.
 //!
+//! A cron timer ([`CronSpec`]) fires at the occurrences of its expression
+//! in its time zone (the wall clock read once at start, then followed on
+//! the monotonic clock); an occurrence that passes while the previous run
+//! is still going is skipped.
+//!
 //! A `cluster_once` timer ([`TimerSpec::cluster_once`]) keeps the same
 //! schedule on every instance but fires only on the instance holding the
 //! lease: the one token message of the single-active-consumer queue
@@ -17,14 +22,16 @@
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use super::cron::CronSchedule;
 use super::{Entrypoint, settle};
 use crate::config::QueueType;
+use crate::config::Settings;
 use crate::container_ctx::ContainerCtx;
 use crate::context::ContextData;
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::names;
-use crate::service::TimerSpec;
+use crate::service::{CronSpec, TimerSpec};
 use crate::transport::{ConsumeOptions, Consumer, Delivery, PublishOptions, QueueSpec};
 use crate::worker::WorkerPool;
 
@@ -91,6 +98,124 @@ impl Lease {
     }
 }
 
+/// When a timer fires next.
+enum Plan {
+    /// nameko's: fire n at `start + n × interval`.
+    Every {
+        start: Instant,
+        interval: std::time::Duration,
+        n: u32,
+    },
+    /// The occurrences of a cron schedule.
+    Cron {
+        schedule: Box<CronSchedule>,
+        /// The wall clock at `start`.
+        origin: chrono::DateTime<chrono::Utc>,
+        start: Instant,
+        /// Fire at `start` first (`eager`).
+        eager: bool,
+        /// The occurrence last reached.
+        last: chrono::DateTime<chrono::Utc>,
+        /// The next one, once computed.
+        next: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
+
+impl Plan {
+    fn new(method: &str, spec: &TimerSpec, settings: &Settings) -> Result<Plan> {
+        let start = Instant::now();
+        let Some(cron) = spec.cron else {
+            if spec.interval.is_zero() {
+                return Err(Error::Config(format!(
+                    "timer `{method}` has a zero interval"
+                )));
+            }
+            return Ok(Plan::Every {
+                start,
+                interval: spec.interval,
+                n: if spec.eager { 0 } else { 1 },
+            });
+        };
+        let schedule = cron_schedule(method, &cron, settings)?;
+        let origin = chrono::Utc::now();
+        Ok(Plan::Cron {
+            schedule: Box::new(schedule),
+            origin,
+            start,
+            eager: spec.eager,
+            last: origin,
+            next: None,
+        })
+    }
+
+    /// When the next fire is due; `None` when the schedule has no more.
+    fn due(&mut self) -> Option<Instant> {
+        match self {
+            Plan::Every { start, interval, n } => Some(*start + *interval * *n),
+            Plan::Cron {
+                start, eager: true, ..
+            } => Some(*start),
+            Plan::Cron {
+                schedule,
+                origin,
+                start,
+                last,
+                next,
+                ..
+            } => {
+                if next.is_none() {
+                    let now =
+                        *origin + chrono::Duration::from_std(start.elapsed()).unwrap_or_default();
+                    *next = schedule.next_after((*last).max(now));
+                }
+                let after = (*next)?.signed_duration_since(*origin).to_std().ok()?;
+                Some(*start + after)
+            }
+        }
+    }
+
+    /// The due fire was reached (fired, or left to another instance).
+    fn advance(&mut self) {
+        match self {
+            Plan::Every { n, .. } => *n = n.saturating_add(1),
+            Plan::Cron {
+                eager: eager @ true,
+                ..
+            } => *eager = false,
+            Plan::Cron { last, next, .. } => {
+                if let Some(reached) = next.take() {
+                    *last = reached;
+                }
+            }
+        }
+    }
+}
+
+/// The parsed schedule of a cron timer; a bad one stops the start.
+fn cron_schedule(method: &str, cron: &CronSpec, settings: &Settings) -> Result<CronSchedule> {
+    let expression = if cron.from_config {
+        settings
+            .get(cron.expression)
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "timer `{method}` reads its cron schedule from the config key {}, which is not set to a string",
+                    cron.expression
+                ))
+            })?
+    } else {
+        cron.expression
+    };
+    CronSchedule::parse(expression, cron.timezone).map_err(|why| {
+        let from = if cron.from_config {
+            format!(" (config key {})", cron.expression)
+        } else {
+            String::new()
+        };
+        Error::Config(format!("timer `{method}`{from}: {why}"))
+    })
+}
+
 impl Entrypoint for TimerEntrypoint {
     /// Declares the lease queue of a `cluster_once` timer.
     async fn setup(&mut self, ctx: &ContainerCtx) -> Result<()> {
@@ -104,12 +229,7 @@ impl Entrypoint for TimerEntrypoint {
 
     /// Starts ticking, in a managed task.
     async fn start(&mut self, workers: WorkerPool) -> Result<()> {
-        if self.spec.interval.is_zero() {
-            return Err(Error::Config(format!(
-                "timer `{}` has a zero interval",
-                self.method
-            )));
-        }
+        let mut plan = Plan::new(self.method, &self.spec, workers.ctx().settings())?;
         let mut lease = match &self.lease {
             Some(queue) => {
                 let transport = workers.ctx().transport();
@@ -132,13 +252,15 @@ impl Entrypoint for TimerEntrypoint {
             }
             None => None,
         };
-        let (method, spec) = (self.method, self.spec);
+        let method = self.method;
         let pool = workers.clone();
         workers.spawn_managed(async move {
-            let start = Instant::now();
-            let mut n: u32 = if spec.eager { 0 } else { 1 };
             loop {
-                let due = start + spec.interval * n;
+                let Some(due) = plan.due() else {
+                    tracing::info!(timer = method, "the cron schedule has no more occurrences");
+                    pool.stopped().await;
+                    break;
+                };
                 let token = async {
                     match lease.as_mut() {
                         Some(lease) => lease.consumer.next().await,
@@ -156,7 +278,7 @@ impl Entrypoint for TimerEntrypoint {
                     }
                     () = tokio::time::sleep_until(due) => {}
                 }
-                n = n.saturating_add(1);
+                plan.advance();
                 if lease.as_ref().is_some_and(|lease| !lease.held()) {
                     // Another instance fires this one.
                     continue;

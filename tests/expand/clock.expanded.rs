@@ -64,7 +64,8 @@ impl ::enoki::Service for Clock {
             ::enoki::__private::EntrypointSpec::timer("tick",
             ::enoki::__private::TimerSpec { interval :
             ::core::time::Duration::from_secs_f64(1f64), eager : false, cluster_once :
-            false, }), ::enoki::__private::EntrypointSpec::rpc("ticks")
+            false, cron : ::core::option::Option::None, }),
+            ::enoki::__private::EntrypointSpec::rpc("ticks")
         ]
     }
     #[allow(unused_variables)]

@@ -400,10 +400,18 @@ impl HandlerType {
 
 /// The arguments of `#[timer(...)]`.
 pub(crate) struct TimerArgs {
-    /// Seconds.
+    /// Seconds (0 for a cron timer).
     pub(crate) interval: f64,
     pub(crate) eager: bool,
     pub(crate) cluster_once: bool,
+    pub(crate) cron: Option<CronArgs>,
+}
+
+/// `cron = "..."` or `cron_from_config = "KEY"`, and `timezone = "..."`.
+pub(crate) struct CronArgs {
+    pub(crate) expression: String,
+    pub(crate) from_config: bool,
+    pub(crate) timezone: String,
 }
 
 impl Kind {
@@ -597,6 +605,7 @@ fn parse_handler_type(value: &Expr, errors: &mut Errors) -> Option<HandlerType> 
 impl TimerArgs {
     fn parse(attr: &Attribute, args: Vec<AttrArg>, errors: &mut Errors) -> Option<TimerArgs> {
         let (mut interval, mut eager, mut cluster_once) = (None, None, None);
+        let (mut cron, mut cron_from_config, mut timezone) = (None, None, None);
         let mut seen = Vec::new();
         for arg in args {
             match arg {
@@ -615,11 +624,26 @@ impl TimerArgs {
                         cluster_once = lit_bool(&value, "cluster_once", errors);
                     }
                 }
+                AttrArg::Named { name, value } if name == "cron" => {
+                    if first_time(&mut seen, &name, errors) {
+                        cron = lit_str(&value, "`cron`", errors);
+                    }
+                }
+                AttrArg::Named { name, value } if name == "cron_from_config" => {
+                    if first_time(&mut seen, &name, errors) {
+                        cron_from_config = lit_str(&value, "`cron_from_config`", errors);
+                    }
+                }
+                AttrArg::Named { name, value } if name == "timezone" => {
+                    if first_time(&mut seen, &name, errors) {
+                        timezone = lit_str(&value, "`timezone`", errors);
+                    }
+                }
                 AttrArg::Named { name, .. } => {
                     errors.at(
                         &name,
                         format_args!(
-                            "unknown argument `{name}`; expected `interval`, `eager` or `cluster_once`"
+                            "unknown argument `{name}`; expected `interval`, `eager`, `cluster_once`, `cron`, `cron_from_config` or `timezone`"
                         ),
                     );
                     mark_near_miss(&name, &["interval"], &mut seen);
@@ -639,18 +663,96 @@ impl TimerArgs {
                 }
             }
         }
-        if interval.is_none() && !seen.iter().any(|s| s == "interval") {
+        let scheduled = seen.iter().any(|s| s == "cron" || s == "cron_from_config");
+        if scheduled && seen.iter().any(|s| s == "interval") {
             errors.at(
                 attr,
-                "missing `interval`: write #[timer(interval = <seconds>)]",
+                "a timer has either `interval` or a cron schedule (`cron`, `cron_from_config`), not both",
+            );
+            return None;
+        }
+        if seen.iter().any(|s| s == "cron") && seen.iter().any(|s| s == "cron_from_config") {
+            errors.at(attr, "`cron` and `cron_from_config` exclude each other");
+            return None;
+        }
+        if !scheduled && seen.iter().any(|s| s == "timezone") {
+            errors.at(
+                attr,
+                "`timezone` only applies to a cron schedule (`cron = \"...\"`)",
+            );
+            return None;
+        }
+        let cron = if scheduled {
+            let timezone_lit = timezone;
+            let timezone = timezone_lit
+                .as_ref()
+                .map_or_else(|| "UTC".to_owned(), LitStr::value);
+            if let Some(lit) = &timezone_lit
+                && timezone.parse::<chrono_tz::Tz>().is_err()
+            {
+                errors.at(
+                    lit,
+                    format_args!("unknown time zone {timezone:?} (expected an IANA name such as UTC or Europe/Paris)"),
+                );
+            }
+            match (cron, cron_from_config) {
+                (Some(lit), _) => {
+                    let expression = lit.value();
+                    if let Err(why) = check_cron(&expression) {
+                        errors.at(&lit, why);
+                    }
+                    Some(CronArgs {
+                        expression,
+                        from_config: false,
+                        timezone,
+                    })
+                }
+                (None, Some(key)) => Some(CronArgs {
+                    expression: key.value(),
+                    from_config: true,
+                    timezone,
+                }),
+                (None, None) => return None,
+            }
+        } else {
+            None
+        };
+        if cron.is_none() && interval.is_none() && !seen.iter().any(|s| s == "interval") {
+            errors.at(
+                attr,
+                "missing `interval`: write #[timer(interval = <seconds>)] (or `cron = \"...\"`)",
             );
         }
         Some(TimerArgs {
-            interval: interval?,
+            interval: if cron.is_some() { 0.0 } else { interval? },
             eager: eager.unwrap_or(false),
             cluster_once: cluster_once.unwrap_or(false),
+            cron,
         })
     }
+}
+
+/// Whether `expression` is a cron expression the timer will accept: six or
+/// seven fields, seconds first (the same check as the library's).
+fn check_cron(expression: &str) -> Result<(), String> {
+    let fields = expression.split_whitespace().count();
+    if !(6..=7).contains(&fields) {
+        return Err(format!(
+            "cron expression {expression:?} has {fields} fields; expected 6 or 7 fields: sec min hour day-of-month month day-of-week [year]"
+        ));
+    }
+    <cron::Schedule as std::str::FromStr>::from_str(expression)
+        .map(|_| ())
+        .map_err(|err| {
+            let detail = err.to_string();
+            let reason = detail
+                .lines()
+                .map(str::trim)
+                .rfind(|line| !line.is_empty() && !line.chars().all(|c| c == '^'))
+                .unwrap_or("it does not parse")
+                .to_owned();
+            format!("cron expression {expression:?} does not parse: {reason}")
+        })
 }
 
 fn parse_interval(value: &Expr, errors: &mut Errors) -> Option<f64> {
