@@ -176,6 +176,33 @@ enum Command {
     /// context(...), timeout(...); one expression a line from a pipe.
     #[command(after_help = PRECEDENCE_HELP)]
     Shell(ShellArgs),
+    /// Dead-letter queues (`<queue>.dlq`, with QUEUE_TYPE quorum): list
+    /// what the broker parked there, or replay it to its queue.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+/// `enoki dlq`.
+#[derive(Debug, Subcommand, Clone)]
+enum DlqCommand {
+    /// Print the dead letters of QUEUE (`rpc-greeter` or `rpc-greeter.dlq`),
+    /// one JSON object a line, oldest first; they stay in the queue.
+    #[command(after_help = PRECEDENCE_HELP)]
+    List(DlqArgs),
+    /// Send the dead letters of QUEUE back to the queue they died in; a
+    /// message that fails again comes back once, never in a loop.
+    #[command(after_help = PRECEDENCE_HELP)]
+    Replay(DlqArgs),
+}
+
+/// The arguments of `enoki dlq list|replay`.
+#[derive(Debug, Args, Clone)]
+struct DlqArgs {
+    /// The work queue (or its `.dlq`).
+    queue: String,
+    /// At most this many messages (1 to 10000).
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
 }
 
 /// `enoki shell`.
@@ -399,7 +426,39 @@ async fn run(cli: Cli, app: App) -> Result<ExitCode> {
         Command::Call(args) => call(args, &settings, services).await,
         Command::Dispatch(args) => dispatch(args, &settings, services).await,
         Command::Shell(args) => shell(args, &settings, services).await,
+        Command::Dlq(command) => dlq(command, &settings).await,
     }
+}
+
+/// `dlq list|replay`: on the broker only (the embedded broker has no
+/// dead-letter queues).
+async fn dlq(command: DlqCommand, settings: &Settings) -> Result<ExitCode> {
+    if settings.amqp_uri().is_none() {
+        return Err(Error::Config(
+            "enoki dlq works on a broker: set AMQP_URI or --broker".into(),
+        ));
+    }
+    let transport = transport::connect(settings).await?;
+    let result = match &command {
+        DlqCommand::List(args) => crate::dlq::list(&*transport, &args.queue, args.limit)
+            .await
+            .map(|letters| {
+                for letter in letters {
+                    println!("{}", serde_json::to_string(&letter).unwrap_or_default());
+                }
+            }),
+        DlqCommand::Replay(args) => crate::dlq::replay(&*transport, &args.queue, args.limit)
+            .await
+            .map(|done| {
+                println!(
+                    "enoki: replayed {} dead letter(s) of {}; {} could not be sent and stay",
+                    done.replayed, args.queue, done.failed
+                );
+            }),
+    };
+    transport.close().await;
+    result?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `gateway` (and plain `enoki`).

@@ -88,6 +88,7 @@ pub mod container_ctx;
 pub mod context;
 pub mod dependency;
 pub mod describe;
+pub mod dlq;
 pub mod entrypoint;
 pub mod error;
 pub mod message;

@@ -662,3 +662,106 @@ fn enoki_serves_the_built_in_routes_from_anywhere() {
     assert_one_line_error(&out, &["--routes", "no such directory"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// ===== dead-letter queues =====
+
+#[test]
+fn dlq_needs_a_broker_and_a_bounded_batch() {
+    let out = enoki(&["dlq", "list", "rpc-greeter"]);
+    assert_one_line_error(&out, &["works on a broker"]);
+    let Some(vhost) = TestVhost::create() else {
+        return;
+    };
+    let out = enoki(&["dlq", "list", "rpc-nobody", "--broker", &vhost.uri]);
+    assert_one_line_error(&out, &["rpc-nobody.dlq"]);
+    let out = enoki(&[
+        "dlq",
+        "replay",
+        "rpc-nobody",
+        "--limit",
+        "0",
+        "--broker",
+        &vhost.uri,
+    ]);
+    assert_one_line_error(&out, &["1 to 10000"]);
+}
+
+/// `enoki dlq list` prints a dead letter as JSON and leaves it; `enoki dlq
+/// replay` sends it back to its queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_lists_and_replays_dead_letters() {
+    use enoki::transport::{AmqpOptions, AmqpTransport, PublishOptions, QueueSpec, Transport};
+    let Some(vhost) = TestVhost::create() else {
+        return;
+    };
+    let transport = AmqpTransport::connect(&vhost.uri, AmqpOptions::default())
+        .await
+        .unwrap();
+    for queue in ["work", "work.dlq"] {
+        transport
+            .declare_queue(&QueueSpec::durable(queue))
+            .await
+            .unwrap();
+    }
+    let mut headers = serde_json::Map::new();
+    headers.insert(
+        "x-death".into(),
+        json!([{"count": 3, "reason": "delivery_limit", "queue": "work", "exchange": "jobs.events", "routing-keys": ["job"]}]),
+    );
+    let letter = enoki::message::Message::json(&br#"{"job": 1}"#[..]).with_headers(headers);
+    transport
+        .publish("", "work.dlq", letter, PublishOptions { mandatory: true })
+        .await
+        .unwrap();
+    let uri = vhost.uri.clone();
+    let run = move |args: &'static [&'static str]| {
+        let uri = uri.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut all = args.to_vec();
+            all.extend(["--broker", &uri]);
+            enoki(&all)
+        })
+    };
+    for _ in 0..2 {
+        let out = run(&["dlq", "list", "work"]).await.unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let lines: Vec<Value> = stdout(&out)
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON line"))
+            .collect();
+        assert_eq!(
+            lines,
+            [json!({
+                "queue": "work",
+                "reason": "delivery_limit",
+                "count": 3,
+                "exchange": "jobs.events",
+                "routing_key": "job",
+                "body": "{\"job\": 1}",
+            })]
+        );
+    }
+    let out = run(&["dlq", "replay", "work.dlq"]).await.unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("replayed 1 dead letter(s)"),
+        "{}",
+        stdout(&out)
+    );
+    let counts = vhost.list_queues(&["name", "messages"]);
+    let count = |name: &str| {
+        counts
+            .lines()
+            .find_map(|line| {
+                let (n, c) = line.split_once('\t')?;
+                (n == name).then(|| c.trim().to_owned())
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        (count("work"), count("work.dlq")),
+        ("1".into(), "0".into()),
+        "{counts}"
+    );
+    transport.close().await;
+}

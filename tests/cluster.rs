@@ -164,9 +164,106 @@ async fn quorum_queues_park_poison_events_after_the_delivery_limit() {
     // queue is empty, so nothing can call the handler again.
     assert_eq!(POISON_CALLS.load(Ordering::SeqCst), LIMIT + 1);
     assert_eq!(queue(&queues(&vhost), poison).map(|q| q.2), Some(0));
+
+    // A person looks at it: listing leaves it where it is.
+    for _ in 0..2 {
+        let letters = enoki::dlq::list(&*transport, poison, 10).await.unwrap();
+        assert_eq!(letters.len(), 1, "{letters:?}");
+        let letter = &letters[0];
+        assert_eq!(letter.queue, poison);
+        assert_eq!(letter.reason, "delivery_limit");
+        assert_eq!(letter.exchange, "source.events");
+        assert_eq!(letter.routing_key, "poison");
+        assert_eq!(letter.body, r#"{"n":1}"#);
+    }
+    // Replayed while the handler still fails: it is handled again up to
+    // the delivery limit, then parked again; the replay took it once.
+    let replayed = enoki::dlq::replay(&*transport, &dlq, 10).await.unwrap();
+    assert_eq!(
+        replayed,
+        enoki::dlq::Replayed {
+            replayed: 1,
+            failed: 0
+        }
+    );
+    eventually(
+        || {
+            POISON_CALLS.load(Ordering::SeqCst) == 2 * (LIMIT + 1)
+                && queue(&queues(&vhost), &dlq).is_some_and(|(_, _, n)| *n == 1)
+        },
+        "the replayed event fails again and goes back to the dead-letter queue",
+    )
+    .await;
+    assert_eq!(queue(&queues(&vhost), poison).map(|q| q.2), Some(0));
+
+    // An RPC request is replayed through the RPC exchange with its
+    // method's routing key, and answered.
+    replay_an_rpc_request(&transport).await;
     rpc.close().await;
     runner.stop().await;
     transport.close().await;
+}
+
+/// Puts a dead RPC request (as RabbitMQ dead-letters one: `x-death` names
+/// its queue, exchange and routing key) in `rpc-replicated.dlq`, replays it
+/// and reads the service's reply.
+async fn replay_an_rpc_request(transport: &std::sync::Arc<AmqpTransport>) {
+    use enoki::transport::{PublishOptions, QueueSpec};
+    let replies = "replay-replies";
+    transport
+        .declare_queue(&QueueSpec::durable(replies))
+        .await
+        .unwrap();
+    transport
+        .bind(replies, "nameko-rpc", replies)
+        .await
+        .unwrap();
+    let mut consumer = transport
+        .consume(replies, enoki::transport::ConsumeOptions { prefetch: 1 })
+        .await
+        .unwrap();
+    let death = json!([{
+        "count": 5,
+        "reason": "delivery_limit",
+        "queue": "rpc-replicated",
+        "exchange": "nameko-rpc",
+        "routing-keys": ["replicated.echo"],
+    }]);
+    let mut headers = serde_json::Map::new();
+    headers.insert("x-death".into(), death);
+    let request = enoki::message::Message::json(&br#"{"args": [5], "kwargs": {}}"#[..])
+        .with_headers(headers)
+        .with_correlation_id("replayed-1")
+        .with_reply_to(replies);
+    transport
+        .publish(
+            "",
+            "rpc-replicated.dlq",
+            request,
+            PublishOptions { mandatory: true },
+        )
+        .await
+        .unwrap();
+    let letters = enoki::dlq::list(&**transport, "rpc-replicated", 10)
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].routing_key, "replicated.echo");
+    let replayed = enoki::dlq::replay(&**transport, "rpc-replicated", 10)
+        .await
+        .unwrap();
+    assert_eq!(replayed.replayed, 1);
+    let reply = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("a reply")
+        .expect("the consumer runs");
+    assert_eq!(
+        reply.message.properties.correlation_id.as_deref(),
+        Some("replayed-1")
+    );
+    let body: Value = serde_json::from_slice(&reply.message.body).unwrap();
+    assert_eq!(body, json!({"result": 5, "error": null}));
+    reply.ack().await.unwrap();
 }
 
 // ===== a CPU-bound handler =====
