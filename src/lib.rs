@@ -62,6 +62,7 @@
 //! | `nameko run` handling SIGTERM | [`shutdown_signal`](shutdown::shutdown_signal) | [`shutdown`] |
 //! | `nameko.testing` | `worker_factory`, `entrypoint_hook`, … | `testing` (feature `testing`) |
 //! | (nameko has none) | a service's description of its entrypoints, `__describe__` | [`describe`] |
+//! | (nameko-amqp-retry's dead letters) | `<queue>.dlq` listed and replayed: [`dlq::list`], [`dlq::replay`] | [`dlq`] |
 //! | nameko-sqlalchemy's `Database`, `DB_URIS` | `Database` (a pool per container, a transaction per worker), `Db` | `db` (feature `db`) |
 //! | `nameko run / show-config` | the `enoki` command line | `cli` (feature `cli`) |
 //! | `nameko shell`, `n.rpc` | `enoki shell`: `rpc.greeter.hello("Ann")` | `shell` (feature `cli`) |

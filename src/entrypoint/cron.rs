@@ -4,6 +4,8 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
+
+use crate::error::{Error, Result};
 use chrono_tz::Tz;
 
 /// A parsed cron expression and time zone.
@@ -15,24 +17,24 @@ pub struct CronSchedule {
 
 impl CronSchedule {
     /// Parses `expression` (six or seven fields, seconds first) read in the
-    /// IANA time zone `timezone`. The error is one line saying what is
-    /// wrong.
+    /// IANA time zone `timezone`. The error ([`Error::Invalid`]) is one
+    /// line saying what is wrong.
     ///
     /// ```
     /// use enoki::entrypoint::cron::CronSchedule;
     ///
     /// assert!(CronSchedule::parse("0 */5 * * * *", "UTC").is_ok());
-    /// let err = CronSchedule::parse("*/5 * * * *", "UTC").unwrap_err();
+    /// let err = CronSchedule::parse("*/5 * * * *", "UTC").unwrap_err().to_string();
     /// assert!(err.contains("6 or 7 fields"), "{err}");
     /// assert!(CronSchedule::parse("0 0 * * * *", "Mars/Olympus").is_err());
     /// ```
-    pub fn parse(expression: &str, timezone: &str) -> Result<CronSchedule, String> {
+    pub fn parse(expression: &str, timezone: &str) -> Result<CronSchedule> {
         let fields = expression.split_whitespace().count();
         if !(6..=7).contains(&fields) {
-            return Err(format!(
+            return Err(Error::Invalid(format!(
                 "cron expression {expression:?} has {fields} fields; expected 6 or 7 fields: \
                  sec min hour day-of-month month day-of-week [year]"
-            ));
+            )));
         }
         let schedule = cron::Schedule::from_str(expression).map_err(|err| {
             let detail = err.to_string();
@@ -42,12 +44,14 @@ impl CronSchedule {
                 .rfind(|line| !line.is_empty() && !line.chars().all(|c| c == '^'))
                 .unwrap_or("it does not parse")
                 .to_owned();
-            format!("cron expression {expression:?} does not parse: {reason}")
+            Error::Invalid(format!(
+                "cron expression {expression:?} does not parse: {reason}"
+            ))
         })?;
         let timezone = Tz::from_str(timezone).map_err(|_| {
-            format!(
+            Error::Invalid(format!(
                 "unknown time zone {timezone:?} (expected an IANA name such as UTC or Europe/Paris)"
-            )
+            ))
         })?;
         Ok(CronSchedule { schedule, timezone })
     }
@@ -94,12 +98,16 @@ mod tests {
 
     #[test]
     fn bad_expressions_say_why_in_one_line() {
-        let err = CronSchedule::parse("0 61 * * * *", "UTC").unwrap_err();
+        let err = CronSchedule::parse("0 61 * * * *", "UTC")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("Minutes must be less than"), "{err}");
         assert!(!err.contains('\n'), "{err}");
-        let err = CronSchedule::parse("", "UTC").unwrap_err();
+        let err = CronSchedule::parse("", "UTC").unwrap_err().to_string();
         assert!(err.contains("0 fields"), "{err}");
-        let err = CronSchedule::parse("0 0 * * * *", "Nowhere").unwrap_err();
+        let err = CronSchedule::parse("0 0 * * * *", "Nowhere")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown time zone \"Nowhere\""), "{err}");
     }
 }

@@ -207,6 +207,10 @@ fn cron_schedule(method: &str, cron: &CronSpec, settings: &Settings) -> Result<C
         cron.expression
     };
     CronSchedule::parse(expression, cron.timezone).map_err(|why| {
+        let why = match why {
+            Error::Invalid(why) => why,
+            other => other.to_string(),
+        };
         let from = if cron.from_config {
             format!(" (config key {})", cron.expression)
         } else {
