@@ -113,8 +113,16 @@ impl Users {
         .bind(&name)
         .fetch_one(&mut *tx)
         .await;
+        drop(tx);
         match inserted {
-            Ok(row) => Ok(User::from_row(&row)?),
+            Ok(row) => {
+                let user = User::from_row(&row)?;
+                // Committed before the reply, so that the caller can read
+                // what it wrote at once (the commit at teardown comes after
+                // the reply, as in nameko-sqlalchemy).
+                self.db.commit().await.map_err(RemoteError::from)?;
+                Ok(user)
+            }
             Err(sqlx::Error::Database(err)) if err.is_unique_violation() => Err(RemoteError::new(
                 "Conflict",
                 format!("username {username:?} is taken"),

@@ -370,7 +370,14 @@ async fn a_failover_list_moves_to_the_next_broker() {
     first.set_blocked(true);
     assert_eq!(first.cut(), 1);
     publish_once_reconnected(&t, b"after", WAIT).await;
-    let d = next(&mut consumer).await;
+    // The ack of `before` may have died with the connection (in the
+    // proxy's buffers): then it comes again first, redelivered.
+    let mut d = next(&mut consumer).await;
+    if body(&d) == b"before" {
+        assert!(d.redelivered, "an acked message came back");
+        d.ack().await.unwrap();
+        d = next(&mut consumer).await;
+    }
     assert_eq!(body(&d), b"after");
     d.ack().await.unwrap();
     assert_eq!(second.accepted(), 1, "one reconnection, to the next broker");

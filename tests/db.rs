@@ -55,6 +55,15 @@ async fn insert(db: &Db, n: i64) -> Result<(), DatabaseError> {
 impl Ledger {
     #[rpc]
     async fn add(&self, n: i64) -> Result<(), DatabaseError> {
+        insert(&self.db, n).await?;
+        // Before the reply: the tests read it back at once (the commit at
+        // teardown comes after the reply).
+        self.db.commit().await
+    }
+
+    /// Commits at teardown, after the reply.
+    #[rpc]
+    async fn add_later(&self, n: i64) -> Result<(), DatabaseError> {
         insert(&self.db, n).await
     }
 
@@ -307,6 +316,14 @@ async fn commit_rollback_and_the_pool(db: &TestDb) {
         json!([1, 10]),
         "only the successful worker's and the explicitly committed rows"
     );
+    // A successful worker's transaction is committed at teardown, just
+    // after its reply.
+    call(&rpc, "add_later", json!([20])).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(&rpc, "numbers", json!([])).await.unwrap() != json!([1, 10, 20]) {
+        assert!(Instant::now() < deadline, "the teardown commit never came");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     // Bounded by max_workers, under more concurrent workers than that.
     let calls: Vec<_> = (0..12)
@@ -335,7 +352,7 @@ async fn sqlite_commits_rolls_back_and_bounds_its_pool() {
     let (runner, rpc) = start(enoki::service::<Ledger>(), &settings(&db, "ledger", 3)).await;
     assert_eq!(
         call(&rpc, "numbers", json!([])).await.unwrap(),
-        json!([1, 10])
+        json!([1, 10, 20])
     );
     runner.stop().await;
 }
