@@ -295,7 +295,8 @@ pub struct TimerSpec {
     /// holding one token message, which the active instance keeps
     /// unacknowledged while it lives. When that instance stops or dies the
     /// broker hands the token to the next one, which fires from its next
-    /// tick on. The embedded broker keeps the same semantics.
+    /// tick on. The embedded broker keeps the same semantics. With `eager`,
+    /// the fire at start happens only if the lease has already arrived.
     pub cluster_once: bool,
     /// A cron schedule instead of an interval (`interval` is then unused).
     pub cron: Option<CronSpec>,
