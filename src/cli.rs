@@ -176,8 +176,8 @@ enum Command {
     /// context(...), timeout(...); one expression a line from a pipe.
     #[command(after_help = PRECEDENCE_HELP)]
     Shell(ShellArgs),
-    /// Dead-letter queues (`<queue>.dlq`, with QUEUE_TYPE quorum): list
-    /// what the broker parked there, or replay it to its queue.
+    /// Dead-letter queues (`<queue>.dlq`): list what was parked there (past
+    /// the delivery limit or the retries), or replay it to its queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
 }
@@ -430,8 +430,8 @@ async fn run(cli: Cli, app: App) -> Result<ExitCode> {
     }
 }
 
-/// `dlq list|replay`: on the broker only (the embedded broker has no
-/// dead-letter queues).
+/// `dlq list|replay`: on the broker only (an embedded broker lives and
+/// dies with the process that runs it; a new one here would be empty).
 async fn dlq(command: DlqCommand, settings: &Settings) -> Result<ExitCode> {
     if settings.amqp_uri().is_none() {
         return Err(Error::Config(

@@ -3,14 +3,17 @@
 //! [`QueueType::Quorum`](crate::config::QueueType::Quorum)), listed for a
 //! person to look at ([`list`], `enoki dlq list QUEUE`) and sent back to
 //! its queue once the cause is fixed ([`replay`], `enoki dlq replay QUEUE`).
+//! enoki itself parks there the event of a `requeue_on_error` handler that
+//! failed past its retries ([`retry`](crate::entrypoint::retry)).
 //!
 //! A replayed message goes back to the queue it died in: an RPC request
 //! (from `rpc-<service>`) through the RPC exchange with its original routing
 //! key, which names its method; an event straight to its handler's queue,
 //! through the default exchange, so that the other handlers of that event
 //! do not get it a second time. It is a new message to the broker, with a
-//! new delivery count: if it fails again it comes back to the dead-letter
-//! queue after the delivery limit, once. A replay never takes a message
+//! new delivery count and no retries yet (its `x-death` goes): if it fails
+//! again it comes back to the dead-letter queue after the delivery limit
+//! or its retries, once. A replay never takes a message
 //! twice: each replayed message carries the replay's id
 //! (`x-enoki-replay`), and a replay stops when one comes back to it.
 
@@ -20,10 +23,11 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::context::new_uuid;
+use crate::entrypoint::retry::RETRIES_HEADER;
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::names;
-use crate::transport::{ConsumeOptions, Delivery, PublishOptions, Transport};
+use crate::transport::{ConsumeOptions, Delivery, PublishOptions, Transport, death};
 
 /// The most messages one [`list`] or [`replay`] takes.
 pub const MAX_BATCH: usize = 10_000;
@@ -55,37 +59,28 @@ pub struct DeadLetter {
 }
 
 /// Where a dead letter came from, read from its `x-death` header (the
-/// newest entry first, as RabbitMQ writes it).
+/// newest entry).
 fn death(delivery: &Delivery, fallback_queue: &str) -> DeadLetter {
-    let headers = &delivery.message.properties.headers;
-    let first = headers
-        .get("x-death")
-        .and_then(Value::as_array)
-        .and_then(|deaths| deaths.first())
-        .and_then(Value::as_object);
-    let text = |key: &str| {
-        first
-            .and_then(|death| death.get(key))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
+    let newest = death::newest(&delivery.message.properties.headers).unwrap_or_default();
+    let or = |text: String, fallback: &str| {
+        if text.is_empty() {
+            fallback.to_owned()
+        } else {
+            text
+        }
     };
-    let routing_key = first
-        .and_then(|death| death.get("routing-keys"))
-        .and_then(Value::as_array)
-        .and_then(|keys| keys.first())
-        .and_then(Value::as_str)
-        .map_or_else(|| delivery.routing_key.to_string(), str::to_owned);
     let body = &delivery.message.body;
     let shown = &body[..body.len().min(4096)];
     DeadLetter {
-        queue: text("queue").unwrap_or_else(|| fallback_queue.to_owned()),
-        reason: text("reason").unwrap_or_else(|| "unknown".into()),
-        count: first
-            .and_then(|death| death.get("count"))
-            .and_then(Value::as_u64)
-            .unwrap_or(1),
-        exchange: text("exchange").unwrap_or_default(),
-        routing_key,
+        queue: or(newest.queue, fallback_queue),
+        reason: or(newest.reason, "unknown"),
+        count: newest.count.max(1),
+        exchange: newest.exchange,
+        routing_key: newest
+            .routing_keys
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| delivery.routing_key.to_string()),
         body: String::from_utf8_lossy(shown).into_owned(),
     }
 }
@@ -169,7 +164,10 @@ pub async fn replay(transport: &dyn Transport, queue: &str, limit: usize) -> Res
         };
         let mut message: Message = (*delivery.message).clone();
         let headers = &mut message.properties.headers;
+        // A new life: its delivery count and retries start again.
         headers.remove("x-delivery-count");
+        headers.remove(death::HEADER);
+        headers.remove(RETRIES_HEADER);
         headers.insert(REPLAY_HEADER.into(), id.clone().into());
         let sent = transport
             .publish(

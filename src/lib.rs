@@ -62,7 +62,8 @@
 //! | `nameko run` handling SIGTERM | [`shutdown_signal`](shutdown::shutdown_signal) | [`shutdown`] |
 //! | `nameko.testing` | `worker_factory`, `entrypoint_hook`, … | `testing` (feature `testing`) |
 //! | (nameko has none) | a service's description of its entrypoints, `__describe__` | [`describe`] |
-//! | (nameko-amqp-retry's dead letters) | `<queue>.dlq` listed and replayed: [`dlq::list`], [`dlq::replay`] | [`dlq`] |
+//! | nameko-amqp-retry's backoff | a failed `requeue_on_error` event waits in `<queue>.retry.<ms>`, then goes to `<queue>.dlq`: [`Backoff`](entrypoint::retry::Backoff); crash loops stopped on classic queues: [`RedeliveryLimit`](entrypoint::poison::RedeliveryLimit) | [`entrypoint`](mod@entrypoint) |
+//! | (nameko-amqp-retry's dead letters) | `<queue>.dlq` listed and replayed: [`dlq::list`], [`dlq::replay`]; `x-death` read and written by [`transport::death`] | [`dlq`] |
 //! | nameko-sqlalchemy's `Database`, `DB_URIS` | `Database` (a pool per container, a transaction per worker), `Db` | `db` (feature `db`) |
 //! | `nameko run / show-config` | the `enoki` command line | `cli` (feature `cli`) |
 //! | `nameko shell`, `n.rpc` | `enoki shell`: `rpc.greeter.hello("Ann")` | `shell` (feature `cli`) |

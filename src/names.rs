@@ -55,6 +55,22 @@ pub fn dead_letter_queue(queue: &str) -> String {
     format!("{queue}.dlq")
 }
 
+/// `<queue>.retry.<ms>`: the delay queue that holds a failed event of
+/// `queue` for `delay` (milliseconds) before it goes back to `queue`.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(enoki::names::retry_queue("q", Duration::from_secs(5)), "q.retry.5000");
+/// ```
+pub fn retry_queue(queue: &str, delay: std::time::Duration) -> String {
+    format!("{}{}", retry_queue_prefix(queue), delay.as_millis())
+}
+
+/// `<queue>.retry.`: what the names of `queue`'s delay queues start with.
+pub fn retry_queue_prefix(queue: &str) -> String {
+    format!("{queue}.retry.")
+}
+
 /// `timer-<service>.<method>`: the lease of a `cluster_once` timer, shared
 /// by the service's instances (enoki's own; nameko has no such timer).
 pub fn timer_lease_queue(service: &str, method: &str) -> String {

@@ -5,6 +5,9 @@
 //!   broadcast and auto-delete queues stay classic; an event handler with
 //!   `requeue_on_error` that keeps failing stops after the delivery limit,
 //!   its event parked in the dead-letter queue instead of looping forever;
+//! - retries with backoff (`RETRY_DELAYS`, `RETRY_LIMIT`) on classic and
+//!   on quorum queues: a failing event waits in `<queue>.retry.<ms>`
+//!   between runs, and ends in `<queue>.dlq`;
 //! - a CPU-bound handler that holds its thread for longer than three
 //!   heartbeat intervals costs neither its connection nor a redelivery of
 //!   its request (nameko issue #477);
@@ -104,9 +107,12 @@ async fn quorum_queues_park_poison_events_after_the_delivery_limit() {
     let Some(vhost) = TestVhost::create() else {
         return;
     };
+    // Backoff off, as nameko requeues: the broker's delivery limit alone
+    // ends the loop.
     let settings = Settings::new()
         .with("QUEUE_TYPE", json!("quorum"))
-        .with("QUEUE_DELIVERY_LIMIT", json!(LIMIT));
+        .with("QUEUE_DELIVERY_LIMIT", json!(LIMIT))
+        .with("RETRY_DELAYS", json!([]));
     let transport = AmqpTransport::connect(&vhost.uri, AmqpOptions::default())
         .await
         .expect("connects");
@@ -202,6 +208,125 @@ async fn quorum_queues_park_poison_events_after_the_delivery_limit() {
     rpc.close().await;
     runner.stop().await;
     transport.close().await;
+}
+
+// ===== retries with backoff =====
+
+/// When `backing_off.on_doomed` ran, per test (keyed by queue type).
+static DOOMED_RUNS: parking_lot::Mutex<Vec<(&'static str, Instant)>> =
+    parking_lot::Mutex::new(Vec::new());
+
+/// Which queue type the running `backing_off` instance was given.
+#[derive(Dependencies)]
+struct BackingOff {
+    #[dependency(Config)]
+    config: Settings,
+}
+
+#[service(name = "backing_off")]
+impl BackingOff {
+    /// Always fails, and asks for its event back each time.
+    #[event_handler("source", "doomed", requeue_on_error = true)]
+    async fn on_doomed(&self, _payload: Value) -> Result<(), RemoteError> {
+        let kind = match self.config.get("QUEUE_TYPE").and_then(Value::as_str) {
+            Some("quorum") => "quorum",
+            _ => "classic",
+        };
+        DOOMED_RUNS.lock().push((kind, Instant::now()));
+        Err(RemoteError::new("Doomed", "this event always fails"))
+    }
+}
+
+/// `RETRY_DELAYS` [0.2, 0.6] and `RETRY_LIMIT` 2 on RabbitMQ: the event
+/// runs three times, at least 0.2 s and 0.6 s apart, waiting in delay
+/// queues of the queue type asked for, then sits in `<queue>.dlq` with
+/// where it came from; a replay runs it three times more and parks it
+/// again, once.
+async fn retries_back_off_then_dead_letter(queue_type: &'static str) {
+    let Some(vhost) = TestVhost::create() else {
+        return;
+    };
+    let settings = Settings::new()
+        .with("QUEUE_TYPE", json!(queue_type))
+        .with("RETRY_DELAYS", json!([0.2, 0.6]))
+        .with("RETRY_LIMIT", json!(2));
+    let transport = AmqpTransport::connect(&vhost.uri, AmqpOptions::default())
+        .await
+        .expect("connects");
+    let mut runner = ServiceRunner::new(transport.clone(), settings.clone());
+    runner.add(enoki::service::<BackingOff>());
+    runner.start().await.expect("starts");
+    let doomed = "evt-source-doomed--backing_off.on_doomed";
+    let dlq = format!("{doomed}.dlq");
+    let all = queues(&vhost);
+    for name in [
+        doomed.to_owned(),
+        format!("{doomed}.retry.200"),
+        format!("{doomed}.retry.600"),
+        dlq.clone(),
+    ] {
+        let kind = queue(&all, &name).map(|(_, kind, _)| kind.as_str());
+        assert_eq!(kind, Some(queue_type), "{name}: {all:?}");
+    }
+    let runs = || -> Vec<Instant> {
+        DOOMED_RUNS
+            .lock()
+            .iter()
+            .filter(|(kind, _)| *kind == queue_type)
+            .map(|(_, at)| *at)
+            .collect()
+    };
+    let parked = || queue(&queues(&vhost), &dlq).is_some_and(|(_, _, n)| *n == 1);
+
+    let publisher = EventPublisher::new(transport.clone(), &settings);
+    publisher
+        .dispatch("source", "doomed", &json!({"n": 1}))
+        .await
+        .expect("dispatch");
+    eventually(parked, "the event reaches the dead-letter queue").await;
+    let first = runs();
+    assert_eq!(first.len(), 3, "one run and two retries");
+    for (gap, delay) in first.windows(2).map(|w| w[1] - w[0]).zip([200, 600]) {
+        assert!(gap >= Duration::from_millis(delay), "{gap:?} < {delay} ms");
+    }
+    let letters = enoki::dlq::list(&*transport, doomed, 10).await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].queue, doomed);
+    assert_eq!(letters[0].reason, "rejected");
+    assert_eq!(letters[0].count, 3);
+    assert_eq!(letters[0].exchange, "source.events");
+    assert_eq!(letters[0].routing_key, "doomed");
+
+    let replayed = enoki::dlq::replay(&*transport, doomed, 10).await.unwrap();
+    assert_eq!(replayed.replayed, 1);
+    eventually(
+        || runs().len() == 6 && parked(),
+        "the replayed event runs three times more and is parked again",
+    )
+    .await;
+    for name in [
+        format!("{doomed}.retry.200"),
+        format!("{doomed}.retry.600"),
+        doomed.to_owned(),
+    ] {
+        assert_eq!(
+            queue(&queues(&vhost), &name).map(|q| q.2),
+            Some(0),
+            "{name}"
+        );
+    }
+    runner.stop().await;
+    transport.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_back_off_on_classic_queues() {
+    retries_back_off_then_dead_letter("classic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_back_off_on_quorum_queues() {
+    retries_back_off_then_dead_letter("quorum").await;
 }
 
 /// Puts a dead RPC request (as RabbitMQ dead-letters one: `x-death` names

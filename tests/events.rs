@@ -191,7 +191,7 @@ struct Flaky {
 
 #[service(name = "flaky")]
 impl Flaky {
-    /// Fails twice, then succeeds: requeued until it does.
+    /// Fails twice, then succeeds: retried until it does.
     #[event_handler("shop", "sold", requeue_on_error = true)]
     async fn retrying(&self, item: String) -> Result<String, RemoteError> {
         let attempt = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
@@ -208,7 +208,7 @@ impl Flaky {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn requeue_on_error_redelivers_and_default_drops() {
     let cluster = Cluster::start([enoki::service::<Flaky>()]).await.unwrap();
     let container = cluster.container("flaky").unwrap();
@@ -220,6 +220,13 @@ async fn requeue_on_error_redelivers_and_default_drops() {
         .unwrap();
     let record = waiter.wait().await.unwrap();
     assert_eq!(record.result().unwrap(), json!("hat after 3"));
+    // Through the first two delay queues, now empty.
+    for queue in [
+        "evt-shop-sold--flaky.retrying.retry.1000",
+        "evt-shop-sold--flaky.retrying.retry.5000",
+    ] {
+        assert_eq!(cluster.transport().ready_count(queue), Some(0), "{queue}");
+    }
 
     let waiter = entrypoint_waiter(container, "dropping");
     cluster
@@ -253,6 +260,127 @@ async fn requeue_on_error_redelivers_and_default_drops() {
             .transport()
             .ready_count("evt-shop-sold--flaky.retrying"),
         Some(0)
+    );
+    cluster.stop().await;
+}
+
+#[derive(Dependencies)]
+struct Poisoned;
+
+/// When `poisoned.on_sold` ran (one test uses it).
+static POISON_ATTEMPTS: Mutex<Vec<tokio::time::Instant>> = Mutex::new(Vec::new());
+
+#[service(name = "poisoned")]
+impl Poisoned {
+    /// Fails four times, then works.
+    #[event_handler("shop", "sold", requeue_on_error = true)]
+    async fn on_sold(&self, item: Value) -> Result<Value, RemoteError> {
+        let mut attempts = POISON_ATTEMPTS.lock();
+        attempts.push(tokio::time::Instant::now());
+        if attempts.len() > 4 {
+            return Ok(item);
+        }
+        Err(RemoteError::new("Poison", "cannot handle it"))
+    }
+}
+
+/// With `RETRY_DELAYS` [1, 5] and `RETRY_LIMIT` 3, an event that keeps
+/// failing runs four times, 1 s, 5 s and 5 s apart, then sits in the
+/// dead-letter queue, where `dlq::list` shows where it came from and
+/// `dlq::replay` sends it back to its handler (and only it).
+#[tokio::test(start_paused = true)]
+async fn a_failing_event_is_retried_with_backoff_then_dead_lettered() {
+    let settings = Settings::new()
+        .with("RETRY_DELAYS", json!([1, 5]))
+        .with("RETRY_LIMIT", json!(3));
+    let cluster = Cluster::start_with(
+        [enoki::service::<Poisoned>(), enoki::service::<Flaky>()],
+        settings,
+    )
+    .await
+    .unwrap();
+    let container = cluster.container("poisoned").unwrap();
+    let queue = "evt-shop-sold--poisoned.on_sold";
+    let dlq = format!("{queue}.dlq");
+    let transport = cluster.transport();
+    assert_eq!(transport.ready_count(&dlq), Some(0));
+
+    let started = tokio::time::Instant::now();
+    let fourth = entrypoint_waiter(container, "on_sold")
+        .timeout(Duration::from_secs(60))
+        .filter({
+            let seen = AtomicUsize::new(0);
+            move |_| seen.fetch_add(1, Ordering::SeqCst) == 3
+        });
+    cluster
+        .dispatch("shop", "sold", &json!({"n": 1}))
+        .await
+        .unwrap();
+    let record = fourth.wait().await.unwrap();
+    assert_eq!(record.result().unwrap_err().exc_type, "Poison");
+    tokio::time::timeout(Duration::from_secs(1), async {
+        while transport.ready_count(&dlq) != Some(1) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the event reaches the dead-letter queue");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(11) && elapsed < Duration::from_secs(12),
+        "{elapsed:?}"
+    );
+    let gaps: Vec<Duration> = POISON_ATTEMPTS
+        .lock()
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .collect();
+    assert_eq!(gaps.len(), 3);
+    for (gap, delay) in gaps.iter().zip([1, 5, 5]) {
+        let delay = Duration::from_secs(delay);
+        assert!(
+            *gap >= delay && *gap < delay + Duration::from_millis(100),
+            "{gaps:?}"
+        );
+    }
+    for delay in ["1000", "5000"] {
+        assert_eq!(
+            transport.ready_count(&format!("{queue}.retry.{delay}")),
+            Some(0)
+        );
+    }
+    assert_eq!(transport.ready_count(queue), Some(0));
+
+    let letters = enoki::dlq::list(&*transport, queue, 10).await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].queue, queue);
+    assert_eq!(letters[0].reason, "rejected");
+    assert_eq!(letters[0].count, 4);
+    assert_eq!(letters[0].exchange, "shop.events");
+    assert_eq!(letters[0].routing_key, "sold");
+    assert_eq!(
+        transport.ready_count(&dlq),
+        Some(1),
+        "listing leaves it there"
+    );
+
+    // Replayed to this handler only (flaky.retrying also handles `sold`):
+    // its fifth run works.
+    let flaky = entrypoint_waiter(cluster.container("flaky").unwrap(), "retrying")
+        .timeout(Duration::from_secs(3));
+    let works = entrypoint_waiter(container, "on_sold")
+        .timeout(Duration::from_secs(60))
+        .filter(|record| record.result().is_ok());
+    let replayed = enoki::dlq::replay(&*transport, queue, 10).await.unwrap();
+    assert_eq!(replayed.replayed, 1);
+    assert_eq!(
+        works.wait().await.unwrap().result().unwrap(),
+        json!({"n": 1})
+    );
+    assert_eq!(transport.ready_count(&dlq), Some(0));
+    assert!(
+        flaky.wait().await.is_err(),
+        "the other handler of `sold` did not get it again"
     );
     cluster.stop().await;
 }

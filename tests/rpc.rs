@@ -501,3 +501,114 @@ async fn expired_requests_are_dropped_on_rabbitmq() {
     requests_nobody_waits_for_are_not_executed(transport.clone()).await;
     enoki::transport::Transport::close(&*transport).await;
 }
+
+/// A request whose worker dies with its instance each time (the instance
+/// is killed while `hold` runs) comes back unsettled; on a classic queue
+/// enoki counts each return in the request itself and, past
+/// `QUEUE_DELIVERY_LIMIT` (2 here) returns, parks it in `rpc-backlog.dlq`
+/// instead of running it again. Replayed once the cause is fixed, it runs
+/// and its caller, still waiting, gets the answer.
+async fn a_request_that_kills_its_instance_is_parked_after_the_limit<F, Fut>(connect: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = std::sync::Arc<dyn enoki::transport::Transport>>,
+{
+    const LIMIT: usize = 2;
+    let key = uuid::Uuid::new_v4().to_string();
+    let settings = Settings::new()
+        .with("max_workers", json!(1))
+        .with("QUEUE_DELIVERY_LIMIT", json!(LIMIT));
+    let client_transport = connect().await;
+    let rpc = ClusterRpc::connect(client_transport.clone(), &settings)
+        .await
+        .expect("client");
+    let instance = || async {
+        let transport = connect().await;
+        let mut runner = ServiceRunner::new(transport.clone(), settings.clone());
+        runner.add(enoki::service::<Backlog>());
+        runner.start().await.expect("starts");
+        (runner, transport)
+    };
+    let (runner, transport) = instance().await;
+    let call = tokio::spawn({
+        let (rpc, key) = (rpc.clone(), key.clone());
+        async move {
+            rpc.with_timeout(Duration::from_secs(60))
+                .service("backlog")
+                .call("hold", json!([key]))
+                .await
+        }
+    });
+    let (mut runner, mut transport) = (runner, transport);
+    for run in 1..=LIMIT + 1 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while backlog::runs(&key).len() < run {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run {run} never started"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The instance dies mid-request: its delivery goes back unsettled.
+        runner.kill().await;
+        transport.close().await;
+        (runner, transport) = instance().await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let letters = loop {
+        let letters = enoki::dlq::list(&*client_transport, "rpc-backlog", 10)
+            .await
+            .unwrap_or_default();
+        if !letters.is_empty() {
+            break letters;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never parked");
+    };
+    assert_eq!(
+        backlog::runs(&key).len(),
+        LIMIT + 1,
+        "run once, then once per allowed return"
+    );
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].queue, "rpc-backlog");
+    assert_eq!(letters[0].reason, "delivery_limit");
+    assert_eq!(letters[0].exchange, "nameko-rpc");
+    assert_eq!(letters[0].routing_key, "backlog.hold");
+    assert!(!call.is_finished(), "the caller still waits");
+
+    backlog::gate(&key).add_permits(1);
+    let replayed = enoki::dlq::replay(&*client_transport, "rpc-backlog", 10)
+        .await
+        .expect("replays");
+    assert_eq!(replayed.replayed, 1);
+    assert_eq!(call.await.unwrap().expect("answered"), json!(null));
+    assert_eq!(backlog::runs(&key).len(), LIMIT + 2);
+    rpc.close().await;
+    runner.stop().await;
+    transport.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_request_is_parked_on_the_embedded_broker() {
+    let broker = enoki::transport::MemoryTransport::new();
+    a_request_that_kills_its_instance_is_parked_after_the_limit(|| {
+        let transport: std::sync::Arc<dyn enoki::transport::Transport> = broker.connect();
+        async move { transport }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_request_is_parked_on_rabbitmq() {
+    let Some(vhost) = common::amqp::TestVhost::create() else {
+        return;
+    };
+    a_request_that_kills_its_instance_is_parked_after_the_limit(|| async {
+        let transport: std::sync::Arc<dyn enoki::transport::Transport> =
+            enoki::transport::AmqpTransport::connect(&vhost.uri, Default::default())
+                .await
+                .expect("connects");
+        transport
+    })
+    .await;
+}

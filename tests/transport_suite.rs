@@ -67,6 +67,8 @@ macro_rules! transport_suite {
             names_over_255_bytes_are_refused,
             exchange_exists_asks_without_creating,
             max_length_drops_the_oldest_or_refuses,
+            dead_lettering_records_x_death,
+            quorum_queues_dead_letter_past_the_delivery_limit,
         );
     };
     (@tests $module:ident, $env:expr; $($behaviour:ident),+ $(,)?) => {

@@ -43,6 +43,14 @@ pub enum KeyKind {
         /// Whether 0 is allowed (and what it means is in the key's doc).
         zero_ok: bool,
     },
+    /// A list of at most `max_len` numbers of seconds, each above 0 and at
+    /// most `max` (`RETRY_DELAYS`).
+    SecondsList {
+        /// The most entries.
+        max_len: usize,
+        /// The largest entry.
+        max: f64,
+    },
     /// `true` or `false`.
     Bool,
     /// A serializer name: only `json`.
@@ -72,6 +80,8 @@ pub enum DefaultValue {
     Int(u64),
     /// Seconds.
     Seconds(f64),
+    /// A list of seconds.
+    SecondsList(&'static [f64]),
     /// A boolean.
     Bool(bool),
     /// Described, because it comes from another key (`PREFETCH_COUNT`
@@ -88,6 +98,7 @@ impl DefaultValue {
             DefaultValue::Str(s) => Some(Value::from(s)),
             DefaultValue::Int(n) => Some(Value::from(n)),
             DefaultValue::Seconds(s) => Some(Value::from(s)),
+            DefaultValue::SecondsList(list) => Some(Value::from(list.to_vec())),
             DefaultValue::Bool(b) => Some(Value::from(b)),
         }
     }
@@ -208,7 +219,27 @@ pub const QUEUE_DELIVERY_LIMIT: ConfigKey = ConfigKey {
     name: "QUEUE_DELIVERY_LIMIT",
     kind: KeyKind::Integer { max: 1_000_000 },
     default: DefaultValue::Int(5),
-    doc: "with QUEUE_TYPE quorum: how often one message is delivered before the broker moves it to <queue>.dlq (default 5; 0 means no limit)",
+    doc: "how often one message of a work queue may come back unsettled (its worker died, or it was requeued) before it goes to <queue>.dlq: counted by the broker on quorum queues (x-delivery-count), by enoki on classic ones (x-enoki-redeliveries) (default 5; 0 means no limit, as nameko)",
+};
+/// The default of `RETRY_DELAYS`, in seconds.
+pub const DEFAULT_RETRY_DELAYS: &[f64] = &[1.0, 5.0, 30.0];
+
+/// `RETRY_DELAYS`.
+pub const RETRY_DELAYS: ConfigKey = ConfigKey {
+    name: "RETRY_DELAYS",
+    kind: KeyKind::SecondsList {
+        max_len: 32,
+        max: super::seconds::MAX_CONFIG_SECONDS,
+    },
+    default: DefaultValue::SecondsList(DEFAULT_RETRY_DELAYS),
+    doc: "seconds a failing requeue_on_error event waits before each retry, in a delay queue <queue>.retry.<ms> (default [1, 5, 30]; past the list the last delay repeats; [] requeues at once and without limit, as nameko does)",
+};
+/// `RETRY_LIMIT`.
+pub const RETRY_LIMIT: ConfigKey = ConfigKey {
+    name: "RETRY_LIMIT",
+    kind: KeyKind::Integer { max: 1_000 },
+    default: DefaultValue::Int(3),
+    doc: "retries of a failing requeue_on_error event before it goes to <queue>.dlq (default 3; 0 dead-letters it at its first failure); counted from its x-death header",
 };
 /// nameko's default `WEB_SERVER_ADDRESS`.
 pub const DEFAULT_WEB_SERVER_ADDRESS: &str = "0.0.0.0:8000";
@@ -272,6 +303,8 @@ pub const KEYS: &[ConfigKey] = &[
     RPC_REPLY_QUEUE,
     QUEUE_TYPE,
     QUEUE_DELIVERY_LIMIT,
+    RETRY_DELAYS,
+    RETRY_LIMIT,
     WEB_SERVER_ADDRESS,
     GATEWAY,
     DB_URIS,
@@ -314,6 +347,28 @@ impl ConfigKey {
                     "`{key}` must be a number of seconds above 0 and at most {max}, got {value}"
                 )),
             },
+            KeyKind::SecondsList { max_len, max } => {
+                let Some(items) = value.as_array() else {
+                    return fail(format!(
+                        "`{key}` must be a list of seconds, e.g. [1, 5, 30], got {value}"
+                    ));
+                };
+                if items.len() > max_len {
+                    return fail(format!(
+                        "`{key}` holds at most {max_len} delays, got {}",
+                        items.len()
+                    ));
+                }
+                for item in items {
+                    let secs = item.as_f64().unwrap_or(f64::NAN);
+                    super::seconds::positive_seconds(key, secs, max).map_err(|_| {
+                        Error::Config(format!(
+                            "`{key}` entries must be numbers of seconds above 0 and at most {max}, got {item}"
+                        ))
+                    })?;
+                }
+                Ok(())
+            }
             KeyKind::Bool => match value {
                 Value::Bool(_) => Ok(()),
                 _ => fail(format!("`{key}` must be true or false, got {value}")),
@@ -365,6 +420,9 @@ impl ConfigKey {
             KeyKind::Integer { max } => format!("an integer from 0 to {max}"),
             KeyKind::Seconds { max, zero_ok: true } => format!("seconds, from 0 to {max}"),
             KeyKind::Seconds { max, .. } => format!("seconds, above 0 and at most {max}"),
+            KeyKind::SecondsList { max_len, max } => {
+                format!("a list of at most {max_len} seconds, each above 0 and at most {max}")
+            }
             KeyKind::Bool => "true or false".into(),
             KeyKind::Serializer => "json".into(),
             KeyKind::Accept => "a list of serializer names including json".into(),
@@ -415,6 +473,11 @@ mod tests {
             (RPC_TIMEOUT, json!(0)),
             (RPC_TIMEOUT, json!(1e20)),
             (DECLARE_EVENT_EXCHANGES, json!("maybe")),
+            (RETRY_DELAYS, json!(5)),
+            (RETRY_DELAYS, json!([1, 0])),
+            (RETRY_DELAYS, json!([1, "5"])),
+            (RETRY_DELAYS, json!(vec![1; 33])),
+            (RETRY_LIMIT, json!(1001)),
             (AMQP_URI, json!(5)),
             (RPC_EXCHANGE, json!("")),
             (SERIALIZER, json!("pickle")),

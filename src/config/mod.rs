@@ -326,14 +326,51 @@ impl Settings {
         }
     }
 
-    /// `QUEUE_DELIVERY_LIMIT` (default 5; `None` when set to 0): with
-    /// quorum queues, how often one message is delivered before it is
-    /// dead-lettered.
+    /// `QUEUE_DELIVERY_LIMIT` (default 5; `None` when set to 0): how often
+    /// one message of a work queue may come back unsettled before it is
+    /// dead-lettered to `<queue>.dlq`. The broker counts on quorum queues;
+    /// enoki counts on classic ones
+    /// ([`poison`](crate::entrypoint::poison)).
     pub fn queue_delivery_limit(&self) -> Option<u32> {
         match self.int_or(&keys::QUEUE_DELIVERY_LIMIT, 5) {
             0 => None,
             n => Some(u32::try_from(n).unwrap_or(u32::MAX)),
         }
+    }
+
+    /// `RETRY_DELAYS`: how long a failing `requeue_on_error` event waits
+    /// before each retry (default 1 s, 5 s, 30 s; empty: requeued at once,
+    /// as nameko does).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use enoki::config::Settings;
+    /// use serde_json::json;
+    ///
+    /// assert_eq!(Settings::new().retry_delays()[2], Duration::from_secs(30));
+    /// let quick = Settings::new().with("RETRY_DELAYS", json!([0.5]));
+    /// assert_eq!(quick.retry_delays(), [Duration::from_millis(500)]);
+    /// ```
+    pub fn retry_delays(&self) -> Vec<Duration> {
+        let to_duration = |secs: f64| Duration::try_from_secs_f64(secs).ok();
+        match self.present(&keys::RETRY_DELAYS).and_then(Value::as_array) {
+            Some(list) => list
+                .iter()
+                .filter_map(Value::as_f64)
+                .filter_map(to_duration)
+                .collect(),
+            None => keys::DEFAULT_RETRY_DELAYS
+                .iter()
+                .copied()
+                .filter_map(to_duration)
+                .collect(),
+        }
+    }
+
+    /// `RETRY_LIMIT`: retries of a failing `requeue_on_error` event before
+    /// it is dead-lettered (default 3).
+    pub fn retry_limit(&self) -> u32 {
+        u32::try_from(self.int_or(&keys::RETRY_LIMIT, 3)).unwrap_or(u32::MAX)
     }
 
     /// `GRACE_PERIOD`: how long a graceful stop waits for workers

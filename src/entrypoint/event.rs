@@ -9,11 +9,14 @@
 //! | broadcast | `evt-<source>-<event>--<service>.<method>-<id>` | exclusive and auto-delete unless reliable |
 //!
 //! An event is acked after its handler returns. A failing handler's event
-//! is requeued if `requeue_on_error`, otherwise acked (dropped) and
-//! logged. An event that cannot be decoded (bad JSON, a payload that does
+//! is retried later if `requeue_on_error` (through a delay queue, and in
+//! the end to `<queue>.dlq`: see [`retry`](super::retry)), otherwise
+//! acked (dropped) and logged. An event that cannot be decoded (bad JSON, a payload that does
 //! not fit the handler, a bad context header) is never requeued: it could
 //! only fail again.
 
+use super::poison::{RedeliveryLimit, Return, admit};
+use super::retry::Backoff;
 use super::{Entrypoint, consume_options, declare_work_queue, next_delivery, settle};
 use crate::client::declare_event_exchange;
 use crate::container_ctx::ContainerCtx;
@@ -31,6 +34,11 @@ pub struct EventEntrypoint {
     method: &'static str,
     spec: EventHandlerSpec,
     queue: String,
+    /// How a failed `requeue_on_error` event is retried (`None`: requeued
+    /// at once).
+    backoff: Option<std::sync::Arc<Backoff>>,
+    /// Counts the returns of events on a classic queue.
+    redelivery: Option<RedeliveryLimit>,
 }
 
 /// The queue an event handler consumes from, with nameko's flags.
@@ -58,6 +66,8 @@ impl EventEntrypoint {
             method,
             spec,
             queue: String::new(),
+            backoff: None,
+            redelivery: None,
         }
     }
 }
@@ -71,6 +81,13 @@ impl Entrypoint for EventEntrypoint {
         declare_event_exchange(transport, ctx.settings(), &exchange).await?;
         let queue = queue_spec(ctx.service_name(), self.method, &self.spec);
         let queue = declare_work_queue(ctx, queue).await?;
+        self.redelivery = RedeliveryLimit::new(ctx.settings(), &queue, Return::ToQueue);
+        if self.spec.requeue_on_error
+            && let Some(backoff) = Backoff::new(ctx.settings(), &queue)
+        {
+            backoff.declare(ctx).await?;
+            self.backoff = Some(std::sync::Arc::new(backoff));
+        }
         transport
             .bind(&queue.name, &exchange, self.spec.event_type)
             .await?;
@@ -88,9 +105,14 @@ impl Entrypoint for EventEntrypoint {
         let queue = self.queue.clone();
         let method = self.method;
         let requeue_on_error = self.spec.requeue_on_error;
+        let backoff = self.backoff.clone();
+        let redelivery = self.redelivery.clone();
         let pool = workers.clone();
         workers.spawn_managed(async move {
             while let Some(delivery) = next_delivery(&mut consumer, &pool, &queue).await {
+                let Some(delivery) = admit(redelivery.as_ref(), pool.ctx(), delivery).await else {
+                    continue;
+                };
                 let Some(context) = check(&pool, method, &delivery) else {
                     settle(delivery.ack().await);
                     continue;
@@ -99,6 +121,9 @@ impl Entrypoint for EventEntrypoint {
                     break;
                 };
                 let payload = delivery.message.body.clone();
+                let retry = backoff
+                    .as_ref()
+                    .map(|backoff| (backoff.clone(), pool.ctx().transport().clone()));
                 pool.spawn(slot, method, payload, context, move |outcome| async move {
                     match &outcome {
                         Ok(_) => settle(delivery.ack().await),
@@ -106,7 +131,12 @@ impl Entrypoint for EventEntrypoint {
                             tracing::error!(%error, "event does not fit its handler; dropped");
                             settle(delivery.ack().await);
                         }
-                        Err(_) if requeue_on_error => settle(delivery.reject(true).await),
+                        Err(_) if requeue_on_error => match &retry {
+                            Some((backoff, transport)) => {
+                                backoff.fail(transport.as_ref(), delivery).await;
+                            }
+                            None => settle(delivery.reject(true).await),
+                        },
                         Err(_) => settle(delivery.ack().await),
                     }
                     outcome

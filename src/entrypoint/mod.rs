@@ -114,6 +114,8 @@ pub mod cron;
 pub mod event;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod poison;
+pub mod retry;
 pub mod rpc;
 pub mod timer;
 
@@ -193,16 +195,25 @@ pub async fn declare_work_queue(ctx: &ContainerCtx, queue: QueueSpec) -> Result<
     let settings = ctx.settings();
     let queue = match settings.queue_type() {
         QueueType::Quorum if queue.durable && !queue.exclusive && !queue.auto_delete => {
-            let dead_letters = crate::names::dead_letter_queue(&queue.name);
-            let mut dlq = QueueSpec::durable(&dead_letters);
-            dlq.arguments.insert("x-queue-type".into(), "quorum".into());
-            ctx.transport().declare_queue(&dlq).await?;
+            let dead_letters = declare_dead_letter_queue(ctx, &queue.name).await?;
             queue.quorum(settings.queue_delivery_limit(), &dead_letters)
         }
         _ => queue,
     };
     ctx.transport().declare_queue(&queue).await?;
     Ok(queue)
+}
+
+/// Declares `<queue>.dlq`, durable, of the type `QUEUE_TYPE` names; returns
+/// its name.
+pub async fn declare_dead_letter_queue(ctx: &ContainerCtx, queue: &str) -> Result<String> {
+    let name = crate::names::dead_letter_queue(queue);
+    let mut dlq = QueueSpec::durable(&name);
+    if ctx.settings().queue_type() == QueueType::Quorum {
+        dlq.arguments.insert("x-queue-type".into(), "quorum".into());
+    }
+    ctx.transport().declare_queue(&dlq).await?;
+    Ok(name)
 }
 
 /// Consumer options from the container settings: prefetch is

@@ -14,6 +14,7 @@
 //! of that name) is answered at once with the service's
 //! [`ServiceDescription`], without a worker.
 
+use super::poison::{RedeliveryLimit, Return, admit};
 use super::{Entrypoint, consume_options, declare_work_queue, next_delivery, settle};
 use crate::container_ctx::ContainerCtx;
 use crate::context::ContextData;
@@ -33,6 +34,8 @@ pub struct RpcEntrypoint {
     queue: String,
     description: Option<ServiceDescription>,
     described: Option<std::sync::Arc<RawValue>>,
+    /// Counts the returns of requests on a classic queue.
+    redelivery: Option<RedeliveryLimit>,
 }
 
 impl RpcEntrypoint {
@@ -43,6 +46,7 @@ impl RpcEntrypoint {
             queue: String::new(),
             description: None,
             described: None,
+            redelivery: None,
         }
     }
 
@@ -74,7 +78,8 @@ impl Entrypoint for RpcEntrypoint {
         transport
             .declare_exchange(&ExchangeSpec::topic(exchange))
             .await?;
-        declare_work_queue(ctx, QueueSpec::durable(&self.queue)).await?;
+        let queue = declare_work_queue(ctx, QueueSpec::durable(&self.queue)).await?;
+        self.redelivery = RedeliveryLimit::new(ctx.settings(), &queue, Return::AsRouted);
         transport
             .bind(&self.queue, exchange, &names::rpc_binding(service))
             .await
@@ -90,9 +95,13 @@ impl Entrypoint for RpcEntrypoint {
         let queue = self.queue.clone();
         let methods = self.methods.clone();
         let described = self.described.clone();
+        let redelivery = self.redelivery.clone();
         let pool = workers.clone();
         workers.spawn_managed(async move {
             while let Some(delivery) = next_delivery(&mut consumer, &pool, &queue).await {
+                let Some(delivery) = admit(redelivery.as_ref(), pool.ctx(), delivery).await else {
+                    continue;
+                };
                 let check = Request::check(&pool, &methods, described.as_deref(), delivery);
                 if let Some(request) = check.await {
                     // Dropping the request (when stopping) puts it back on the queue.

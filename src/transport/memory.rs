@@ -18,6 +18,15 @@
 //! - A message with an `expiration` that is still ready when it expires is
 //!   dropped, never delivered (RabbitMQ's per-message TTL, checked when it
 //!   would be handed out).
+//! - Queues with `x-message-ttl` expire their messages that long after
+//!   they were queued.
+//! - Dead-lettering, as RabbitMQ does it: a queue with
+//!   `x-dead-letter-exchange` (and optionally `x-dead-letter-routing-key`)
+//!   republishes a message that expires, is rejected without requeue, is
+//!   dropped by `x-max-length` or, with `x-delivery-limit`, is returned
+//!   more often than the limit; the message gets an `x-death` entry
+//!   ([`death`](super::death)) and loses its `expiration`. A quorum queue
+//!   (`x-queue-type: quorum`) counts returns in `x-delivery-count`.
 //! - `x-single-active-consumer` queues hand every message to the earliest
 //!   of their consumers still there; when it goes, the next one takes over
 //!   (with what the first held unsettled, requeued).
@@ -232,6 +241,70 @@ impl Broker {
         }
     }
 
+    /// Routes a message to the queues its exchange and routing key name.
+    fn route(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: Message,
+        mandatory: bool,
+    ) -> Result<()> {
+        let mut targets = Targets::new();
+        let exchange_name = {
+            let state = self.state.read();
+            if exchange.is_empty() {
+                if let Some(queue) = state.queues.get(routing_key) {
+                    targets.push(queue.clone());
+                }
+                None
+            } else {
+                let found = state
+                    .exchanges
+                    .get(exchange)
+                    .ok_or_else(|| Error::ExchangeNotFound(exchange.into()))?;
+                found.route(routing_key, &mut targets);
+                Some(found.name.clone())
+            }
+        };
+        if targets.is_empty() {
+            if mandatory {
+                return Err(Error::Unroutable {
+                    exchange: exchange.to_owned(),
+                    routing_key: routing_key.to_owned(),
+                });
+            }
+            return Ok(());
+        }
+        let exchange: Arc<str> = exchange_name.unwrap_or_else(|| Arc::from(""));
+        let routing_key: Arc<str> = Arc::from(routing_key);
+        // Every queue shares the one (immutable) message.
+        let expires_at = message
+            .properties
+            .expiration
+            .map(|ttl| tokio::time::Instant::now() + ttl);
+        let message = Arc::new(message);
+        let mut full = None;
+        for queue in &targets {
+            let taken = queue.push(Entry {
+                seq: 0,
+                exchange: exchange.clone(),
+                routing_key: routing_key.clone(),
+                message: message.clone(),
+                redelivered: false,
+                expires_at,
+                returns: 0,
+            });
+            if taken == Taken::Rejected {
+                full = Some(queue.name.clone());
+            }
+        }
+        // As RabbitMQ nacks a publish that a reject-publish queue refused.
+        match full {
+            Some(queue) => Err(Error::QueueFull(queue)),
+            None => Ok(()),
+        }
+    }
+
     /// Deletes a queue with `x-expires` after it has been unused that long.
     fn schedule_expiry(self: &Arc<Self>, queue: &Arc<Queue>) {
         let Some(ms) = queue.spec.expires_ms() else {
@@ -275,6 +348,30 @@ struct Queue {
     /// `x-single-active-consumer`: only the earliest consumer still there
     /// gets messages; the next one takes over when it goes.
     single_active: bool,
+    /// `x-message-ttl`.
+    message_ttl: Option<Duration>,
+    /// `x-dead-letter-exchange` and `x-dead-letter-routing-key`.
+    dead_letter: Option<DeadLetterTo>,
+    /// `x-delivery-limit`: returns allowed before a message is dead-lettered.
+    delivery_limit: Option<u64>,
+    /// `x-queue-type: quorum`: returns are counted in `x-delivery-count`.
+    quorum: bool,
+}
+
+/// Where a queue dead-letters to.
+#[derive(Debug)]
+struct DeadLetterTo {
+    exchange: String,
+    /// `None`: the message's own routing key.
+    routing_key: Option<String>,
+}
+
+/// How a delivery is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settlement {
+    Ack,
+    Requeue,
+    Reject,
 }
 
 /// What a queue did with a message.
@@ -312,6 +409,8 @@ struct Entry {
     /// dropped instead of delivered (RabbitMQ's per-message TTL; a
     /// requeued message keeps its original deadline).
     expires_at: Option<tokio::time::Instant>,
+    /// How often it was delivered and came back unsettled.
+    returns: u64,
 }
 
 impl Entry {
@@ -362,11 +461,19 @@ impl ConsumerSlot {
 struct Deferred {
     deliveries: Vec<Delivery>,
     senders: Vec<mpsc::UnboundedSender<Delivery>>,
+    /// Messages to dead-letter, with the reason.
+    dead: Vec<(Entry, &'static str)>,
 }
 
 impl Queue {
     fn push(self: &Arc<Self>, entry: Entry) -> Taken {
         let mut deferred = Deferred::default();
+        let mut entry = entry;
+        if let Some(ttl) = self.message_ttl {
+            let by_queue = tokio::time::Instant::now() + ttl;
+            entry.expires_at = Some(entry.expires_at.map_or(by_queue, |at| at.min(by_queue)));
+        }
+        let expires_at = entry.expires_at;
         {
             let mut inner = self.inner.lock();
             if inner.deleted {
@@ -377,16 +484,83 @@ impl Queue {
                     return Taken::Rejected;
                 }
                 // drop-head: the oldest ready message makes room.
-                inner.ready.pop_front();
+                if let Some(oldest) = inner.ready.pop_front() {
+                    deferred.dead.push((oldest, "maxlen"));
+                }
             }
-            let mut entry = entry;
             entry.seq = inner.next_seq;
             inner.next_seq += 1;
             inner.ready.push_back(entry);
             self.dispatch(&mut inner, &mut deferred);
         }
-        drop(deferred);
+        self.finish(deferred);
+        if let Some(at) = expires_at
+            && self.dead_letter.is_some()
+        {
+            self.expire_at(at);
+        }
         Taken::Queued
+    }
+
+    /// Dead-letters what `deferred` holds, then drops the rest, with no
+    /// lock held.
+    fn finish(&self, deferred: Deferred) {
+        let Deferred {
+            deliveries,
+            senders,
+            dead,
+        } = deferred;
+        drop(deliveries);
+        drop(senders);
+        if dead.is_empty() {
+            return;
+        }
+        let (Some(to), Some(broker)) = (&self.dead_letter, self.broker.upgrade()) else {
+            return;
+        };
+        for (entry, reason) in dead {
+            let mut message = Arc::unwrap_or_clone(entry.message);
+            super::death::record(
+                &mut message.properties.headers,
+                &self.name,
+                reason,
+                &entry.exchange,
+                &entry.routing_key,
+            );
+            message.properties.expiration = None;
+            let routing_key = to.routing_key.as_deref().unwrap_or(&entry.routing_key);
+            if let Err(error) = broker.route(&to.exchange, routing_key, message, false) {
+                tracing::debug!(queue = %self.name, %error, "dead letter dropped");
+            }
+        }
+    }
+
+    /// Dead-letters the messages that have expired by `at`, then.
+    fn expire_at(self: &Arc<Self>, at: tokio::time::Instant) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let queue = Arc::downgrade(self);
+        runtime.spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let Some(queue) = queue.upgrade() else {
+                return;
+            };
+            let mut deferred = Deferred::default();
+            {
+                let mut inner = queue.inner.lock();
+                let mut kept = VecDeque::with_capacity(inner.ready.len());
+                for entry in inner.ready.drain(..) {
+                    if entry.expired() {
+                        deferred.dead.push((entry, "expired"));
+                    } else {
+                        kept.push_back(entry);
+                    }
+                }
+                inner.ready = kept;
+            }
+            queue.finish(deferred);
+        });
     }
 
     /// Hands ready messages to consumers with room, round-robin.
@@ -408,6 +582,7 @@ impl Queue {
             inner.next_consumer = (index + 1) % count;
             let entry = inner.ready.pop_front().expect("checked non-empty");
             if entry.expired() {
+                deferred.dead.push((entry, "expired"));
                 continue;
             }
             let tag = inner.next_tag;
@@ -451,7 +626,7 @@ impl Queue {
         }
     }
 
-    fn settle(self: &Arc<Self>, tag: u64, requeue: bool) -> Result<()> {
+    fn settle(self: &Arc<Self>, tag: u64, how: Settlement) -> Result<()> {
         let mut deferred = Deferred::default();
         let result = {
             let mut inner = self.inner.lock();
@@ -459,24 +634,44 @@ impl Queue {
                 None if inner.deleted => Ok(()),
                 None => Err(Error::TransportClosed),
                 Some(Unacked {
-                    mut entry,
-                    consumer,
-                    ..
+                    entry, consumer, ..
                 }) => {
                     if let Some(slot) = inner.consumers.iter_mut().find(|c| c.id == consumer) {
                         slot.in_flight = slot.in_flight.saturating_sub(1);
                     }
-                    if requeue {
-                        entry.redelivered = true;
-                        inner.requeue(entry);
+                    match how {
+                        Settlement::Ack => {}
+                        Settlement::Requeue => self.put_back(&mut inner, entry, &mut deferred),
+                        Settlement::Reject => deferred.dead.push((entry, "rejected")),
                     }
                     self.dispatch(&mut inner, &mut deferred);
                     Ok(())
                 }
             }
         };
-        drop(deferred);
+        self.finish(deferred);
         result
+    }
+
+    /// A delivered message came back unsettled: requeued in its place, or
+    /// dead-lettered past the delivery limit.
+    fn put_back(&self, inner: &mut QueueInner, mut entry: Entry, deferred: &mut Deferred) {
+        entry.returns += 1;
+        if self
+            .delivery_limit
+            .is_some_and(|limit| entry.returns > limit)
+        {
+            deferred.dead.push((entry, "delivery_limit"));
+            return;
+        }
+        if self.quorum {
+            Arc::make_mut(&mut entry.message)
+                .properties
+                .headers
+                .insert("x-delivery-count".into(), entry.returns.into());
+        }
+        entry.redelivered = true;
+        inner.requeue(entry);
     }
 
     fn add_consumer(
@@ -515,7 +710,7 @@ impl Queue {
             self.dispatch(&mut inner, &mut deferred);
             id
         };
-        drop(deferred);
+        self.finish(deferred);
         Ok((id, rx, ended))
     }
 
@@ -562,15 +757,14 @@ impl Queue {
                 .map(|(tag, _)| *tag)
                 .collect();
             for tag in tags {
-                if let Some(Unacked { mut entry, .. }) = inner.unacked.remove(&tag) {
-                    entry.redelivered = true;
-                    inner.requeue(entry);
+                if let Some(Unacked { entry, .. }) = inner.unacked.remove(&tag) {
+                    self.put_back(&mut inner, entry, &mut deferred);
                 }
             }
             self.dispatch(&mut inner, &mut deferred);
             had > 0 && inner.consumers.is_empty()
         };
-        drop(deferred);
+        self.finish(deferred);
         if now_unused {
             if self.spec.auto_delete {
                 broker.delete_queue(&self.name);
@@ -601,10 +795,10 @@ struct MemoryAck {
 }
 
 impl MemoryAck {
-    fn settle(&mut self, requeue: bool) -> Result<()> {
+    fn settle(&mut self, how: Settlement) -> Result<()> {
         self.settled = true;
         match self.queue.upgrade() {
-            Some(queue) => queue.settle(self.tag, requeue),
+            Some(queue) => queue.settle(self.tag, how),
             None => Ok(()),
         }
     }
@@ -613,11 +807,15 @@ impl MemoryAck {
 #[async_trait]
 impl Settle for MemoryAck {
     async fn ack(mut self: Box<Self>) -> Result<()> {
-        self.settle(false)
+        self.settle(Settlement::Ack)
     }
 
     async fn reject(mut self: Box<Self>, requeue: bool) -> Result<()> {
-        self.settle(requeue)
+        self.settle(if requeue {
+            Settlement::Requeue
+        } else {
+            Settlement::Reject
+        })
     }
 
     fn is_held(&self) -> bool {
@@ -638,7 +836,7 @@ impl MemoryAck {
 impl Drop for MemoryAck {
     fn drop(&mut self) {
         if !self.settled {
-            let _ = self.settle(true);
+            let _ = self.settle(Settlement::Requeue);
         }
     }
 }
@@ -748,8 +946,19 @@ impl Transport for MemoryTransport {
                     .arguments
                     .get("x-single-active-consumer")
                     .is_some_and(|v| v == &serde_json::Value::Bool(true));
+                let ms = |key: &str| spec.arguments.get(key).and_then(serde_json::Value::as_u64);
+                let text = |key: &str| spec.arguments.get(key).and_then(serde_json::Value::as_str);
+                let dead_letter = text("x-dead-letter-exchange").map(|exchange| DeadLetterTo {
+                    exchange: exchange.to_owned(),
+                    routing_key: text("x-dead-letter-routing-key").map(str::to_owned),
+                });
                 let queue = Arc::new(Queue {
                     single_active,
+                    message_ttl: ms("x-message-ttl").map(Duration::from_millis),
+                    dead_letter,
+                    // As RabbitMQ, only quorum queues count deliveries.
+                    delivery_limit: ms("x-delivery-limit").filter(|_| spec.is_quorum()),
+                    quorum: spec.is_quorum(),
                     name: spec.name.clone(),
                     spec: spec.clone(),
                     owner: spec.exclusive.then_some(self.connection),
@@ -837,59 +1046,8 @@ impl Transport for MemoryTransport {
         self.check_open()?;
         check_name("exchange name", exchange)?;
         check_name("routing key", routing_key)?;
-        let mut targets = Targets::new();
-        let exchange_name = {
-            let state = self.broker.state.read();
-            if exchange.is_empty() {
-                if let Some(queue) = state.queues.get(routing_key) {
-                    targets.push(queue.clone());
-                }
-                None
-            } else {
-                let found = state
-                    .exchanges
-                    .get(exchange)
-                    .ok_or_else(|| Error::ExchangeNotFound(exchange.into()))?;
-                found.route(routing_key, &mut targets);
-                Some(found.name.clone())
-            }
-        };
-        if targets.is_empty() {
-            if options.mandatory {
-                return Err(Error::Unroutable {
-                    exchange: exchange.to_owned(),
-                    routing_key: routing_key.to_owned(),
-                });
-            }
-            return Ok(());
-        }
-        let exchange: Arc<str> = exchange_name.unwrap_or_else(|| Arc::from(""));
-        let routing_key: Arc<str> = Arc::from(routing_key);
-        // Every queue shares the one (immutable) message.
-        let expires_at = message
-            .properties
-            .expiration
-            .map(|ttl| tokio::time::Instant::now() + ttl);
-        let message = Arc::new(message);
-        let mut full = None;
-        for queue in &targets {
-            let taken = queue.push(Entry {
-                seq: 0,
-                exchange: exchange.clone(),
-                routing_key: routing_key.clone(),
-                message: message.clone(),
-                redelivered: false,
-                expires_at,
-            });
-            if taken == Taken::Rejected {
-                full = Some(queue.name.clone());
-            }
-        }
-        // As RabbitMQ nacks a publish that a reject-publish queue refused.
-        match full {
-            Some(queue) => Err(Error::QueueFull(queue)),
-            None => Ok(()),
-        }
+        self.broker
+            .route(exchange, routing_key, message, options.mandatory)
     }
 
     async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer> {

@@ -40,11 +40,13 @@ use futures::Stream;
 use futures::stream::StreamExt;
 
 use crate::error::{Error, Result};
-use crate::message::{Headers, Message};
+pub use crate::message::Headers;
+use crate::message::Message;
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
 mod connect;
+pub mod death;
 pub mod memory;
 pub mod topic;
 

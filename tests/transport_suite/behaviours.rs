@@ -1211,3 +1211,126 @@ pub(crate) async fn max_length_drops_the_oldest_or_refuses(env: &dyn TransportEn
     assert_eq!(recv_acked(&mut consumer, 1).await, ["kept"]);
     assert_silent(&mut consumer, "the refused message").await;
 }
+
+/// A queue with `x-dead-letter-exchange` republishes what expires there
+/// (`x-message-ttl`) or is rejected without requeue, to the exchange and
+/// routing key it names, with an `x-death` entry (queue, reason, count, the
+/// exchange and routing key it was published with) and no `expiration`. A
+/// message republished by a client with its `x-death` dies again with the
+/// count of that entry raised: enoki's retries count on that.
+pub(crate) async fn dead_lettering_records_x_death(env: &dyn TransportEnv) {
+    use enoki::transport::death;
+    let conn = env.connect().await;
+    let x = exchange(&conn, "dlx").await;
+    let target = queue(&conn, "dlx-target").await;
+    let dead_letter_to = |spec: &mut QueueSpec| {
+        spec.arguments
+            .insert("x-dead-letter-exchange".into(), "".into());
+        spec.arguments
+            .insert("x-dead-letter-routing-key".into(), target.clone().into());
+    };
+    let delay = unique("dlx-delay");
+    let mut spec = QueueSpec::durable(&delay);
+    spec.arguments.insert("x-message-ttl".into(), 50.into());
+    dead_letter_to(&mut spec);
+    conn.declare_queue(&spec)
+        .await
+        .expect("declare delay queue");
+    conn.bind(&delay, &x, "k").await.expect("bind");
+    let rejects = unique("dlx-rejects");
+    let mut spec = QueueSpec::durable(&rejects);
+    dead_letter_to(&mut spec);
+    conn.declare_queue(&spec).await.expect("declare");
+    conn.bind(&rejects, &x, "r").await.expect("bind");
+
+    let mut dead = conn.consume(&target, prefetch(0)).await.expect("consume");
+    let late = msg("late").with_expiration(Some(std::time::Duration::from_secs(60)));
+    conn.publish(&x, "k", late, MANDATORY)
+        .await
+        .expect("publish");
+    let first = recv(&mut dead).await;
+    assert_eq!(body(&first), "late");
+    assert_eq!(
+        first.routing_key.as_ref(),
+        target,
+        "dead-lettered with the queue's key"
+    );
+    assert_eq!(first.message.properties.expiration, None);
+    let entry = death::newest(&first.message.properties.headers).expect("x-death");
+    assert_eq!(
+        (entry.queue.as_str(), entry.reason.as_str(), entry.count),
+        (delay.as_str(), "expired", 1)
+    );
+    assert_eq!(entry.exchange, x);
+    assert_eq!(entry.routing_keys, ["k"]);
+
+    // Once more, republished as it came: the same entry counts 2.
+    let again = (*first.message).clone();
+    first.ack().await.expect("ack");
+    conn.publish("", &delay, again, MANDATORY)
+        .await
+        .expect("publish");
+    let second = recv(&mut dead).await;
+    let headers = &second.message.properties.headers;
+    assert_eq!(
+        death::count(headers, |queue, reason| queue == delay
+            && reason == "expired"),
+        2,
+        "{headers:?}"
+    );
+    second.ack().await.expect("ack");
+
+    // Rejected without requeue.
+    let mut consumer = conn.consume(&rejects, prefetch(0)).await.expect("consume");
+    publish(&conn, &x, "r", "refused").await;
+    recv(&mut consumer)
+        .await
+        .reject(false)
+        .await
+        .expect("reject");
+    let refused = recv(&mut dead).await;
+    assert_eq!(body(&refused), "refused");
+    let entry = death::newest(&refused.message.properties.headers).expect("x-death");
+    assert_eq!(
+        (entry.queue.as_str(), entry.reason.as_str(), entry.count),
+        (rejects.as_str(), "rejected", 1)
+    );
+    refused.ack().await.expect("ack");
+    assert_silent(&mut dead, "a third dead letter").await;
+}
+
+/// A quorum queue counts how often each message came back
+/// (`x-delivery-count` on the redelivery) and dead-letters it, reason
+/// `delivery_limit`, once it came back more often than `x-delivery-limit`.
+pub(crate) async fn quorum_queues_dead_letter_past_the_delivery_limit(env: &dyn TransportEnv) {
+    use enoki::transport::death;
+    let conn = env.connect().await;
+    let target = queue(&conn, "limit-target").await;
+    let name = unique("limited");
+    let spec = QueueSpec::durable(&name).quorum(Some(1), &target);
+    conn.declare_queue(&spec)
+        .await
+        .expect("declare quorum queue");
+    let mut dead = conn.consume(&target, prefetch(0)).await.expect("consume");
+    let mut consumer = conn.consume(&name, prefetch(1)).await.expect("consume");
+    publish(&conn, "", &name, "poison").await;
+    let first = recv(&mut consumer).await;
+    assert!(!first.redelivered);
+    first.reject(true).await.expect("requeue");
+    let second = recv(&mut consumer).await;
+    assert!(second.redelivered);
+    assert_eq!(
+        second.message.properties.headers.get("x-delivery-count"),
+        Some(&json!(1))
+    );
+    second.reject(true).await.expect("requeue");
+    let parked = recv(&mut dead).await;
+    assert_eq!(body(&parked), "poison");
+    let entry = death::newest(&parked.message.properties.headers).expect("x-death");
+    assert_eq!(
+        (entry.queue.as_str(), entry.reason.as_str()),
+        (name.as_str(), "delivery_limit")
+    );
+    parked.ack().await.expect("ack");
+    assert_silent(&mut consumer, "the poison message, again").await;
+}
