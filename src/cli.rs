@@ -718,6 +718,15 @@ fn with_env_db_uris(
     Ok(settings)
 }
 
+/// The message of a config error, without its kind.
+#[cfg(feature = "gateway")]
+fn config_message(err: &Error) -> String {
+    match err {
+        Error::Config(message) => message.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// [`load_settings`] with the `AMQP_URI` environment variable given.
 fn resolve_settings(
     global: &GlobalArgs,
@@ -728,6 +737,11 @@ fn resolve_settings(
         Some(path) => {
             let settings = Settings::load(path)?;
             settings.check_keys(extra_keys, &path.display().to_string())?;
+            // The gateway's section, checked here to name the file.
+            #[cfg(feature = "gateway")]
+            crate::gateway::GatewayConfig::from_settings(&settings).map_err(|err| {
+                Error::Config(format!("{}: {}", path.display(), config_message(&err)))
+            })?;
             settings
         }
         None => Settings::new(),

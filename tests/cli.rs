@@ -146,6 +146,29 @@ fn malformed_broker_uri() {
 }
 
 #[test]
+fn a_bad_rate_limit_stops_start_up_naming_file_key_and_problem() {
+    let dir = std::env::temp_dir().join(format!("enoki-cli-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.yaml");
+    std::fs::write(
+        &file,
+        "GATEWAY:\n  rpc:\n    rate_limit: {requests: 10, per: 0}\n",
+    )
+    .unwrap();
+    let path = file.display().to_string();
+    let out = enoki(&["--config", &path]);
+    assert_one_line_error(
+        &out,
+        &[
+            &path,
+            "GATEWAY.rpc.rate_limit",
+            "`per` must be a number of seconds",
+        ],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn unreachable_broker() {
     // Nothing listens on port 1.
     let uri = "amqp://guest:hunter2@127.0.0.1:1/";

@@ -93,6 +93,16 @@ async fn route_files_with_errors_name_file_line_and_problem() {
             ":5:",
             "not a success status",
         ),
+        (
+            "routes:\n  - method: GET\n    path: /a\n    rpc: a.b\n    rate_limit: {requests: 0}\n",
+            ":5:",
+            "rate_limit: `requests` must be from 1 to 1000000, got 0",
+        ),
+        (
+            "routes:\n  - method: GET\n    path: /a\n    rpc: a.b\n    rate_limit:\n      requests: 5\n      every: 2\n",
+            ":7:",
+            "unknown field `every`",
+        ),
     ];
     for (i, (text, line, problem)) in cases.iter().enumerate() {
         let file = dir.join(format!("case{i}.yaml"));
@@ -116,6 +126,132 @@ async fn route_files_with_errors_name_file_line_and_problem() {
         .unwrap_err();
     assert!(err.to_string().contains("bad.yaml:"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ===== rate limits =====
+
+/// A route's rate limit and the generic endpoint's, per client address, on
+/// the gateway's own server: past the burst, 429 `TooManyRequests` with a
+/// `Retry-After` of the time one token takes to come back, counted in
+/// `/metrics`; a route without a limit is not limited; bad limits in
+/// `GATEWAY` stop start-up naming the key and the problem.
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let transport = enoki::transport::MemoryTransport::new();
+    let mut runner = ServiceRunner::new(transport.clone(), Settings::new());
+    for def in services() {
+        runner.add(def);
+    }
+    runner.start().await.unwrap();
+    let mut routes = RouteTable::default();
+    routes
+        .add_yaml(
+            "routes:\n  - method: GET\n    path: /hello/{name}\n    rpc: greeter.hello\n    rate_limit: {requests: 3, per: 60}\n  - method: GET\n    path: /clock/ticks\n    rpc: clock.ticks\n",
+            "limited.yaml",
+        )
+        .unwrap();
+    let config: enoki::gateway::GatewayConfig =
+        serde_yaml_ng::from_str("rpc: {rate_limit: {requests: 1, per: 10, burst: 2}}").unwrap();
+    let state = enoki::gateway::GatewayState::builder(transport.clone())
+        .config(config)
+        .routes(routes)
+        .build()
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(enoki::gateway::serve::serve(
+        listener,
+        enoki::gateway::router(state.clone()),
+        Default::default(),
+        Some(state.metrics().clone()),
+        std::future::pending(),
+    ));
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("http://{addr}{path}")).send();
+    for _ in 0..3 {
+        assert_eq!(get("/hello/Ann").await.unwrap().status(), 200);
+    }
+    let refused = get("/hello/Bob").await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (19..=20).contains(&retry),
+        "one token every 20 s, got {retry}"
+    );
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "TooManyRequests", "{body}");
+    assert_eq!(body["error"]["service"], "greeter", "{body}");
+    for _ in 0..10 {
+        assert_eq!(
+            get("/clock/ticks").await.unwrap().status(),
+            200,
+            "not limited"
+        );
+    }
+
+    let call = || {
+        http.post(format!("http://{addr}/rpc/greeter/hello"))
+            .json(&json!({"args": ["Ann"]}))
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(call().await.unwrap().status(), 200);
+    }
+    let refused = call().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "10");
+    // A WebSocket call is a call of the generic endpoint: the same bucket.
+    let mut ws = ws_connect(addr, "").await;
+    ws_send(
+        &mut ws,
+        json!({"type": "call", "id": 1, "service": "greeter", "method": "hello", "args": ["Ann"]}),
+    )
+    .await;
+    let frame = ws_next_of(&mut ws, "error").await;
+    assert_eq!(frame["error"]["type"], "TooManyRequests", "{frame}");
+    assert_eq!(frame["id"], 1);
+
+    let openapi: Value = get("/openapi.json").await.unwrap().json().await.unwrap();
+    let paths = &openapi["paths"];
+    assert!(
+        paths["/hello/{name}"]["get"]["responses"]["429"].is_object(),
+        "{paths}"
+    );
+    assert!(paths["/clock/ticks"]["get"]["responses"]["429"].is_null());
+    assert!(paths["/rpc/{service}/{method}"]["post"]["responses"]["429"].is_object());
+
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("enoki_gateway_requests_rate_limited_total 3"),
+        "{metrics}"
+    );
+    server.abort();
+    state.close().await;
+    runner.stop().await;
+
+    for (yaml, wants) in [
+        (
+            "rpc: {rate_limit: {requests: 5, per: -1}}",
+            "GATEWAY.rpc.rate_limit: `per` must be",
+        ),
+        (
+            "rpc: {rate_limit: {requests: 5, by: ip}}",
+            "unknown variant `ip`",
+        ),
+    ] {
+        let mut gateway = serde_json::Map::new();
+        gateway.insert("GATEWAY".into(), serde_yaml_ng::from_str(yaml).unwrap());
+        let settings = Settings::from_map(gateway);
+        let err = enoki::gateway::GatewayConfig::from_settings(&settings)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(wants), "{yaml}: {err}");
+    }
 }
 
 // ===== generic endpoint =====

@@ -1,6 +1,7 @@
 //! An AMQP headers table off the wire (lapin's parser), read as enoki reads
 //! it: context data and the call-id stack, a worker context continuing it,
-//! and the headers written back.
+//! the headers written back, and the dead-letter record (`x-death`, the
+//! retry and redelivery counts) read and extended.
 #![no_main]
 
 use enoki::context::{ContextData, WorkerCtx};
@@ -18,4 +19,13 @@ fuzz_target!(|bytes: &[u8]| {
         let _ = enoki::__fuzz::table_from_headers(&out);
     }
     let _ = enoki::__fuzz::table_from_headers(&headers);
+
+    let _ = enoki::transport::death::newest(&headers);
+    let _ = enoki::transport::death::count(&headers, |queue, _| queue.ends_with(".retry.1000"));
+    let _ = enoki::entrypoint::poison::RedeliveryLimit::returns(&headers);
+    let mut extended = headers.clone();
+    enoki::transport::death::record(&mut extended, "q", "rejected", "x", "k");
+    let list = extended[enoki::transport::death::HEADER].as_array().unwrap();
+    assert!(list.len() <= enoki::transport::death::MAX_ENTRIES);
+    assert_eq!(enoki::transport::death::newest(&extended).unwrap().queue, "q");
 });

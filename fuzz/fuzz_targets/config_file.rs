@@ -19,6 +19,9 @@ fuzz_target!(|text: &str| {
             settings.heartbeat(),
         );
         let _ = (settings.grace_period(), settings.rpc_timeout());
+        let delays = settings.retry_delays();
+        assert!(delays.len() <= 32 && delays.iter().all(|d| !d.is_zero()));
+        let _ = (settings.retry_limit(), settings.queue_delivery_limit());
     }
     if let Ok(config) = GatewayConfig::from_settings(&settings) {
         let _ = (

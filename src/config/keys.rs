@@ -43,8 +43,8 @@ pub enum KeyKind {
         /// Whether 0 is allowed (and what it means is in the key's doc).
         zero_ok: bool,
     },
-    /// A list of at most `max_len` numbers of seconds, each above 0 and at
-    /// most `max` (`RETRY_DELAYS`).
+    /// A list of at most `max_len` numbers of seconds, each from 0.001 (a
+    /// millisecond) to `max` (`RETRY_DELAYS`).
     SecondsList {
         /// The most entries.
         max_len: usize,
@@ -360,12 +360,15 @@ impl ConfigKey {
                     ));
                 }
                 for item in items {
-                    let secs = item.as_f64().unwrap_or(f64::NAN);
-                    super::seconds::positive_seconds(key, secs, max).map_err(|_| {
-                        Error::Config(format!(
-                            "`{key}` entries must be numbers of seconds above 0 and at most {max}, got {item}"
-                        ))
-                    })?;
+                    // Milliseconds are what the broker's TTLs count in.
+                    match item.as_f64() {
+                        Some(secs) if (0.001..=max).contains(&secs) => {}
+                        _ => {
+                            return fail(format!(
+                                "`{key}` entries must be numbers of seconds from 0.001 to {max}, got {item}"
+                            ));
+                        }
+                    }
                 }
                 Ok(())
             }
@@ -421,7 +424,7 @@ impl ConfigKey {
             KeyKind::Seconds { max, zero_ok: true } => format!("seconds, from 0 to {max}"),
             KeyKind::Seconds { max, .. } => format!("seconds, above 0 and at most {max}"),
             KeyKind::SecondsList { max_len, max } => {
-                format!("a list of at most {max_len} seconds, each above 0 and at most {max}")
+                format!("a list of at most {max_len} seconds, each from 0.001 to {max}")
             }
             KeyKind::Bool => "true or false".into(),
             KeyKind::Serializer => "json".into(),
@@ -475,6 +478,7 @@ mod tests {
             (DECLARE_EVENT_EXCHANGES, json!("maybe")),
             (RETRY_DELAYS, json!(5)),
             (RETRY_DELAYS, json!([1, 0])),
+            (RETRY_DELAYS, json!([1e-300])),
             (RETRY_DELAYS, json!([1, "5"])),
             (RETRY_DELAYS, json!(vec![1; 33])),
             (RETRY_LIMIT, json!(1001)),

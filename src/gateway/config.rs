@@ -6,6 +6,7 @@
 //!   rpc:                      # the generic POST /rpc/{service}/{method}
 //!     enabled: true
 //!     services: [greeter]     # omit for every service
+//!     rate_limit: { requests: 50, per: 1, burst: 100, by: client }  # none by default
 //!   request_timeout: 30       # seconds for a whole HTTP request (504 after)
 //!   header_timeout: 10        # seconds a client may take to send its headers
 //!   max_connections: 10000    # open connections; more are closed at once
@@ -34,6 +35,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::auth::AuthConfig;
+use super::rate_limit::RateLimit;
 use crate::config::{MAX_CONFIG_SECONDS, Settings, positive_seconds};
 use crate::error::{Error, Result};
 
@@ -115,6 +117,9 @@ pub struct GenericRpc {
     pub enabled: bool,
     /// The services it may call; `None` (the default) is every service.
     pub services: Option<Vec<String>>,
+    /// Its rate limit (none by default; see
+    /// [`rate_limit`](super::rate_limit)).
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for GenericRpc {
@@ -122,6 +127,7 @@ impl Default for GenericRpc {
         GenericRpc {
             enabled: true,
             services: None,
+            rate_limit: None,
         }
     }
 }
@@ -198,6 +204,11 @@ impl GatewayConfig {
                     "{CONFIG_KEY}.error_status.{exc_type}: {status} is not an error status (400-599)"
                 )));
             }
+        }
+        if let Some(limit) = &self.rpc.rate_limit {
+            limit
+                .validate()
+                .map_err(|err| Error::Config(format!("{CONFIG_KEY}.rpc.rate_limit: {err}")))?;
         }
         self.auth.validate()
     }

@@ -10,6 +10,7 @@
 //! - `enoki_gateway_events_dropped_total`: deliveries lost to full client queues
 //! - `enoki_gateway_slow_clients_disconnected_total`
 //! - `enoki_gateway_requests_shed_total`: requests refused by the concurrency limit
+//! - `enoki_gateway_requests_rate_limited_total`: requests refused by a rate limit
 //! - `enoki_gateway_connections_refused_total`: connections over `max_connections`
 //!
 //! Label values are bounded: `route` is a declared route (or `(static)`),
@@ -75,6 +76,8 @@ struct Inner {
     pub(crate) slow_disconnects: Counter,
     /// Requests shed.
     pub(crate) shed: Counter,
+    /// Requests refused by a rate limit.
+    pub(crate) rate_limited: Counter,
     /// Connections closed at once for being over the limit.
     pub(crate) connections_refused: Counter,
 }
@@ -111,6 +114,7 @@ impl GatewayMetrics {
             events_dropped: counter("enoki_gateway_events_dropped_total"),
             slow_disconnects: counter("enoki_gateway_slow_clients_disconnected_total"),
             shed: counter("enoki_gateway_requests_shed_total"),
+            rate_limited: counter("enoki_gateway_requests_rate_limited_total"),
             connections_refused: counter("enoki_gateway_connections_refused_total"),
             hasher: std::hash::RandomState::new(),
             http: RwLock::default(),
@@ -215,6 +219,11 @@ impl GatewayMetrics {
     /// A request was shed.
     pub fn request_shed(&self) {
         self.0.shed.increment(1);
+    }
+
+    /// A request was refused by a rate limit.
+    pub fn request_rate_limited(&self) {
+        self.0.rate_limited.increment(1);
     }
 
     /// A connection was closed for being over `GATEWAY.max_connections`.

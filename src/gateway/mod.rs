@@ -44,6 +44,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod paths;
 pub mod protocol;
+pub mod rate_limit;
 pub mod routes;
 pub mod rpc;
 pub mod serve;
@@ -64,6 +65,7 @@ pub use self::cli::{GatewayArgs, run};
 pub use self::config::{GatewayConfig, SlowClient};
 pub use self::error::ApiError;
 pub use self::metrics::GatewayMetrics;
+pub use self::rate_limit::RateLimit;
 pub use self::routes::{BuiltinRoutes, Route, RouteTable};
 pub use self::state::{GatewayBuilder, GatewayState, ServiceInfo};
 

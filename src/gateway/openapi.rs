@@ -41,6 +41,20 @@ fn error_response() -> utoipa::openapi::Response {
         .build()
 }
 
+fn rate_limited_response(limit: &super::rate_limit::RateLimit) -> utoipa::openapi::Response {
+    let per = match limit.by {
+        super::rate_limit::RateKey::Client => "client address",
+        super::rate_limit::RateKey::User => "user",
+    };
+    ResponseBuilder::new()
+        .description(format!(
+            "Rate limited: {} requests per {} s per {per}; `Retry-After` says when to retry",
+            limit.requests, limit.per
+        ))
+        .content("application/json", json_content())
+        .build()
+}
+
 fn http_method(method: &axum::http::Method) -> HttpMethod {
     match method.as_str() {
         "POST" => HttpMethod::Post,
@@ -100,6 +114,9 @@ fn operation(route: &Route) -> utoipa::openapi::path::Operation {
                 .content("application/json", json_content())
                 .build(),
         ));
+    }
+    if let Some(limiter) = &route.rate_limit {
+        op = op.response("429", rate_limited_response(limiter.limit()));
     }
     op.response(
         route.status.as_u16().to_string(),
@@ -224,8 +241,12 @@ pub fn document_with(
                     .content("application/json", json_content())
                     .build(),
             )
-            .response("default", error_response())
-            .build();
+            .response("default", error_response());
+        let op = match &config.rpc.rate_limit {
+            Some(limit) => op.response("429", rate_limited_response(limit)),
+            None => op,
+        }
+        .build();
         paths = paths.path(super::paths::RPC, PathItem::new(HttpMethod::Post, op));
     }
     OpenApiBuilder::new()

@@ -24,11 +24,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use serde::Deserialize;
 
+use super::rate_limit::{Limiter, RateLimit};
 use crate::error::{Error, Result};
 pub use crate::web::table::parse_path;
 use crate::web::table::{is_ident, shape};
@@ -80,6 +82,8 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// A one-line summary, for `/openapi.json` and the page.
     pub summary: Option<String>,
+    /// Its rate limit, if it has one (shared by clones of the route).
+    pub rate_limit: Option<Arc<Limiter>>,
     /// The file and line it was read from.
     pub origin: String,
 }
@@ -231,6 +235,8 @@ struct RawRoute {
     timeout: Option<f64>,
     #[serde(default)]
     summary: Option<String>,
+    #[serde(default)]
+    rate_limit: Option<RateLimit>,
 }
 
 /// A string → string mapping that keeps file order.
@@ -422,7 +428,16 @@ fn build(raw: RawRoute, fail: &dyn Fn(&str, String) -> Error) -> Result<Route> {
                 .map_err(|err| fail("timeout", err.to_string()))?,
         ),
     };
+    let rate_limit = match raw.rate_limit {
+        None => None,
+        Some(limit) => {
+            Some(Arc::new(Limiter::new(limit).map_err(|err| {
+                fail("rate_limit", format!("rate_limit: {err}"))
+            })?))
+        }
+    };
     Ok(Route {
+        rate_limit,
         method,
         path: raw.path,
         params,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
@@ -16,6 +17,7 @@ use super::auth::Identity;
 pub use super::error::ApiError;
 use super::metrics::OTHER;
 use super::paths;
+use super::rate_limit::{Client, PeerAddr};
 use super::routes::{Conv, Part, Route, Source};
 use super::state::GatewayState;
 use crate::error::Error;
@@ -177,6 +179,15 @@ pub(crate) async fn read_json(
     })
 }
 
+/// Who sent a request, for the rate limits: the TCP peer the server
+/// recorded, and the authenticated user.
+fn client<'a>(parts: &Parts, identity: &'a Identity) -> Client<'a> {
+    Client {
+        address: PeerAddr::of(&parts.extensions).0,
+        user: identity.user(),
+    }
+}
+
 /// `POST /rpc/{service}/{method}` with `{"args": [...], "kwargs": {...}}`.
 pub(crate) async fn generic(
     State(state): State<GatewayState>,
@@ -195,6 +206,12 @@ pub(crate) async fn generic(
         return ApiError::from(denied)
             .target(&service, &method)
             .into_response();
+    }
+    if let Some(limiter) = state.rpc_limiter()
+        && let Err(limited) = limiter.check(&client(&parts, &identity))
+    {
+        state.metrics().request_rate_limited();
+        return limited.target(&service, &method).into_response();
     }
     if !config.rpc.allows(&service) {
         return ApiError::new(
@@ -268,6 +285,14 @@ pub(crate) async fn routed(
 ) -> Response {
     let (mut parts, body) = request.into_parts();
     let config = state.config();
+    if let Some(limiter) = &route.rate_limit
+        && let Err(limited) = limiter.check(&client(&parts, &identity))
+    {
+        state.metrics().request_rate_limited();
+        return limited
+            .target(&route.service, &route.rpc_method)
+            .into_response();
+    }
     let result = async {
         let params: Vec<(String, String)> = if route.params.is_empty() {
             Vec::new()

@@ -13,6 +13,7 @@ use super::bridge::EventBridge;
 use super::config::GatewayConfig;
 use super::metrics::GatewayMetrics;
 use super::openapi;
+use super::rate_limit::Limiter;
 use super::routes::RouteTable;
 use crate::client::ClusterRpc;
 use crate::config::Settings;
@@ -99,6 +100,8 @@ struct Inner {
     openapi: String,
     transport: Arc<dyn Transport>,
     web: WebServer,
+    /// The generic endpoint's rate limit.
+    rpc_limiter: Option<Limiter>,
 }
 
 impl std::fmt::Debug for GatewayState {
@@ -207,6 +210,15 @@ impl GatewayBuilder {
             self.web
                 .reserve(Some(route.method.clone()), &route.path, &owner)?;
         }
+        let rpc_limiter = match &config.rpc.rate_limit {
+            None => None,
+            Some(limit) => Some(Limiter::new(limit.clone()).map_err(|err| {
+                crate::error::Error::Config(format!(
+                    "{}.rpc.rate_limit: {err}",
+                    super::config::CONFIG_KEY
+                ))
+            })?),
+        };
         let metrics = GatewayMetrics::new();
         let shutdown = CancellationToken::new();
         let rpc = ClusterRpc::builder(self.transport.clone())
@@ -261,6 +273,7 @@ impl GatewayBuilder {
                 shutdown,
                 openapi,
                 web: self.web,
+                rpc_limiter,
             }),
         })
     }
@@ -321,6 +334,11 @@ impl GatewayState {
     /// The config in use.
     pub fn config(&self) -> &GatewayConfig {
         &self.inner.config
+    }
+
+    /// The rate limit of `POST /rpc/{service}/{method}`, if it has one.
+    pub fn rpc_limiter(&self) -> Option<&Limiter> {
+        self.inner.rpc_limiter.as_ref()
     }
 
     /// The gateway's RPC client.

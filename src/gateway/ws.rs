@@ -37,6 +37,7 @@ use super::error::ApiError;
 use super::leave::{Kind, Leave};
 use super::paths;
 use super::protocol::ClientFrame;
+use super::rate_limit::{Client, PeerAddr};
 use super::rpc::context_data;
 use super::state::GatewayState;
 use crate::config::{MAX_CLIENT_SECONDS, positive_seconds};
@@ -47,6 +48,7 @@ use super::limits::{MAX_CALLS_IN_FLIGHT, MAX_MESSAGE_SIZE, SEND_TIMEOUT};
 pub(crate) async fn handler(
     State(state): State<GatewayState>,
     identity: Identity,
+    peer: PeerAddr,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -57,7 +59,7 @@ pub(crate) async fn handler(
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(MAX_MESSAGE_SIZE)
         .max_frame_size(MAX_MESSAGE_SIZE)
-        .on_upgrade(move |socket| session(state, socket, user, context))
+        .on_upgrade(move |socket| session(state, socket, user, peer, context))
         .into_response()
 }
 
@@ -76,6 +78,7 @@ async fn session(
     state: GatewayState,
     socket: WebSocket,
     user: Option<String>,
+    peer: PeerAddr,
     context: Map<String, Value>,
 ) {
     let shutdown = state.shutdown_token().clone();
@@ -117,7 +120,7 @@ async fn session(
             message = stream.next() => match message {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break None,
                 Some(Ok(Message::Text(text))) => {
-                    on_frame(&state, &client, &calls, user.as_deref(), &context, text.as_str()).await;
+                    on_frame(&state, &client, &calls, user.as_deref(), peer, &context, text.as_str()).await;
                 }
                 Some(Ok(Message::Binary(_))) => client.push_control(error_frame(
                     &Value::Null,
@@ -154,6 +157,7 @@ async fn on_frame(
     client: &Arc<ClientQueue>,
     calls: &Arc<AtomicUsize>,
     user: Option<&str>,
+    peer: PeerAddr,
     context: &Map<String, Value>,
     text: &str,
 ) {
@@ -248,6 +252,17 @@ async fn on_frame(
             let path = paths::rpc(&service, &method);
             if let Err(denied) = state.auth().check_path(&Method::POST, &path, user) {
                 return refuse(denied.into());
+            }
+            // A call is a request to the generic endpoint: its limit holds.
+            if let Some(limiter) = state.rpc_limiter() {
+                let caller = Client {
+                    address: peer.0,
+                    user,
+                };
+                if let Err(limited) = limiter.check(&caller) {
+                    state.metrics().request_rate_limited();
+                    return refuse(limited);
+                }
             }
             let timeout = match timeout {
                 None => state.config().rpc_timeout(),
