@@ -419,6 +419,14 @@ async fn run(cli: Cli, app: App) -> Result<ExitCode> {
         #[cfg(feature = "gateway")]
         Command::Gateway(mut args) => {
             args.builtin_routes.extend(routes);
+            // The gateway's section, checked here to name its file.
+            crate::gateway::GatewayConfig::from_settings(&settings).map_err(|err| {
+                let file = cli.global.config.as_ref().map_or_else(
+                    || "the configuration".to_owned(),
+                    |path| path.display().to_string(),
+                );
+                Error::Config(format!("{file}: {}", config_message(&err)))
+            })?;
             gateway(args, settings, services).await
         }
         Command::ShowConfig(args) => show_config(&args, &settings),
@@ -737,11 +745,6 @@ fn resolve_settings(
         Some(path) => {
             let settings = Settings::load(path)?;
             settings.check_keys(extra_keys, &path.display().to_string())?;
-            // The gateway's section, checked here to name the file.
-            #[cfg(feature = "gateway")]
-            crate::gateway::GatewayConfig::from_settings(&settings).map_err(|err| {
-                Error::Config(format!("{}: {}", path.display(), config_message(&err)))
-            })?;
             settings
         }
         None => Settings::new(),

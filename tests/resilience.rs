@@ -856,6 +856,34 @@ async fn connecting_fails_clearly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_never_answers_fails_the_first_connection_in_time() {
+    // It accepts TCP connections and never says a word.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let uri = format!("amqp://guest:Wr0ngSecret@127.0.0.1:{port}/%2f");
+    let start = Instant::now();
+    let result = tokio::time::timeout(
+        Duration::from_secs(60),
+        AmqpTransport::connect(&uri, AmqpOptions::default()),
+    )
+    .await
+    .expect("connect() must give up on a silent broker");
+    let took = start.elapsed();
+    let err = result.expect_err("the connection must fail");
+    assert_one_line(&err, "connection timed out");
+    assert!(!err.to_string().contains("Wr0ngSecret"), "password shown");
+    // Two tries of 5 s each.
+    assert!(took >= Duration::from_secs(9), "gave up after {took:?}");
+    held.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_whose_broker_is_gone_fails_to_start() {
     let Some(vhost) = TestVhost::create() else {
         return;

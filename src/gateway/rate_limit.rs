@@ -46,6 +46,7 @@ use governor::{Quota, RateLimiter};
 use serde::Deserialize;
 
 use super::error::ApiError;
+use crate::error::{Error, Result};
 
 /// The most buckets one limiter tracks.
 pub const MAX_CLIENTS: usize = 100_000;
@@ -99,18 +100,18 @@ impl RateLimit {
     ///
     /// let limit: RateLimit = serde_yaml_ng::from_str("{requests: 0}").unwrap();
     /// assert_eq!(
-    ///     limit.validate().unwrap_err(),
+    ///     limit.validate().unwrap_err().to_string(),
     ///     "`requests` must be from 1 to 1000000, got 0"
     /// );
     /// ```
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<()> {
         let count = |name: &str, n: u32| {
             if (1..=MAX_REQUESTS).contains(&n) {
                 Ok(())
             } else {
-                Err(format!(
+                Err(Error::Invalid(format!(
                     "`{name}` must be from 1 to {MAX_REQUESTS}, got {n}"
-                ))
+                )))
             }
         };
         count("requests", self.requests)?;
@@ -118,10 +119,10 @@ impl RateLimit {
             count("burst", burst)?;
         }
         if !(self.per.is_finite() && self.per >= 0.001 && self.per <= MAX_PER_SECONDS) {
-            return Err(format!(
+            return Err(Error::Invalid(format!(
                 "`per` must be a number of seconds from 0.001 to {MAX_PER_SECONDS}, got {}",
                 self.per
-            ));
+            )));
         }
         Ok(())
     }
@@ -216,12 +217,15 @@ impl std::fmt::Debug for Limiter {
 
 impl Limiter {
     /// The buckets of `limit`, or why `limit` is wrong.
-    pub fn new(limit: RateLimit) -> Result<Limiter, String> {
+    pub fn new(limit: RateLimit) -> Result<Limiter> {
         limit.validate()?;
         let burst = limit.burst.unwrap_or(limit.requests);
+        let invalid = |message: &str| Error::Invalid(message.to_owned());
         let quota = Quota::with_period(limit.refill())
-            .ok_or_else(|| "the refill period is zero".to_owned())?
-            .allow_burst(NonZeroU32::new(burst).ok_or("`burst` must be at least 1")?);
+            .ok_or_else(|| invalid("the refill period is zero"))?
+            .allow_burst(
+                NonZeroU32::new(burst).ok_or_else(|| invalid("`burst` must be at least 1"))?,
+            );
         Ok(Limiter {
             limit,
             buckets: RateLimiter::keyed(quota),
@@ -364,7 +368,7 @@ mod tests {
             ("{requests: 2000000}", "`requests` must be from 1"),
         ] {
             let limit: RateLimit = serde_yaml_ng::from_str(yaml).unwrap();
-            let err = Limiter::new(limit).unwrap_err();
+            let err = Limiter::new(limit).unwrap_err().to_string();
             assert!(err.starts_with(wants), "{yaml}: {err}");
         }
         assert!(serde_yaml_ng::from_str::<RateLimit>("{requests: 5, by: nobody}").is_err());

@@ -34,6 +34,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(250);
 /// The longest a reconnection attempt (TCP, handshake) may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
+/// The longest one try of the first connection (TCP, handshake) may take;
+/// kombu's `connect_timeout` is 4 s.
+const FIRST_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest the topology replay on a new connection may take.
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `close()` waits for the broker's close-ok.
@@ -219,6 +222,30 @@ pub(super) async fn open(
     // lapin only sends events once someone listens: listen at once.
     let events: Events = Box::pin(conn.events_listener());
     Ok((conn, events))
+}
+
+/// [`open`] for a transport's first connection: a try with no answer in
+/// [`FIRST_ATTEMPT_TIMEOUT`] is abandoned and made once more (lapin
+/// has, rarely, lost the error of a refused connection and waited for
+/// ever), then reported as timed out.
+pub(super) async fn open_first(
+    uri: &AMQPUri,
+    options: &AmqpOptions,
+) -> lapin::Result<(Connection, Events)> {
+    for _ in 0..2 {
+        match tokio::time::timeout(FIRST_ATTEMPT_TIMEOUT, open(uri, options)).await {
+            Ok(opened) => return opened,
+            Err(_) => tracing::debug!(
+                host = %uri.authority.host,
+                port = uri.authority.port,
+                "no answer from the broker within {FIRST_ATTEMPT_TIMEOUT:?}"
+            ),
+        }
+    }
+    Err(lapin::Error::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "no answer from the broker",
+    )))
 }
 
 /// The runtime every AMQP connection's io loop and heartbeats run on: one

@@ -149,7 +149,9 @@ impl AmqpTransport {
     /// A malformed URI (in a list: the entry, named by position), no
     /// reachable broker or refused credentials each give a one-line
     /// [`Error::Transport`] that names the URI without its password; the
-    /// first connection is never retried beyond one try of each address.
+    /// first connection is never retried beyond one try of each address (a
+    /// try with no answer in 5 s is made once more, then reported as timed
+    /// out).
     pub async fn connect(uri: &str, options: AmqpOptions) -> Result<Arc<AmqpTransport>> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::Transport("AmqpTransport::connect must run inside a tokio runtime".into())
@@ -159,7 +161,7 @@ impl AmqpTransport {
         let mut opened = None;
         for index in 0..endpoints.len() {
             let endpoint = endpoints.get(index);
-            match link::open(&endpoint.uri, &options).await {
+            match link::open_first(&endpoint.uri, &options).await {
                 Ok(connection) => {
                     endpoints.set_current(index);
                     opened = Some(connection);
