@@ -220,6 +220,11 @@ struct ShellArgs {
 struct RunArgs {
     /// Services to run.
     services: Vec<String>,
+    /// Serve the services' metrics (Prometheus' text format) at
+    /// http://ADDR/metrics, e.g. 127.0.0.1:9100.
+    #[cfg(feature = "http")]
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 /// `enoki call`.
@@ -430,7 +435,7 @@ async fn run(cli: Cli, app: App) -> Result<ExitCode> {
             gateway(args, settings, services).await
         }
         Command::ShowConfig(args) => show_config(&args, &settings),
-        Command::Run(args) => run_services(&settings, services, &args.services).await,
+        Command::Run(args) => run_services(&settings, services, &args).await,
         Command::Call(args) => call(args, &settings, services).await,
         Command::Dispatch(args) => dispatch(args, &settings, services).await,
         Command::Shell(args) => shell(args, &settings, services).await,
@@ -644,9 +649,9 @@ async fn shell(
 async fn run_services(
     settings: &Settings,
     services: Vec<ServiceDef>,
-    names: &[String],
+    args: &RunArgs,
 ) -> Result<ExitCode> {
-    let selected = select(services, names)?;
+    let selected = select(services, &args.services)?;
     // Signal handlers first, so that a SIGTERM during startup stops the
     // services gracefully instead of killing the process.
     let stop = shutdown::shutdown_signal();
@@ -658,6 +663,15 @@ async fn run_services(
         transport.kind()
     );
     let mut runner = ServiceRunner::new(transport.clone(), settings.clone());
+    #[cfg(feature = "http")]
+    let metrics_server = match &args.metrics {
+        None => None,
+        Some(addr) => {
+            let metrics = crate::service_metrics::ServiceMetrics::new();
+            runner.metrics(metrics.clone());
+            Some(serve_metrics(addr, metrics).await?)
+        }
+    };
     for def in selected {
         runner.add(def);
     }
@@ -673,9 +687,52 @@ async fn run_services(
             });
         })
         .await;
+    #[cfg(feature = "http")]
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
     transport.close().await;
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves `GET /metrics` on `addr` (`enoki run --metrics`), with the web
+/// server's limits; the task ends with the process.
+#[cfg(feature = "http")]
+async fn serve_metrics(
+    addr: &str,
+    metrics: crate::service_metrics::ServiceMetrics,
+) -> Result<tokio::task::JoinHandle<()>> {
+    use axum::response::IntoResponse;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|err| Error::Config(format!("--metrics {addr}: cannot listen: {err}")))?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    metrics.render_with_queues().await,
+                )
+                    .into_response()
+            }
+        }),
+    );
+    println!("enoki: metrics at http://{bound}/metrics");
+    Ok(tokio::spawn(async move {
+        let limits = crate::web::serve::ServeLimits::default();
+        if let Err(error) =
+            crate::web::serve::serve(listener, app, limits, || {}, std::future::pending()).await
+        {
+            tracing::error!(%error, "the metrics server stopped");
+        }
+    }))
 }
 
 /// Settings from `--config`, the `AMQP_URI` environment variable,

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::ClusterRpc;
 use crate::config::Settings;
 use crate::error::Result;
+use crate::service_metrics::{QueueMetrics, ServiceMetrics};
 use crate::transport::Transport;
 
 /// What a container shares with its providers and entrypoints: the service
@@ -38,6 +39,7 @@ struct Inner {
     transport: Arc<dyn Transport>,
     rpc: OnceCell<ClusterRpc>,
     kill: CancellationToken,
+    metrics: std::sync::OnceLock<ServiceMetrics>,
     #[cfg(feature = "http")]
     web: std::sync::OnceLock<crate::web::WebServer>,
 }
@@ -52,6 +54,7 @@ impl ContainerCtx {
                 transport,
                 rpc: OnceCell::new(),
                 kill: CancellationToken::new(),
+                metrics: std::sync::OnceLock::new(),
                 #[cfg(feature = "http")]
                 web: std::sync::OnceLock::new(),
             }),
@@ -105,6 +108,25 @@ impl ContainerCtx {
     #[cfg(feature = "http")]
     pub fn set_web_server(&self, server: crate::web::WebServer) -> bool {
         self.inner.web.set(server).is_ok()
+    }
+
+    /// The registry the container records its metrics in, if it was given
+    /// one ([`ServiceRunner::metrics`](crate::ServiceRunner::metrics)).
+    pub fn metrics(&self) -> Option<&ServiceMetrics> {
+        self.inner.metrics.get()
+    }
+
+    /// Sets the metrics registry (before the container starts); `false` if
+    /// one was already set.
+    pub fn set_metrics(&self, metrics: ServiceMetrics) -> bool {
+        self.inner.metrics.set(metrics).is_ok()
+    }
+
+    /// The counters of the work queue `queue` of an entrypoint, when the
+    /// container records metrics.
+    pub fn queue_metrics(&self, queue: &str) -> Option<QueueMetrics> {
+        self.metrics()
+            .map(|metrics| metrics.queue(&self.inner.service_name, queue, &self.inner.transport))
     }
 
     /// Cancelled when the container is killed; workers see it through

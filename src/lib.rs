@@ -59,6 +59,7 @@
 //! | `ClusterRpcProxy`, standalone `event_dispatcher` | [`ClusterRpc`], [`EventPublisher`] | [`client`] |
 //! | `config.yaml`, `${VAR:default}` | [`Settings`], the table of config keys | [`config`] |
 //! | exceptions, `serialize(exc)` | [`Error`], [`RemoteError`] | [`error`] |
+//! | (nameko has none; nameko-prometheus) | per service and entrypoint: workers, outcomes, latencies, redeliveries, dead letters, queue depths, in Prometheus' format: [`ServiceMetrics`](service_metrics::ServiceMetrics) | [`service_metrics`] |
 //! | `nameko run` handling SIGTERM | [`shutdown_signal`](shutdown::shutdown_signal) | [`shutdown`] |
 //! | `nameko.testing` | `worker_factory`, `entrypoint_hook`, … | `testing` (feature `testing`) |
 //! | (nameko has none) | a service's description of its entrypoints, `__describe__` | [`describe`] |
@@ -99,6 +100,7 @@ pub mod outcome;
 pub mod prelude;
 pub mod runner;
 pub mod service;
+pub mod service_metrics;
 pub mod shutdown;
 pub mod transport;
 pub mod worker;

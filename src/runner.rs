@@ -23,6 +23,7 @@ use std::sync::Arc;
 use crate::config::Settings;
 use crate::container::{ServiceContainer, ServiceDef};
 use crate::error::{Error, Result};
+use crate::service_metrics::ServiceMetrics;
 use crate::transport::Transport;
 
 /// Hosts several services; starts, stops and kills them together.
@@ -31,6 +32,7 @@ pub struct ServiceRunner {
     transport: Arc<dyn Transport>,
     settings: Settings,
     containers: Vec<ServiceContainer>,
+    metrics: Option<ServiceMetrics>,
     #[cfg(feature = "http")]
     web: Option<crate::web::WebServer>,
 }
@@ -42,6 +44,7 @@ impl ServiceRunner {
             transport,
             settings,
             containers: Vec::new(),
+            metrics: None,
             #[cfg(feature = "http")]
             web: None,
         }
@@ -50,11 +53,25 @@ impl ServiceRunner {
     /// Adds a service (before `start`).
     pub fn add(&mut self, def: ServiceDef) -> &mut Self {
         let container = ServiceContainer::new(def, self.transport.clone(), self.settings.clone());
+        if let Some(metrics) = &self.metrics {
+            container.ctx().set_metrics(metrics.clone());
+        }
         #[cfg(feature = "http")]
         if let Some(web) = &self.web {
             container.ctx().set_web_server(web.clone());
         }
         self.containers.push(container);
+        self
+    }
+
+    /// Records the metrics of every service of the runner in `metrics`
+    /// (see [`service_metrics`](crate::service_metrics)); call it before
+    /// starting. Without it nothing is recorded.
+    pub fn metrics(&mut self, metrics: ServiceMetrics) -> &mut Self {
+        for container in &self.containers {
+            container.ctx().set_metrics(metrics.clone());
+        }
+        self.metrics = Some(metrics);
         self
     }
 

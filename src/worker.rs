@@ -33,7 +33,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -50,6 +50,7 @@ use crate::context::{ContextData, WorkerCtx};
 use crate::dependency::ProviderSet;
 use crate::error::RemoteError;
 use crate::outcome::Outcome;
+use crate::service_metrics::EntrypointMetrics;
 
 /// Runs one method of a service: injects a fresh instance and dispatches.
 pub(crate) type InvokeFn =
@@ -122,6 +123,8 @@ struct Inner {
     stop: CancellationToken,
     parent_calls_tracked: usize,
     records: broadcast::Sender<WorkerRecord>,
+    /// Outcomes and latencies, when the container records metrics.
+    metrics: Option<EntrypointMetrics>,
 }
 
 impl fmt::Debug for WorkerPool {
@@ -146,7 +149,10 @@ impl WorkerPool {
         let settings = ctx.settings();
         let max_workers = settings.max_workers();
         let parent_calls_tracked = settings.parent_calls_tracked();
-        WorkerPool {
+        let metrics = ctx
+            .metrics()
+            .map(|registry| registry.entrypoints(name, &methods));
+        let pool = WorkerPool {
             inner: Arc::new(Inner {
                 name,
                 ctx,
@@ -160,8 +166,16 @@ impl WorkerPool {
                 stop: CancellationToken::new(),
                 parent_calls_tracked,
                 records,
+                metrics,
             }),
+        };
+        if let Some(registry) = pool.inner.ctx.metrics() {
+            let watched = Arc::downgrade(&pool.inner);
+            registry.pool(name, max_workers, move || {
+                watched.upgrade().map(|inner| inner.workers.len())
+            });
         }
+        pool
     }
 
     /// The service name.
@@ -354,7 +368,11 @@ impl WorkerPool {
             // cache-aligned, and moves the future in).
             let body = Box::pin(
                 async {
+                    let started = inner.metrics.is_some().then(Instant::now);
                     let outcome = run_method(&inner, &worker, call).await;
+                    if let (Some(metrics), Some(started)) = (&inner.metrics, started) {
+                        metrics.handled(method, outcome.is_ok(), started.elapsed());
+                    }
                     let outcome = on_result(outcome).await;
                     inner.providers.worker_result(&worker, &outcome).await;
                     inner.providers.worker_teardown(&worker).await;

@@ -788,3 +788,59 @@ async fn dlq_lists_and_replays_dead_letters() {
     );
     transport.close().await;
 }
+
+/// `enoki run --metrics ADDR` prints where its metrics are and serves
+/// them: every service's `max_workers` and entrypoints, and the clock's
+/// ticks counted as they happen.
+#[test]
+fn run_serves_service_metrics() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(common::binary::ENOKI)
+        .args(["run", "--metrics", &listen])
+        .env_remove("AMQP_URI")
+        .env_remove("RUST_LOG")
+        .env_remove("DB_URIS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let printed: Vec<String> = (0..2).map(|_| lines.next().unwrap().unwrap()).collect();
+    assert!(
+        printed.contains(&format!("enoki: metrics at http://{listen}/metrics")),
+        "{printed:?}"
+    );
+    let start = Instant::now();
+    let text = loop {
+        let response = http(&listen, "GET", "/metrics");
+        let ticks = response.lines().find_map(|line| {
+            line.strip_prefix(
+                r#"enoki_entrypoint_handled_total{service="clock",entrypoint="tick",outcome="ok"} "#,
+            )?
+            .parse::<f64>()
+            .ok()
+        });
+        if ticks.is_some_and(|n| n >= 1.0) {
+            break response;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{response}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    for wants in [
+        r#"enoki_max_workers{service="greeter"} 10"#,
+        r#"enoki_entrypoint_handled_total{service="greeter",entrypoint="hello",outcome="ok"} 0"#,
+        r#"enoki_queue_messages{service="greeter",queue="rpc-greeter"} 0"#,
+    ] {
+        assert!(text.contains(wants), "{wants} not in {text}");
+    }
+    let status = terminate(child);
+    assert!(status.success(), "{status:?}");
+}

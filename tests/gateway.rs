@@ -972,6 +972,21 @@ async fn run_embeds_services_and_shuts_down_gracefully() {
             .unwrap(),
         r#""Hello, Run!""#
     );
+    // /metrics shows the embedded services' metrics after the gateway's.
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for wants in [
+        "enoki_gateway_http_requests_total",
+        r#"enoki_entrypoint_handled_total{service="greeter",entrypoint="hello",outcome="ok"} 1"#,
+        r#"enoki_max_workers{service="greeter"} 10"#,
+        r#"enoki_queue_messages{service="greeter",queue="rpc-greeter"} 0"#,
+    ] {
+        assert!(metrics.contains(wants), "{wants} not in\n{metrics}");
+    }
     // The built-in page when there is no static directory.
     assert!(
         reqwest::get(&base)

@@ -25,6 +25,7 @@ use crate::error::Result;
 use crate::message::CONTENT_TYPE_JSON;
 use crate::names;
 use crate::service::{EventHandlerSpec, HandlerType};
+use crate::service_metrics::QueueMetrics;
 use crate::transport::{Delivery, QueueSpec};
 use crate::worker::WorkerPool;
 
@@ -39,6 +40,8 @@ pub struct EventEntrypoint {
     backoff: Option<std::sync::Arc<Backoff>>,
     /// Counts the returns of events on a classic queue.
     redelivery: Option<RedeliveryLimit>,
+    /// The queue's counters, when the container records metrics.
+    metrics: Option<QueueMetrics>,
 }
 
 /// The queue an event handler consumes from, with nameko's flags.
@@ -68,6 +71,7 @@ impl EventEntrypoint {
             queue: String::new(),
             backoff: None,
             redelivery: None,
+            metrics: None,
         }
     }
 }
@@ -81,11 +85,14 @@ impl Entrypoint for EventEntrypoint {
         declare_event_exchange(transport, ctx.settings(), &exchange).await?;
         let queue = queue_spec(ctx.service_name(), self.method, &self.spec);
         let queue = declare_work_queue(ctx, queue).await?;
-        self.redelivery = RedeliveryLimit::new(ctx.settings(), &queue, Return::ToQueue);
+        self.metrics = ctx.queue_metrics(&queue.name);
+        self.redelivery = RedeliveryLimit::new(ctx.settings(), &queue, Return::ToQueue)
+            .map(|limit| limit.with_metrics(self.metrics.clone()));
         if self.spec.requeue_on_error
             && let Some(backoff) = Backoff::new(ctx.settings(), &queue)
         {
             backoff.declare(ctx).await?;
+            let backoff = backoff.with_metrics(self.metrics.clone());
             self.backoff = Some(std::sync::Arc::new(backoff));
         }
         transport
@@ -107,9 +114,15 @@ impl Entrypoint for EventEntrypoint {
         let requeue_on_error = self.spec.requeue_on_error;
         let backoff = self.backoff.clone();
         let redelivery = self.redelivery.clone();
+        let metrics = self.metrics.clone();
         let pool = workers.clone();
         workers.spawn_managed(async move {
             while let Some(delivery) = next_delivery(&mut consumer, &pool, &queue).await {
+                if delivery.redelivered
+                    && let Some(metrics) = &metrics
+                {
+                    metrics.redelivered();
+                }
                 let Some(delivery) = admit(redelivery.as_ref(), pool.ctx(), delivery).await else {
                     continue;
                 };

@@ -26,6 +26,7 @@ use super::settle;
 use crate::config::Settings;
 use crate::container_ctx::ContainerCtx;
 use crate::names;
+use crate::service_metrics::QueueMetrics;
 use crate::transport::{Delivery, PublishOptions, QueueSpec, death};
 
 /// The delivery to run: `delivery` itself, unless `limit` is set and it
@@ -54,11 +55,12 @@ pub enum Return {
 }
 
 /// The redelivery count of one classic work queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct RedeliveryLimit {
     queue: String,
     limit: u64,
     route: Return,
+    metrics: Option<QueueMetrics>,
 }
 
 impl RedeliveryLimit {
@@ -85,7 +87,15 @@ impl RedeliveryLimit {
             queue: queue.name.clone(),
             limit: u64::from(limit),
             route,
+            metrics: None,
         })
+    }
+
+    /// Counts dead letters in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Option<QueueMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The returns a message has had, from its headers.
@@ -145,6 +155,9 @@ impl RedeliveryLimit {
         match sent {
             Ok(()) => {
                 settle(delivery.ack().await);
+                if parked && let Some(metrics) = &self.metrics {
+                    metrics.dead_lettered();
+                }
                 if parked {
                     tracing::error!(
                         queue = %self.queue,

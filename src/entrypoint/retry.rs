@@ -36,6 +36,7 @@ use crate::config::{QueueType, Settings};
 use crate::container_ctx::ContainerCtx;
 use crate::error::Result;
 use crate::names;
+use crate::service_metrics::QueueMetrics;
 use crate::transport::{Delivery, PublishOptions, QueueSpec, Transport, death};
 
 /// The header that counts retries on brokers that drop `x-death` from a
@@ -43,12 +44,13 @@ use crate::transport::{Delivery, PublishOptions, QueueSpec, Transport, death};
 pub const RETRIES_HEADER: &str = "x-enoki-retries";
 
 /// The retry policy of one work queue.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Backoff {
     queue: String,
     delays: Vec<Duration>,
     limit: u32,
     quorum: bool,
+    metrics: Option<QueueMetrics>,
 }
 
 /// What [`Backoff::fail`] did with a failed delivery.
@@ -93,7 +95,15 @@ impl Backoff {
             delays,
             limit: settings.retry_limit(),
             quorum: settings.queue_type() == QueueType::Quorum,
+            metrics: None,
         })
+    }
+
+    /// Counts retries and dead letters in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Option<QueueMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The wait before retry `retries + 1`.
@@ -193,6 +203,12 @@ impl Backoff {
         match sent {
             Ok(()) => {
                 settle(delivery.ack().await);
+                if let Some(metrics) = &self.metrics {
+                    match failed {
+                        Failed::Retried { .. } => metrics.retried(),
+                        _ => metrics.dead_lettered(),
+                    }
+                }
                 match failed {
                     Failed::Retried { retry, delay } => tracing::warn!(
                         queue = %self.queue,
@@ -248,9 +264,9 @@ mod tests {
         let settings = Settings::new();
         let mut spec = QueueSpec::durable("q");
         spec.auto_delete = true;
-        assert_eq!(Backoff::new(&settings, &spec), None);
+        assert!(Backoff::new(&settings, &spec).is_none());
         let off = Settings::new().with("RETRY_DELAYS", json!([]));
-        assert_eq!(Backoff::new(&off, &QueueSpec::durable("q")), None);
+        assert!(Backoff::new(&off, &QueueSpec::durable("q")).is_none());
     }
 
     #[test]

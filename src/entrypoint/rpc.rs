@@ -23,6 +23,7 @@ use crate::error::{RemoteError, Result};
 use crate::message::{CONTENT_TYPE_JSON, Message, encode_reply};
 use crate::names;
 use crate::outcome::Outcome;
+use crate::service_metrics::QueueMetrics;
 use crate::transport::{Delivery, ExchangeSpec, PublishOptions, QueueSpec};
 use crate::worker::{WorkerPool, WorkerSlot};
 use serde_json::value::RawValue;
@@ -36,6 +37,8 @@ pub struct RpcEntrypoint {
     described: Option<std::sync::Arc<RawValue>>,
     /// Counts the returns of requests on a classic queue.
     redelivery: Option<RedeliveryLimit>,
+    /// The queue's counters, when the container records metrics.
+    metrics: Option<QueueMetrics>,
 }
 
 impl RpcEntrypoint {
@@ -47,6 +50,7 @@ impl RpcEntrypoint {
             description: None,
             described: None,
             redelivery: None,
+            metrics: None,
         }
     }
 
@@ -79,7 +83,9 @@ impl Entrypoint for RpcEntrypoint {
             .declare_exchange(&ExchangeSpec::topic(exchange))
             .await?;
         let queue = declare_work_queue(ctx, QueueSpec::durable(&self.queue)).await?;
-        self.redelivery = RedeliveryLimit::new(ctx.settings(), &queue, Return::AsRouted);
+        self.metrics = ctx.queue_metrics(&queue.name);
+        self.redelivery = RedeliveryLimit::new(ctx.settings(), &queue, Return::AsRouted)
+            .map(|limit| limit.with_metrics(self.metrics.clone()));
         transport
             .bind(&self.queue, exchange, &names::rpc_binding(service))
             .await
@@ -96,9 +102,15 @@ impl Entrypoint for RpcEntrypoint {
         let methods = self.methods.clone();
         let described = self.described.clone();
         let redelivery = self.redelivery.clone();
+        let metrics = self.metrics.clone();
         let pool = workers.clone();
         workers.spawn_managed(async move {
             while let Some(delivery) = next_delivery(&mut consumer, &pool, &queue).await {
+                if delivery.redelivered
+                    && let Some(metrics) = &metrics
+                {
+                    metrics.redelivered();
+                }
                 let Some(delivery) = admit(redelivery.as_ref(), pool.ctx(), delivery).await else {
                     continue;
                 };

@@ -30,12 +30,16 @@ pub(crate) async fn readyz(State(state): State<GatewayState>) -> Response {
 }
 
 pub(crate) async fn metrics(State(state): State<GatewayState>) -> Response {
+    let mut text = state.metrics().render();
+    if let Some(services) = state.service_metrics() {
+        text.push_str(&services.render_with_queues().await);
+    }
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4"),
         )],
-        state.metrics().render(),
+        text,
     )
         .into_response()
 }

@@ -101,11 +101,14 @@ pub async fn run_until(
     // gateway's own.
     let web = crate::web::WebServer::mounted();
     let mut runner = ServiceRunner::new(transport.clone(), settings.clone());
+    let service_metrics = crate::service_metrics::ServiceMetrics::new();
     runner.web_server(web.clone());
+    runner.metrics(service_metrics.clone());
     for def in embedded {
         runner.add(def);
     }
     let state = GatewayState::builder(transport.clone())
+        .service_metrics(service_metrics)
         .settings(&settings)
         .routes(routes)
         .static_dir(&args.static_dir)

@@ -20,6 +20,7 @@ use crate::config::Settings;
 use crate::container::ServiceDef;
 use crate::error::Result;
 use crate::service::EntrypointKind;
+use crate::service_metrics::ServiceMetrics;
 use crate::transport::Transport;
 use crate::web::WebServer;
 
@@ -102,6 +103,8 @@ struct Inner {
     web: WebServer,
     /// The generic endpoint's rate limit.
     rpc_limiter: Option<Limiter>,
+    /// The metrics of the services embedded beside the gateway.
+    service_metrics: Option<ServiceMetrics>,
 }
 
 impl std::fmt::Debug for GatewayState {
@@ -124,9 +127,21 @@ pub struct GatewayBuilder {
     services: Vec<ServiceInfo>,
     ready: bool,
     web: WebServer,
+    service_metrics: Option<ServiceMetrics>,
 }
 
 impl GatewayBuilder {
+    /// The metrics registry of the services embedded beside the gateway
+    /// (the one given to their [`ServiceRunner::metrics`]): `/metrics`
+    /// shows them after the gateway's own.
+    ///
+    /// [`ServiceRunner::metrics`]: crate::ServiceRunner::metrics
+    #[must_use]
+    pub fn service_metrics(mut self, metrics: ServiceMetrics) -> Self {
+        self.service_metrics = Some(metrics);
+        self
+    }
+
     /// Settings (RPC exchange, event exchange flags; `GATEWAY` unless
     /// [`config`](Self::config) is given).
     #[must_use]
@@ -274,6 +289,7 @@ impl GatewayBuilder {
                 openapi,
                 web: self.web,
                 rpc_limiter,
+                service_metrics: self.service_metrics,
             }),
         })
     }
@@ -291,6 +307,7 @@ impl GatewayState {
             services: Vec::new(),
             ready: true,
             web: WebServer::mounted(),
+            service_metrics: None,
         }
     }
 
@@ -334,6 +351,11 @@ impl GatewayState {
     /// The config in use.
     pub fn config(&self) -> &GatewayConfig {
         &self.inner.config
+    }
+
+    /// The metrics of the embedded services, if the gateway was given them.
+    pub fn service_metrics(&self) -> Option<&ServiceMetrics> {
+        self.inner.service_metrics.as_ref()
     }
 
     /// The rate limit of `POST /rpc/{service}/{method}`, if it has one.

@@ -907,6 +907,11 @@ impl Transport for MemoryTransport {
         Ok(self.broker.state.read().exchanges.contains_key(name))
     }
 
+    async fn queue_depth(&self, name: &str) -> Result<Option<u64>> {
+        self.check_open()?;
+        Ok(self.ready_count(name).map(|n| n as u64))
+    }
+
     async fn declare_queue(&self, spec: &QueueSpec) -> Result<()> {
         self.check_open()?;
         check_name("queue name", &spec.name)?;

@@ -207,6 +207,13 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
         Ok(false)
     }
 
+    /// The messages ready in a queue, without creating it (AMQP's passive
+    /// declare): `None` when it does not exist. The default answers
+    /// `None`: a transport that cannot tell.
+    async fn queue_depth(&self, _name: &str) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// Declares a queue.
     async fn declare_queue(&self, queue: &QueueSpec) -> Result<()>;
 

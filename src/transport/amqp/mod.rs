@@ -365,6 +365,21 @@ impl Transport for AmqpTransport {
         }
     }
 
+    async fn queue_depth(&self, name: &str) -> Result<Option<u64>> {
+        short("queue name", name)?;
+        let found = self
+            .control(Subject::Queue(name), |ch| async move {
+                topology::queue_depth_on(&ch, name).await
+            })
+            .await;
+        match found {
+            Ok(depth) => Ok(Some(depth)),
+            // The broker closed the control channel; the next call opens another.
+            Err(Error::QueueNotFound(_)) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
     async fn declare_queue(&self, spec: &QueueSpec) -> Result<()> {
         short("queue name", &spec.name)?;
         codec::to_table(&spec.arguments)?;

@@ -47,6 +47,19 @@ pub(super) async fn declare_queue_on(channel: &Channel, spec: &QueueSpec) -> lap
 }
 
 /// A passive declare: succeeds if the exchange exists, 404 otherwise.
+/// The messages ready in a queue (a passive declare: a missing queue is a
+/// 404 that closes the channel).
+pub(super) async fn queue_depth_on(channel: &Channel, name: &str) -> lapin::Result<u64> {
+    let options = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let queue = channel
+        .queue_declare(name.into(), options, FieldTable::default())
+        .await?;
+    Ok(u64::from(queue.message_count()))
+}
+
 pub(super) async fn exchange_exists_on(channel: &Channel, name: &str) -> lapin::Result<()> {
     let options = ExchangeDeclareOptions {
         passive: true,
