@@ -172,6 +172,10 @@ enum Command {
     /// Print the resolved configuration as YAML.
     #[command(after_help = PRECEDENCE_HELP)]
     ShowConfig(ShowConfigArgs),
+    /// Print the AsyncAPI 3.0 document of the services (all by default):
+    /// their channels, operations and message schemas, as JSON.
+    #[command(after_help = PRECEDENCE_HELP)]
+    Asyncapi(AsyncapiArgs),
     /// An interactive shell: rpc.greeter.hello("Ann"), dispatch(...),
     /// context(...), timeout(...); one expression a line from a pipe.
     #[command(after_help = PRECEDENCE_HELP)]
@@ -225,6 +229,13 @@ struct RunArgs {
     #[cfg(feature = "http")]
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
+}
+
+/// `enoki asyncapi`.
+#[derive(Debug, Args, Clone)]
+struct AsyncapiArgs {
+    /// Services to describe.
+    services: Vec<String>,
 }
 
 /// `enoki call`.
@@ -435,6 +446,15 @@ async fn run(cli: Cli, app: App) -> Result<ExitCode> {
             gateway(args, settings, services).await
         }
         Command::ShowConfig(args) => show_config(&args, &settings),
+        Command::Asyncapi(args) => {
+            let contracts: Vec<crate::asyncapi::Contract> = select(services, &args.services)?
+                .iter()
+                .map(crate::asyncapi::Contract::of)
+                .collect();
+            let document = crate::asyncapi::document(&contracts, settings.rpc_exchange());
+            println!("{}", serde_json::to_string_pretty(&document)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run(args) => run_services(&settings, services, &args).await,
         Command::Call(args) => call(args, &settings, services).await,
         Command::Dispatch(args) => dispatch(args, &settings, services).await,

@@ -51,6 +51,7 @@ pub type WorkerRecord = crate::worker::WorkerRecord;
 pub struct ServiceDef {
     name: &'static str,
     entrypoints: Vec<EntrypointSpec>,
+    schemas: Vec<crate::schema::MethodSchema>,
     providers: ProviderSet,
     invoke: Invoke,
     extra: Vec<Box<dyn ErasedEntrypoint>>,
@@ -74,6 +75,7 @@ impl ServiceDef {
         ServiceDef {
             name: S::NAME,
             entrypoints: S::entrypoints(),
+            schemas: S::schemas(),
             providers: S::providers(),
             invoke: Invoke {
                 payload: invoke::<S>,
@@ -92,6 +94,11 @@ impl ServiceDef {
     /// The entrypoints.
     pub fn entrypoints(&self) -> &[EntrypointSpec] {
         &self.entrypoints
+    }
+
+    /// The schemas of the RPC methods and event handlers.
+    pub fn schemas(&self) -> &[crate::schema::MethodSchema] {
+        &self.schemas
     }
 
     /// Adds an entrypoint of your own (see [`Entrypoint`]); it runs the

@@ -63,6 +63,8 @@
 //! | `nameko run` handling SIGTERM | [`shutdown_signal`](shutdown::shutdown_signal) | [`shutdown`] |
 //! | `nameko.testing` | `worker_factory`, `entrypoint_hook`, … | `testing` (feature `testing`) |
 //! | (nameko has none) | a service's description of its entrypoints, `__describe__` | [`describe`] |
+//! | (nameko has none) | each RPC method's parameters and result and each event handler's payload as JSON Schema, from the Rust types: [`MethodSchema`](schema::MethodSchema) | [`schema`] |
+//! | (nameko has none; nameko-asyncapi) | the AsyncAPI 3.0 document of a set of services: channels, operations, messages; `/asyncapi.json`, `enoki asyncapi` | [`asyncapi`] |
 //! | nameko-amqp-retry's backoff | a failed `requeue_on_error` event waits in `<queue>.retry.<ms>`, then goes to `<queue>.dlq`: [`Backoff`](entrypoint::retry::Backoff); crash loops stopped on classic queues: [`RedeliveryLimit`](entrypoint::poison::RedeliveryLimit) | [`entrypoint`](mod@entrypoint) |
 //! | (nameko-amqp-retry's dead letters) | `<queue>.dlq` listed and replayed: [`dlq::list`], [`dlq::replay`]; `x-death` read and written by [`transport::death`] | [`dlq`] |
 //! | nameko-sqlalchemy's `Database`, `DB_URIS` | `Database` (a pool per container, a transaction per worker), `Db` | `db` (feature `db`) |
@@ -84,6 +86,7 @@
 //! - `gateway` (default): the HTTP/WebSocket gateway, `enoki::gateway`.
 
 pub mod args;
+pub mod asyncapi;
 pub mod client;
 pub mod config;
 pub mod container;
@@ -99,6 +102,7 @@ pub mod names;
 pub mod outcome;
 pub mod prelude;
 pub mod runner;
+pub mod schema;
 pub mod service;
 pub mod service_metrics;
 pub mod shutdown;
@@ -121,6 +125,11 @@ pub mod web;
 /// axum, as `#[http]` methods use it: `enoki::axum::extract::Path`.
 #[cfg(feature = "http")]
 pub use axum;
+
+/// schemars, whose `JsonSchema` derive gives a message its schema
+/// (feature `schemars`).
+#[cfg(feature = "schemars")]
+pub use schemars;
 
 #[doc(inline)]
 pub use crate::client::{ClusterRpc, EventPublisher};
@@ -176,6 +185,9 @@ pub mod __private {
     pub use crate::args::{Args, Param, event_payload};
     pub use crate::dependency::assert_provides;
     pub use crate::outcome::{IntoOutcome, Outcome, unit};
+    pub use crate::schema::{
+        MethodSchema, Probed, SchemaProbe, ViaAny, ViaJsonSchema, any as schema_any,
+    };
     pub use crate::service::{CronSpec, EntrypointSpec, EventHandlerSpec, TimerSpec};
     pub use futures::future::BoxFuture;
     pub use serde;

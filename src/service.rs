@@ -48,6 +48,12 @@ pub trait Service: Dependencies {
     /// The entrypoints: which methods run on RPC calls, events and timers.
     fn entrypoints() -> Vec<EntrypointSpec>;
 
+    /// The schemas of the RPC methods and event handlers (see
+    /// [`schema`](crate::schema)); none by default.
+    fn schemas() -> Vec<crate::schema::MethodSchema> {
+        Vec::new()
+    }
+
     /// Runs one entrypoint method.
     ///
     /// `payload` is the raw message body: for RPC methods the

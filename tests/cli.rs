@@ -844,3 +844,27 @@ fn run_serves_service_metrics() {
     let status = terminate(child);
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn asyncapi_prints_the_services_contracts() {
+    let out = enoki(&["asyncapi", "greeter"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("one JSON document");
+    assert_eq!(doc["asyncapi"], "3.0.0");
+    assert_eq!(doc["channels"]["rpc-greeter"]["address"], "rpc-greeter");
+    assert_eq!(doc["operations"]["greeter_hello"]["action"], "receive");
+    assert!(
+        doc["operations"]["listener_on_greeted_pool"].is_null(),
+        "only the services asked for"
+    );
+    // The RPC exchange comes from the settings.
+    let out = enoki(&["asyncapi", "--define", "rpc_exchange=other-rpc"]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("one JSON document");
+    let description = doc["channels"]["rpc-greeter"]["description"]
+        .as_str()
+        .unwrap();
+    assert!(description.contains("`other-rpc`"), "{description}");
+    assert!(doc["operations"]["listener_on_greeted_pool"].is_object());
+    // An unknown service is named.
+    assert_one_line_error(&enoki(&["asyncapi", "greeterr"]), &["greeterr"]);
+}

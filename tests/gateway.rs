@@ -987,6 +987,39 @@ async fn run_embeds_services_and_shuts_down_gracefully() {
     ] {
         assert!(metrics.contains(wants), "{wants} not in\n{metrics}");
     }
+    // /asyncapi.json: the embedded services' channels, operations and
+    // message schemas.
+    let asyncapi: Value = reqwest::get(format!("{base}/asyncapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(asyncapi["asyncapi"], "3.0.0");
+    assert_eq!(
+        asyncapi["channels"]["rpc-greeter"]["address"],
+        "rpc-greeter"
+    );
+    let hello = &asyncapi["operations"]["greeter_hello"];
+    assert_eq!(hello["action"], "receive", "{asyncapi}");
+    assert_eq!(hello["reply"]["channel"]["$ref"], "#/channels/rpc_replies");
+    let request = &asyncapi["components"]["messages"]["greeter_hello_request"]["payload"];
+    assert_eq!(request["properties"]["kwargs"]["required"], json!(["name"]));
+    #[cfg(feature = "schemars")]
+    assert_eq!(
+        request["properties"]["kwargs"]["properties"]["name"],
+        json!({"type": "string"})
+    );
+    let greeted = &asyncapi["channels"]["greeter_events_greeted"];
+    assert_eq!(greeted["address"], "greeted", "{asyncapi}");
+    assert_eq!(
+        greeted["bindings"]["amqp"]["exchange"]["name"],
+        "greeter.events"
+    );
+    assert_eq!(
+        asyncapi["operations"]["listener_on_greeted_pool"]["channel"]["$ref"],
+        "#/channels/greeter_events_greeted"
+    );
     // The built-in page when there is no static directory.
     assert!(
         reqwest::get(&base)

@@ -108,12 +108,14 @@ impl<'a> ServiceGenerator<'a> {
         let ServiceGenerator { krate, name, .. } = self;
         let self_ty = &self.service.self_ty;
         let entrypoints = self.fn_entrypoints();
+        let schemas = self.fn_schemas();
         let dispatch = self.fn_dispatch();
         let dispatch_http = self.fn_dispatch_http();
         quote! {
             impl #krate::Service for #self_ty {
                 const NAME: &'static str = #name;
                 #entrypoints
+                #schemas
                 #dispatch
                 #dispatch_http
             }
@@ -131,6 +133,51 @@ impl<'a> ServiceGenerator<'a> {
         quote! {
             fn entrypoints() -> ::std::vec::Vec<#krate::__private::EntrypointSpec> {
                 ::std::vec![#(#specs),*]
+            }
+        }
+    }
+
+    /// `fn schemas()`: the JSON Schemas of the RPC methods' parameters and
+    /// results and of the event handlers' payloads, from their types.
+    fn fn_schemas(&self) -> TokenStream {
+        let krate = self.krate;
+        let private = quote!(#krate::__private);
+        let probe = |ty: &Type| quote!((&#private::SchemaProbe::<#ty>::new()).probe());
+        let schemas: Vec<TokenStream> = self
+            .service
+            .entrypoints
+            .iter()
+            .filter_map(|ep| {
+                let result = match &ep.kind {
+                    Kind::Rpc => probe(ep.ok_type.as_ref()?),
+                    Kind::Event(_) => quote!(#private::Probed::Schema(#private::schema_any())),
+                    _ => return None,
+                };
+                let method = ep.ident.unraw_string();
+                let docs = ep.docs.iter().filter_map(doc_line);
+                let params = ep.params().map(|p| {
+                    let (name, required) = (&p.name, p.required);
+                    let schema = probe(&p.ty);
+                    quote!((#name, #required, #schema))
+                });
+                Some(quote! {
+                    #private::MethodSchema::new(
+                        #method,
+                        &[#(#docs),*],
+                        ::std::vec![#(#params),*],
+                        #result,
+                    )
+                })
+            })
+            .collect();
+        if schemas.is_empty() {
+            return TokenStream::new();
+        }
+        quote! {
+            fn schemas() -> ::std::vec::Vec<#private::MethodSchema> {
+                #[allow(unused_imports)]
+                use #private::{ViaAny as _, ViaJsonSchema as _};
+                ::std::vec![#(#schemas),*]
             }
         }
     }
@@ -721,5 +768,22 @@ mod tests {
             tokens.contains(". with (\"db\" , __provider_1)"),
             "{tokens}"
         );
+    }
+}
+
+/// The text of a `#[doc = "..."]` attribute.
+fn doc_line(attr: &syn::Attribute) -> Option<syn::LitStr> {
+    let syn::Meta::NameValue(meta) = &attr.meta else {
+        return None;
+    };
+    if !meta.path.is_ident("doc") {
+        return None;
+    }
+    match &meta.value {
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(text),
+            ..
+        }) => Some(text.clone()),
+        _ => None,
     }
 }

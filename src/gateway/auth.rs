@@ -25,7 +25,7 @@
 //! context data the called services see (`ctx.user_id()`). A request that
 //! needs a user and has none (or a bad token) gets 401; a user the rule does
 //! not list gets 403. Infrastructure paths (`/`, static files, `/healthz`,
-//! `/readyz`, `/metrics`, `/openapi.json`, `/api/info`) are always public.
+//! `/readyz`, `/metrics`, `/openapi.json`, `/asyncapi.json`, `/api/info`) are always public.
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -55,6 +55,17 @@ pub(crate) async fn openapi(State(state): State<GatewayState>) -> Response {
         .into_response()
 }
 
+pub(crate) async fn asyncapi(State(state): State<GatewayState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        state.asyncapi().to_owned(),
+    )
+        .into_response()
+}
+
 pub(crate) async fn info(State(state): State<GatewayState>) -> impl IntoResponse {
     let routes: Vec<Value> = state
         .routes()

@@ -9,7 +9,8 @@
 //!   methods (`ws`, `static/PROTOCOL.md`); `GET /events?subscribe=...` is
 //!   Server-Sent Events (`sse`). Both are fed by the [`bridge`].
 //! - `/` serves `static/` (a page to try it all), `/healthz`, `/readyz`,
-//!   `/metrics` ([`metrics`]), `/openapi.json` ([`openapi`]), `/api/info`.
+//!   `/metrics` ([`metrics`]), `/openapi.json` ([`openapi`]), `/asyncapi.json`
+//!   ([`asyncapi`](crate::asyncapi)), `/api/info`.
 //! - CORS, request ids, access logs, timeouts, body limits, compression,
 //!   concurrency limit with load shedding come from tower and tower-http,
 //!   configured by the `GATEWAY` config key ([`config`]); optional bearer
@@ -94,6 +95,7 @@ pub fn router_with(state: GatewayState, extra: Router<GatewayState>) -> Router {
         .route(paths::READYZ, get(builtin::readyz))
         .route(paths::METRICS, get(builtin::metrics))
         .route(paths::OPENAPI, get(builtin::openapi))
+        .route(paths::ASYNCAPI, get(builtin::asyncapi))
         .route(paths::INFO, get(builtin::info))
         .route(paths::WS, get(ws::handler))
         .route(paths::EVENTS, get(sse::handler));

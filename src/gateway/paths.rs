@@ -10,6 +10,8 @@ pub const READYZ: &str = "/readyz";
 pub const METRICS: &str = "/metrics";
 /// The OpenAPI document of the routes.
 pub const OPENAPI: &str = "/openapi.json";
+/// The AsyncAPI document of the services.
+pub const ASYNCAPI: &str = "/asyncapi.json";
 /// What the page shows: routes, services, transport.
 pub const INFO: &str = "/api/info";
 /// The WebSocket.
@@ -22,11 +24,11 @@ pub const RPC: &str = "/rpc/{service}/{method}";
 pub const ROOT: &str = "/";
 
 /// Always public, even with auth on (static files are too).
-pub const PUBLIC: &[&str] = &[HEALTHZ, READYZ, METRICS, OPENAPI, INFO];
+pub const PUBLIC: &[&str] = &[HEALTHZ, READYZ, METRICS, OPENAPI, ASYNCAPI, INFO];
 
 /// Served by the gateway itself; route files may not take them.
 pub const RESERVED: &[&str] = &[
-    ROOT, WS, EVENTS, HEALTHZ, READYZ, METRICS, OPENAPI, INFO, RPC,
+    ROOT, WS, EVENTS, HEALTHZ, READYZ, METRICS, OPENAPI, ASYNCAPI, INFO, RPC,
 ];
 
 /// `%` and `/` inside a path segment: what [`rpc`] escapes so that

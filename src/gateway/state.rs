@@ -39,6 +39,10 @@ pub struct ServiceInfo {
     /// it is embedded).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub http: Vec<crate::describe::HttpDescription>,
+    /// What it receives, with schemas, when its definition is at hand
+    /// (for `/asyncapi.json`).
+    #[serde(skip)]
+    pub contract: Option<crate::asyncapi::Contract>,
 }
 
 impl ServiceInfo {
@@ -68,8 +72,25 @@ impl ServiceInfo {
             events: Vec::new(),
             embedded,
             http,
+            contract: Some(crate::asyncapi::Contract::of(def)),
         }
     }
+}
+
+/// The AsyncAPI document of `services`, as JSON text: the contracts of
+/// those whose definitions the gateway has, the routed methods of the
+/// others.
+fn asyncapi_document(services: &[ServiceInfo], rpc_exchange: &str) -> crate::error::Result<String> {
+    let contracts: Vec<crate::asyncapi::Contract> = services
+        .iter()
+        .map(|info| {
+            info.contract
+                .clone()
+                .unwrap_or_else(|| crate::asyncapi::Contract::named(&info.name, &info.methods))
+        })
+        .collect();
+    serde_json::to_string_pretty(&crate::asyncapi::document(&contracts, rpc_exchange))
+        .map_err(crate::error::Error::Encoding)
 }
 
 /// The `#[http]` entrypoints the gateway mounts: those of embedded services.
@@ -99,6 +120,7 @@ struct Inner {
     services_ready: AtomicBool,
     shutdown: CancellationToken,
     openapi: String,
+    asyncapi: String,
     transport: Arc<dyn Transport>,
     web: WebServer,
     /// The generic endpoint's rate limit.
@@ -262,6 +284,7 @@ impl GatewayBuilder {
                         events: Vec::new(),
                         embedded: false,
                         http: Vec::new(),
+                        contract: None,
                     });
                     services.last_mut().expect("just pushed")
                 }
@@ -273,6 +296,7 @@ impl GatewayBuilder {
         let openapi = openapi::document_with(&self.routes, &config, &mounted_http(&services))
             .to_pretty_json()
             .map_err(crate::error::Error::Encoding)?;
+        let asyncapi = asyncapi_document(&services, self.settings.rpc_exchange())?;
         Ok(GatewayState {
             inner: Arc::new(Inner {
                 auth: Auth::new(config.auth.clone()),
@@ -287,6 +311,7 @@ impl GatewayBuilder {
                 services_ready: AtomicBool::new(self.ready),
                 shutdown,
                 openapi,
+                asyncapi,
                 web: self.web,
                 rpc_limiter,
                 service_metrics: self.service_metrics,
@@ -439,6 +464,11 @@ impl GatewayState {
     /// The OpenAPI document, as JSON.
     pub fn openapi(&self) -> &str {
         &self.inner.openapi
+    }
+
+    /// The AsyncAPI document of the services, as served at `/asyncapi.json`.
+    pub fn asyncapi(&self) -> &str {
+        &self.inner.asyncapi
     }
 
     /// Cancelled when the gateway shuts down.

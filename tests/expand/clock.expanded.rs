@@ -68,6 +68,15 @@ impl ::enoki::Service for Clock {
             ::enoki::__private::EntrypointSpec::rpc("ticks")
         ]
     }
+    fn schemas() -> ::std::vec::Vec<::enoki::__private::MethodSchema> {
+        #[allow(unused_imports)]
+        use ::enoki::__private::{ViaAny as _, ViaJsonSchema as _};
+        ::std::vec![
+            ::enoki::__private::MethodSchema::new("ticks", & [" How many ticks so far."],
+            ::std::vec![], (& ::enoki::__private::SchemaProbe:: < u64 > ::new())
+            .probe(),)
+        ]
+    }
     #[allow(unused_variables)]
     fn dispatch<'a>(
         &'a self,

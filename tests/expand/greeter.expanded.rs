@@ -36,6 +36,17 @@ impl ::enoki::Service for Greeter {
     fn entrypoints() -> ::std::vec::Vec<::enoki::__private::EntrypointSpec> {
         ::std::vec![::enoki::__private::EntrypointSpec::rpc("hello")]
     }
+    fn schemas() -> ::std::vec::Vec<::enoki::__private::MethodSchema> {
+        #[allow(unused_imports)]
+        use ::enoki::__private::{ViaAny as _, ViaJsonSchema as _};
+        ::std::vec![
+            ::enoki::__private::MethodSchema::new("hello", &
+            [" Returns `\"Hello, {name}!\"` and dispatches `greeted`."],
+            ::std::vec![("name", true, (& ::enoki::__private::SchemaProbe:: < String >
+            ::new()).probe())], (& ::enoki::__private::SchemaProbe:: < String > ::new())
+            .probe(),)
+        ]
+    }
     #[allow(unused_variables)]
     fn dispatch<'a>(
         &'a self,

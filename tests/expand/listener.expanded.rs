@@ -116,6 +116,30 @@ impl ::enoki::Service for Listener {
             ::enoki::__private::EntrypointSpec::rpc("received")
         ]
     }
+    fn schemas() -> ::std::vec::Vec<::enoki::__private::MethodSchema> {
+        #[allow(unused_imports)]
+        use ::enoki::__private::{ViaAny as _, ViaJsonSchema as _};
+        ::std::vec![
+            ::enoki::__private::MethodSchema::new("on_greeted_pool", &
+            [" One copy per listener service, shared by its instances."],
+            ::std::vec![("payload", true, (& ::enoki::__private::SchemaProbe:: < Value >
+            ::new()).probe())],
+            ::enoki::__private::Probed::Schema(::enoki::__private::schema_any()),),
+            ::enoki::__private::MethodSchema::new("on_greeted_singleton", &
+            [" One copy for all singleton handlers of `greeted`."],
+            ::std::vec![("payload", true, (& ::enoki::__private::SchemaProbe:: < Value >
+            ::new()).probe())],
+            ::enoki::__private::Probed::Schema(::enoki::__private::schema_any()),),
+            ::enoki::__private::MethodSchema::new("on_greeted_broadcast", &
+            [" One copy per running listener instance."], ::std::vec![("payload", true,
+            (& ::enoki::__private::SchemaProbe:: < Value > ::new()).probe())],
+            ::enoki::__private::Probed::Schema(::enoki::__private::schema_any()),),
+            ::enoki::__private::MethodSchema::new("received", &
+            [" The events handled so far (the last 100), each with its handler type."],
+            ::std::vec![], (& ::enoki::__private::SchemaProbe:: < Vec < Value > >
+            ::new()).probe(),)
+        ]
+    }
     #[allow(unused_variables)]
     fn dispatch<'a>(
         &'a self,

@@ -61,6 +61,25 @@ impl ::enoki::Service for ManualService {
             ::enoki::__private::EntrypointSpec::rpc("whoami")
         ]
     }
+    fn schemas() -> ::std::vec::Vec<::enoki::__private::MethodSchema> {
+        #[allow(unused_imports)]
+        use ::enoki::__private::{ViaAny as _, ViaJsonSchema as _};
+        ::std::vec![
+            ::enoki::__private::MethodSchema::new("add", & [" Adds two numbers."],
+            ::std::vec![("a", true, (& ::enoki::__private::SchemaProbe:: < i64 > ::new())
+            .probe()), ("b", true, (& ::enoki::__private::SchemaProbe:: < i64 > ::new())
+            .probe())], (& ::enoki::__private::SchemaProbe:: < i64 > ::new()).probe(),),
+            ::enoki::__private::MethodSchema::new("greet", &
+            [" Greets someone, with an optional greeting."], ::std::vec![("name", true,
+            (& ::enoki::__private::SchemaProbe:: < String > ::new()).probe()),
+            ("greeting", false, (& ::enoki::__private::SchemaProbe:: < Option < String >
+            > ::new()).probe())], (& ::enoki::__private::SchemaProbe:: < String >
+            ::new()).probe(),), ::enoki::__private::MethodSchema::new("whoami", &
+            [" Who called, as the worker context tells: call-id stack, context data",
+            " and the RPC exchange from the config."], ::std::vec![], (&
+            ::enoki::__private::SchemaProbe:: < serde_json::Value > ::new()).probe(),)
+        ]
+    }
     #[allow(unused_variables)]
     fn dispatch<'a>(
         &'a self,
