@@ -704,6 +704,23 @@ impl ToTokens for DependenciesGenerator<'_> {
     }
 }
 
+/// The text of a `#[doc = "..."]` attribute.
+fn doc_line(attr: &syn::Attribute) -> Option<syn::LitStr> {
+    let syn::Meta::NameValue(meta) = &attr.meta else {
+        return None;
+    };
+    if !meta.path.is_ident("doc") {
+        return None;
+    }
+    match &meta.value {
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(text),
+            ..
+        }) => Some(text.clone()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use quote::quote;
@@ -768,22 +785,5 @@ mod tests {
             tokens.contains(". with (\"db\" , __provider_1)"),
             "{tokens}"
         );
-    }
-}
-
-/// The text of a `#[doc = "..."]` attribute.
-fn doc_line(attr: &syn::Attribute) -> Option<syn::LitStr> {
-    let syn::Meta::NameValue(meta) = &attr.meta else {
-        return None;
-    };
-    if !meta.path.is_ident("doc") {
-        return None;
-    }
-    match &meta.value {
-        syn::Expr::Lit(syn::ExprLit {
-            lit: syn::Lit::Str(text),
-            ..
-        }) => Some(text.clone()),
-        _ => None,
     }
 }
