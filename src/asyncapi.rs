@@ -43,6 +43,8 @@
 //! assert_eq!(doc["operations"]["greeter_hello"]["action"], "receive");
 //! let request = &doc["components"]["messages"]["greeter_hello_request"]["payload"];
 //! assert_eq!(request["properties"]["kwargs"]["required"][0], "name");
+//! // The positions, in order, titled with the parameters' names.
+//! assert_eq!(request["properties"]["args"]["prefixItems"][0]["title"], "name");
 //! ```
 
 use serde_json::{Map, Value, json};
@@ -154,6 +156,20 @@ fn id(parts: &[&str]) -> String {
         .join("_")
 }
 
+/// The first sentence of a doc comment's first paragraph, on one line.
+fn summary(doc: &str) -> String {
+    let paragraph: Vec<&str> = doc
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.is_empty())
+        .collect();
+    let text = paragraph.join(" ");
+    match text.find(". ") {
+        Some(end) => text[..=end].to_owned(),
+        None => text,
+    }
+}
+
 /// nameko's error reply.
 fn error_schema() -> Value {
     json!({
@@ -176,7 +192,19 @@ fn request_schema(method: &RpcMethod) -> Value {
         });
     };
     let params = &schema.params;
-    let items: Vec<&Value> = params.iter().map(|p| &p.schema).collect();
+    // Each position titled with its parameter's name: the order of the
+    // names, which `kwargs` (an object) cannot keep.
+    let items: Vec<Value> = params
+        .iter()
+        .map(|p| match &p.schema {
+            Value::Object(schema) => {
+                let mut schema = schema.clone();
+                schema.insert("title".into(), json!(p.name));
+                Value::Object(schema)
+            }
+            _ => json!({"title": p.name}),
+        })
+        .collect();
     let mut properties = Map::new();
     for param in params {
         properties.insert(param.name.to_owned(), param.schema.clone());
@@ -297,7 +325,7 @@ pub fn document(contracts: &[Contract], rpc_exchange: &str) -> Value {
                     }
                 });
                 if !doc.is_empty() {
-                    operation["summary"] = json!(doc.lines().next());
+                    operation["summary"] = json!(summary(doc));
                     operation["description"] = json!(doc);
                 }
                 operations.insert(id(&[service, name]), operation);
@@ -346,7 +374,7 @@ pub fn document(contracts: &[Contract], rpc_exchange: &str) -> Value {
                 "x-enoki-handler-type": spec.handler_type.as_str()
             });
             if !handler.doc.is_empty() {
-                operation["summary"] = json!(handler.doc.lines().next());
+                operation["summary"] = json!(summary(&handler.doc));
                 operation["description"] = json!(handler.doc);
             }
             operations.insert(id(&[service, &handler.method]), operation);
@@ -369,6 +397,15 @@ pub fn document(contracts: &[Contract], rpc_exchange: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn summaries_are_the_first_sentence() {
+        assert_eq!(
+            summary("Creates a user; a name\nthat is taken is a `Conflict`. More.\n\nDetails."),
+            "Creates a user; a name that is taken is a `Conflict`."
+        );
+        assert_eq!(summary("No full stop"), "No full stop");
+    }
 
     #[test]
     fn ids_keep_to_asyncapis_alphabet() {

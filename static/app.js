@@ -1,9 +1,14 @@
-// The enoki gateway page: lists routes and services (GET /api/info), calls
-// methods and shows events over the WebSocket protocol (PROTOCOL.md).
+// The enoki gateway console: the services with their methods (GET /api/info,
+// schemas from GET /asyncapi.json) and their load (GET /metrics, every two
+// seconds), a try-it form built from each method's parameters, live events
+// with a rate per type and a pause button, and the routes. Calls and events
+// go over the WebSocket protocol (PROTOCOL.md).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const MAX_EVENTS = 200;
+const RATE_WINDOW_MS = 10000;       // events per second over the last 10 s
+const LOAD_EVERY_MS = 2000;         // how often /metrics is read
 let socket = null;
 let nextId = 1;
 const pending = new Map();          // call id -> {resolve, reject}
@@ -78,7 +83,26 @@ function call(service, method, args, kwargs) {
 
 // ----- events -----
 
+const rates = new Map();            // "service.type" -> {seen, times: [ms]}
+let paused = false;
+let held = [];                      // events that came while paused
+
 function showEvent(frame) {
+  const source = `${frame.service}.${frame.event_type}`;
+  const rate = rates.get(source) || { seen: 0, times: [] };
+  rate.seen += 1;
+  rate.times.push(Date.now());
+  rates.set(source, rate);
+  if (paused) {
+    held.push(frame);
+    if (held.length > MAX_EVENTS) held.shift();
+    $("events-paused").textContent = `${held.length} new`;
+    return;
+  }
+  listEvent(frame);
+}
+
+function listEvent(frame) {
   const list = $("events");
   const item = el("li", { class: "event", "data-source": `${frame.service}.${frame.event_type}` },
     el("span", { class: "src" }, `${frame.service}.${frame.event_type} `),
@@ -86,6 +110,31 @@ function showEvent(frame) {
   list.prepend(item);
   while (list.children.length > MAX_EVENTS) list.lastChild.remove();
 }
+
+function renderRates() {
+  const now = Date.now();
+  const rows = [...rates.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([source, rate]) => {
+    while (rate.times.length && rate.times[0] < now - RATE_WINDOW_MS) rate.times.shift();
+    const perSecond = rate.times.length / (RATE_WINDOW_MS / 1000);
+    return el("tr", { "data-source": source },
+      el("td", {}, el("code", {}, source)),
+      el("td", { class: "num" }, perSecond.toFixed(1)),
+      el("td", { class: "num" }, String(rate.seen)));
+  });
+  $("event-rates").querySelector("tbody").replaceChildren(...rows);
+}
+
+$("events-pause").addEventListener("click", () => {
+  paused = !paused;
+  const button = $("events-pause");
+  button.textContent = paused ? "Resume" : "Pause";
+  button.setAttribute("aria-pressed", String(paused));
+  if (!paused) {
+    for (const frame of held) listEvent(frame);
+    held = [];
+    $("events-paused").textContent = "";
+  }
+});
 
 function notice(text) {
   $("events").prepend(el("li", { class: "notice" }, text));
@@ -111,6 +160,84 @@ $("sub-form").addEventListener("submit", (e) => {
 });
 
 // ----- calls -----
+
+let asyncapi = null;                // the services' AsyncAPI document
+
+// An AsyncAPI id, as the gateway makes them: [A-Za-z0-9_-], parts joined by "_".
+function apiId(...parts) { return parts.map((p) => p.replace(/[^A-Za-z0-9_-]/g, "_")).join("_"); }
+
+// A method's parameters (name, required, schema) and summary, as far as known.
+function signature(service, method) {
+  const message = asyncapi?.components?.messages?.[apiId(service, method, "request")];
+  const payload = message?.payload?.properties;
+  if (!payload?.kwargs?.properties) return null;
+  const required = new Set(payload.kwargs.required || []);
+  const order = (payload.args?.prefixItems || []).map((item) => item.title).filter(Boolean);
+  const names = order.length ? order : Object.keys(payload.kwargs.properties);
+  const operation = asyncapi.operations?.[apiId(service, method)] || {};
+  return {
+    params: names.map((name) => ({ name, required: required.has(name), schema: payload.kwargs.properties[name] || {} })),
+    summary: operation.summary || "",
+    description: operation.description || operation.summary || "",
+  };
+}
+
+function typeOf(schema) {
+  const types = [].concat(schema.type || []).filter((t) => t !== "null");
+  return types.length === 1 ? types[0] : "";
+}
+
+// A starting value for a parameter, from its schema.
+function example(schema) {
+  if (schema.default !== undefined) return schema.default;
+  if (schema.examples?.length) return schema.examples[0];
+  if (schema.enum?.length) return schema.enum[0];
+  switch (typeOf(schema)) {
+    case "string": return "";
+    case "integer": case "number": return 0;
+    case "boolean": return false;
+    case "array": return [];
+    case "object": return {};
+    default: return null;
+  }
+}
+
+// The fields of the try-it form for the method now chosen.
+function renderParams() {
+  const service = $("call-service").value.trim();
+  const method = $("call-method").value.trim();
+  const sig = signature(service, method);
+  const box = $("call-params");
+  $("call-doc").textContent = sig?.description || "";
+  if (!sig) { box.replaceChildren(); return; }
+  box.replaceChildren(...sig.params.map((param) => {
+    const type = typeOf(param.schema);
+    const start = example(param.schema);
+    const input = el("input", { "data-param": param.name, "data-type": type || "json" });
+    input.value = type === "string" ? start : JSON.stringify(start);
+    if (!param.required) input.placeholder = "optional";
+    input.addEventListener("input", syncRaw);
+    return el("label", {}, el("span", {}, param.name, param.required ? "" : " ?", " ",
+      el("span", { class: "type" }, type || "JSON")), input);
+  }));
+  syncRaw();
+}
+
+// The JSON fields follow the parameter fields: keyword arguments only.
+function syncRaw() {
+  const kwargs = {};
+  for (const input of $("call-params").querySelectorAll("input[data-param]")) {
+    const name = input.dataset.param;
+    if (input.dataset.type === "string") { kwargs[name] = input.value; continue; }
+    if (input.value.trim() === "" && input.placeholder === "optional") continue;
+    try { kwargs[name] = JSON.parse(input.value); } catch { kwargs[name] = input.value; }
+  }
+  $("call-args").value = "[]";
+  $("call-kwargs").value = JSON.stringify(kwargs);
+}
+
+$("call-service").addEventListener("change", renderParams);
+$("call-method").addEventListener("change", renderParams);
 
 $("call-form").addEventListener("submit", async (e) => {
   e.preventDefault();
@@ -141,6 +268,7 @@ $("call-form").addEventListener("submit", async (e) => {
 
 async function loadInfo() {
   const info = await (await fetch("/api/info")).json();
+  asyncapi = await fetch("/asyncapi.json").then((r) => r.ok ? r.json() : null).catch(() => null);
   $("transport").textContent = `${info.transport} transport · v${info.version}`;
   const tbody = $("routes").querySelector("tbody");
   tbody.replaceChildren(...info.routes.map((r) => el("tr", {},
@@ -149,9 +277,15 @@ async function loadInfo() {
     el("td", {}, el("code", {}, r.rpc)),
     el("td", {}, r.summary || ""))));
   $("service-names").replaceChildren(...info.services.map((s) => el("option", { value: s.name })));
-  $("services").replaceChildren(...info.services.map((s) => el("li", {},
-    el("strong", {}, s.name), s.embedded ? el("span", { class: "muted" }, " (embedded) ") : " ",
-    ...s.methods.map((m) => el("a", { class: "method-link", onclick: () => pick(s.name, m) }, m)))));
+  $("services").replaceChildren(...info.services.map((s) => el("div", { class: "service", "data-service": s.name },
+    el("h3", {}, s.name, s.embedded ? el("span", { class: "muted" }, " embedded") : ""),
+    el("div", { class: "load" }, s.embedded ? "load: …" : "load: not measured here (it runs elsewhere)"),
+    el("div", { class: "bar" }, el("span", {})),
+    el("ul", {}, ...s.methods.map((m) => {
+      const summary = signature(s.name, m)?.summary || "";
+      return el("li", {}, el("button", { class: "method-link", type: "button", "data-method": m, onclick: () => pick(s.name, m) }, m),
+        summary ? el("span", { class: "summary" }, ` ${summary}`) : "");
+    })))));
   const methods = new Set(info.services.flatMap((s) => s.methods));
   $("method-names").replaceChildren(...[...methods].map((m) => el("option", { value: m })));
   if (info.auth) {
@@ -164,9 +298,60 @@ async function loadInfo() {
 function pick(service, method) {
   $("call-service").value = service;
   $("call-method").value = method;
-  $("call-args").focus();
+  renderParams();
+  ($("call-params").querySelector("input") || $("call-submit")).focus();
+}
+
+// ----- load, from the services' metrics -----
+
+let lastLoad = null;                // {at, handled: {service: {ok, error}}}
+
+// Prometheus' text format: "name{a="b",c="d"} value" lines.
+function parseMetrics(text) {
+  const series = [];
+  for (const line of text.split("\n")) {
+    const m = /^([a-z_]+)\{([^}]*)\} ([0-9.eE+-]+)$/.exec(line);
+    if (!m) continue;
+    const labels = {};
+    for (const pair of m[2].matchAll(/([a-z_]+)="((?:[^"\\]|\\.)*)"/g)) labels[pair[1]] = pair[2];
+    series.push({ name: m[1], labels, value: Number(m[3]) });
+  }
+  return series;
+}
+
+async function loadLoad() {
+  const response = await fetch("/metrics");
+  if (!response.ok) return;
+  const series = parseMetrics(await response.text());
+  const now = Date.now();
+  const by = {};
+  const of = (service) => (by[service] ||= { running: 0, max: 0, ok: 0, error: 0 });
+  for (const { name, labels, value } of series) {
+    if (!labels.service) continue;
+    if (name === "enoki_workers_running") of(labels.service).running = value;
+    else if (name === "enoki_max_workers") of(labels.service).max = value;
+    else if (name === "enoki_entrypoint_handled_total") of(labels.service)[labels.outcome === "ok" ? "ok" : "error"] += value;
+  }
+  for (const card of document.querySelectorAll(".service[data-service]")) {
+    const load = by[card.dataset.service];
+    if (!load) continue;
+    const before = lastLoad?.by[card.dataset.service];
+    const seconds = lastLoad ? (now - lastLoad.at) / 1000 : 0;
+    const perSecond = before && seconds > 0 ? (load.ok + load.error - before.ok - before.error) / seconds : 0;
+    const text = card.querySelector(".load");
+    text.replaceChildren(`workers ${load.running}/${load.max} · ${perSecond.toFixed(1)} calls/s · ${load.ok + load.error} handled · `,
+      el("span", { class: load.error ? "errors" : "" }, `${load.error} errors`));
+    text.dataset.handled = String(load.ok + load.error);
+    text.dataset.errors = String(load.error);
+    card.querySelector(".bar span").style.width = load.max ? `${Math.min(100, 100 * load.running / load.max)}%` : "0";
+  }
+  $("load-note").textContent = Object.keys(by).length ? "· load from /metrics, every 2 s" : "";
+  lastLoad = { at: now, by };
 }
 
 renderSubscriptions();
 connect();
-loadInfo().catch((err) => notice(`could not load /api/info: ${err}`));
+loadInfo().then(renderParams).catch((err) => notice(`could not load /api/info: ${err}`));
+setInterval(renderRates, 1000);
+setInterval(() => loadLoad().catch(() => {}), LOAD_EVERY_MS);
+loadLoad().catch(() => {});

@@ -13,9 +13,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use enoki::gateway::cli::{GatewayArgs, run_until};
+use enoki::prelude::*;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use support::Gw;
 use tokio_tungstenite::tungstenite::Message;
 
 fn chromium() -> Option<String> {
@@ -154,11 +155,39 @@ impl Cdp {
     }
 }
 
+/// The cards that are wider inside than they show (`scrollWidth >
+/// clientWidth`), and whether the page itself scrolls sideways.
+const OVERFLOW: &str = r#"JSON.stringify({
+    cards: [...document.querySelectorAll('.card')].filter(c => !c.hidden)
+        .filter(c => c.scrollWidth > c.clientWidth).map(c => `${c.id}: ${c.scrollWidth} > ${c.clientWidth}`),
+    page: document.documentElement.scrollWidth > window.innerWidth
+})"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_calls_greeter_and_shows_live_events() {
+async fn the_console_calls_greeter_and_shows_live_events_and_load() {
     let Some(binary) = chromium() else { return };
-    let gw = Gw::start("").await;
-    let addr = gw.serve().await;
+    // The gateway as `enoki gateway` runs it: every service embedded, their
+    // metrics in /metrics.
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let args = GatewayArgs {
+        listen: "127.0.0.1:0".into(),
+        routes: Some(support::routes_dir()),
+        static_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("static"),
+        ..Default::default()
+    };
+    let server = tokio::spawn(run_until(
+        args,
+        Settings::new(),
+        support::services(),
+        async move {
+            let _ = stop_rx.await;
+        },
+        move |addr| {
+            let _ = addr_tx.send(addr);
+        },
+    ));
+    let addr = addr_rx.await.unwrap();
     let (_browser, url) = launch(&binary);
     let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
@@ -192,19 +221,36 @@ async fn the_page_calls_greeter_and_shows_live_events() {
         routes.as_str().unwrap().contains("greeter.hello"),
         "{routes}"
     );
-    cdp.wait_for(
+    // Each service with its methods, and their summaries from the schemas.
+    let greeter = cdp.wait_for(&session, "the greeter's card",
+        "document.querySelector('.service[data-service=\"greeter\"] button[data-method=\"hello\"]') && document.querySelector('.service[data-service=\"greeter\"]').textContent").await;
+    assert!(
+        greeter.as_str().unwrap().contains("Hello, {name}!"),
+        "the method's doc comment: {greeter}"
+    );
+
+    // Try it: picking a method builds a field per parameter.
+    cdp.eval(
         &session,
-        "the services",
-        "document.getElementById('services').textContent.includes('greeter')",
+        "document.querySelector('.service[data-service=\"greeter\"] button[data-method=\"hello\"]').click(); true",
     )
     .await;
-
+    let field = cdp
+        .wait_for(
+            &session,
+            "the name field",
+            "document.querySelector('#call-params input[data-param=\"name\"]')?.dataset.type",
+        )
+        .await;
+    #[cfg(feature = "schemars")]
+    assert_eq!(field, json!("string"), "from the schema");
+    let _ = field;
     cdp.eval(
         &session,
         r#"
-        document.getElementById('call-service').value = 'greeter';
-        document.getElementById('call-method').value = 'hello';
-        document.getElementById('call-args').value = '["Browser"]';
+        const name = document.querySelector('#call-params input[data-param="name"]');
+        name.value = 'Browser';
+        name.dispatchEvent(new Event('input'));
         document.getElementById('call-submit').click();
         true"#,
     )
@@ -212,6 +258,11 @@ async fn the_page_calls_greeter_and_shows_live_events() {
     let result = cdp.wait_for(&session, "the call's result",
         "document.getElementById('call-result').className.includes('ok') && document.getElementById('call-result').textContent").await;
     assert_eq!(result, json!("\"Hello, Browser!\""));
+    assert_eq!(
+        cdp.eval(&session, "document.getElementById('call-kwargs').value")
+            .await,
+        json!(r#"{"name":"Browser"}"#)
+    );
 
     let greeted = cdp.wait_for(&session, "the greeted event",
         "[...document.querySelectorAll('#events li.event[data-source=\"greeter.greeted\"]')].map(e => e.textContent).join('\\n')").await;
@@ -219,12 +270,53 @@ async fn the_page_calls_greeter_and_shows_live_events() {
     let ticks = cdp.wait_for(&session, "two clock ticks",
         "document.querySelectorAll('#events li.event[data-source=\"clock.tick\"]').length >= 2 && document.querySelector('#events li.event[data-source=\"clock.tick\"]').textContent").await;
     assert!(ticks.as_str().unwrap().contains("\"n\":"), "{ticks}");
+    // A rate per event type.
+    let rate = cdp.wait_for(&session, "the clock's rate",
+        "(() => { const row = document.querySelector('#event-rates tr[data-source=\"clock.tick\"]'); return row && Number(row.children[2].textContent) >= 2 && Number(row.children[1].textContent) > 0 && row.textContent; })()").await;
+    assert!(rate.as_str().unwrap().contains("clock.tick"), "{rate}");
+
+    // Pause holds new events back (and counts them); resume shows them.
+    let listed = cdp
+        .eval(
+            &session,
+            "document.getElementById('events-pause').click(); document.querySelectorAll('#events li.event').length",
+        )
+        .await;
+    let held = cdp.wait_for(&session, "events held while paused",
+        "(() => { const n = parseInt(document.getElementById('events-paused').textContent); return n >= 1 && n; })()").await;
+    assert!(held.as_u64().unwrap() >= 1, "{held}");
+    assert_eq!(
+        cdp.eval(
+            &session,
+            "document.querySelectorAll('#events li.event').length"
+        )
+        .await,
+        listed,
+        "nothing listed while paused"
+    );
+    let resumed = cdp
+        .eval(
+            &session,
+            "document.getElementById('events-pause').click(); document.querySelectorAll('#events li.event').length",
+        )
+        .await;
+    assert!(
+        resumed.as_u64().unwrap() >= listed.as_u64().unwrap() + held.as_u64().unwrap(),
+        "{resumed} listed after resuming, {listed} before, {held} held"
+    );
+
+    // The greeter's load, from the service metrics in /metrics.
+    let load = cdp.wait_for(&session, "the greeter's load",
+        "(() => { const load = document.querySelector('.service[data-service=\"greeter\"] .load'); return Number(load.dataset.handled) >= 1 && load.textContent; })()").await;
+    assert!(load.as_str().unwrap().contains("workers 0/10"), "{load}");
+    assert!(load.as_str().unwrap().contains("calls/s"), "{load}");
 
     // An error shows as one.
     cdp.eval(
         &session,
         r#"
         document.getElementById('call-method').value = 'nosuch';
+        document.getElementById('call-method').dispatchEvent(new Event('change'));
         document.getElementById('call-submit').click();
         true"#,
     )
@@ -235,5 +327,46 @@ async fn the_page_calls_greeter_and_shows_live_events() {
         error.as_str().unwrap().starts_with("MethodNotFound"),
         "{error}"
     );
-    gw.stop().await;
+    assert_eq!(
+        cdp.eval(
+            &session,
+            "document.getElementById('call-params').children.length"
+        )
+        .await,
+        json!(0),
+        "no fields for an unknown method"
+    );
+
+    // Nothing overflows its card, on a desktop or on a phone; on a desktop
+    // the try-it form and the events sit side by side.
+    for (width, side_by_side) in [(1400, true), (400, false)] {
+        cdp.call(
+            Some(&session),
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": false}),
+        )
+        .await;
+        let overflow = cdp
+            .wait_for(
+                &session,
+                "the layout at the new width",
+                &format!("window.innerWidth === {width} && {OVERFLOW}"),
+            )
+            .await;
+        let overflow: Value = serde_json::from_str(overflow.as_str().unwrap()).unwrap();
+        assert_eq!(
+            overflow,
+            json!({"cards": [], "page": false}),
+            "at {width} px"
+        );
+        let beside = cdp
+            .eval(
+                &session,
+                "document.getElementById('call-section').offsetTop === document.getElementById('events-section').offsetTop",
+            )
+            .await;
+        assert_eq!(beside, json!(side_by_side), "at {width} px");
+    }
+    let _ = stop_tx.send(());
+    server.await.unwrap().unwrap();
 }
