@@ -1020,6 +1020,29 @@ async fn run_embeds_services_and_shuts_down_gracefully() {
         asyncapi["operations"]["listener_on_greeted_pool"]["channel"]["$ref"],
         "#/channels/greeter_events_greeted"
     );
+    // /openapi.json uses the same schemas for the routes' parameters,
+    // bodies and results.
+    let openapi: Value = reqwest::get(format!("{base}/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    #[cfg(feature = "schemars")]
+    {
+        let hello = &openapi["paths"]["/hello/{name}"]["get"];
+        assert_eq!(
+            hello["responses"]["200"]["content"]["application/json"]["schema"],
+            json!({"type": "string"}),
+            "{hello}"
+        );
+        assert_eq!(hello["parameters"][0]["schema"], json!({"type": "string"}));
+    }
+    // A method without schemas (a hand-written Service) keeps any JSON.
+    assert!(
+        openapi["paths"]["/add/{a}/{b}"]["get"]["parameters"][0]["schema"]["type"] == "integer",
+        "the route's int conversion stays"
+    );
     // The built-in page when there is no static directory.
     assert!(
         reqwest::get(&base)

@@ -1,7 +1,9 @@
 //! `/openapi.json`: an OpenAPI 3.1 document generated from the routes
 //! (with utoipa's builder types), the `#[http]` entrypoints of the embedded
-//! services, and the generic RPC endpoint when it is enabled. Built once at
-//! start-up.
+//! services, and the generic RPC endpoint when it is enabled, with the
+//! schemas of the embedded services' methods for parameters, bodies and
+//! results ([`with_schemas`]; the same ones `/asyncapi.json` shows). Built
+//! once at start-up.
 
 use utoipa::openapi::path::{
     HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem, PathsBuilder,
@@ -14,6 +16,7 @@ use utoipa::openapi::{ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Requ
 use super::config::GatewayConfig;
 use super::routes::{Conv, Part, Route, RouteTable};
 use crate::describe::HttpDescription;
+use crate::schema::{MethodSchema, ParamSchema};
 
 fn schema(ty: Type) -> Schema {
     Schema::Object(ObjectBuilder::new().schema_type(ty).build())
@@ -261,4 +264,199 @@ pub fn document_with(
         )
         .paths(paths.build())
         .build()
+}
+
+/// The schemas of the services' methods ([`crate::schema`]) put into a
+/// document made by [`document_with`]: each route's response is its
+/// method's result; a path, query or header parameter that feeds a method
+/// parameter as it is (no `int`/`float`/`bool` conversion) gets that
+/// parameter's schema, and so do body fields; the default mapping's body is
+/// an object of the parameters the path does not give. Routes to methods
+/// without a schema keep "any JSON".
+pub fn with_schemas(
+    document: &mut serde_json::Value,
+    routes: &RouteTable,
+    schemas: &[(&str, &MethodSchema)],
+) {
+    use serde_json::{Value, json};
+    for route in &routes.routes {
+        let Some((_, schema)) = schemas
+            .iter()
+            .find(|(service, s)| *service == route.service && s.method == route.rpc_method)
+        else {
+            continue;
+        };
+        let verb = route.method.as_str().to_ascii_lowercase();
+        let Some(op) =
+            document.pointer_mut(&format!("/paths/{}/{verb}", pointer_escape(&route.path)))
+        else {
+            continue;
+        };
+        let status = route.status.as_u16().to_string();
+        if let Some(content) =
+            op.pointer_mut(&format!("/responses/{status}/content/application~1json"))
+        {
+            content["schema"] = schema.result.clone();
+        }
+        let by_name = |name: &str| schema.params.iter().find(|p| p.name == name);
+        // (source, the parameter it feeds)
+        let mut fed: Vec<(Part, Conv, &ParamSchema)> = Vec::new();
+        if route.default_mapping() {
+            for name in &route.params {
+                if let Some(param) = by_name(name) {
+                    fed.push((Part::Path(name.clone()), Conv::Keep, param));
+                }
+            }
+            if route.reads_body() {
+                let rest: Vec<&ParamSchema> = schema
+                    .params
+                    .iter()
+                    .filter(|p| !route.params.iter().any(|n| n == p.name))
+                    .collect();
+                let properties: serde_json::Map<String, Value> = rest
+                    .iter()
+                    .map(|p| (p.name.to_owned(), p.schema.clone()))
+                    .collect();
+                let required: Vec<&str> =
+                    rest.iter().filter(|p| p.required).map(|p| p.name).collect();
+                if let Some(body) = op.pointer_mut("/requestBody/content/application~1json") {
+                    body["schema"] =
+                        json!({"type": "object", "properties": properties, "required": required});
+                }
+            }
+        } else {
+            for (index, source) in route.args.iter().flatten().enumerate() {
+                if let Some(param) = schema.params.get(index) {
+                    fed.push((source.from.clone(), source.conv, param));
+                }
+            }
+            for (name, source) in route.kwargs.iter().flatten() {
+                if let Some(param) = by_name(name) {
+                    fed.push((source.from.clone(), source.conv, param));
+                }
+            }
+        }
+        let mut fields = serde_json::Map::new();
+        for (from, conv, param) in fed {
+            let (name, place) = match &from {
+                Part::Path(n) => (n, "path"),
+                Part::Query(n) => (n, "query"),
+                Part::Header(n) => (n, "header"),
+                Part::BodyField(n) => {
+                    fields.insert(n.clone(), param.schema.clone());
+                    continue;
+                }
+                Part::Body => {
+                    if let Some(body) = op.pointer_mut("/requestBody/content/application~1json") {
+                        body["schema"] = param.schema.clone();
+                    }
+                    continue;
+                }
+            };
+            // A converted value is what the conversion makes; as it is, a
+            // string (or JSON) the method's type describes.
+            let as_is = matches!(conv, Conv::Keep | Conv::Str | Conv::Json);
+            let string = param.schema.get("type").and_then(Value::as_str) == Some("string");
+            if !(as_is && (string || conv == Conv::Json)) {
+                continue;
+            }
+            if let Some(Value::Array(parameters)) = op.get_mut("parameters") {
+                for parameter in parameters {
+                    if parameter["name"] == name.as_str() && parameter["in"] == place {
+                        parameter["schema"] = param.schema.clone();
+                    }
+                }
+            }
+        }
+        if !fields.is_empty()
+            && let Some(body) = op.pointer_mut("/requestBody/content/application~1json")
+        {
+            body["schema"] = json!({"type": "object", "properties": fields});
+        }
+    }
+}
+
+/// A JSON pointer token: `~` as `~0`, `/` as `~1`.
+fn pointer_escape(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::schema::{MethodSchema, Probed};
+
+    fn schema() -> MethodSchema {
+        MethodSchema::new(
+            "create",
+            &[],
+            vec![
+                (
+                    "username",
+                    true,
+                    Probed::Schema(json!({"type": "string", "maxLength": 32})),
+                ),
+                ("age", false, Probed::Schema(json!({"type": "integer"}))),
+            ],
+            Probed::Schema(json!({"type": "object", "properties": {"id": {"type": "integer"}}})),
+        )
+    }
+
+    fn patched(yaml: &str) -> serde_json::Value {
+        let mut routes = RouteTable::default();
+        routes.add_yaml(yaml, "test.yaml").unwrap();
+        let mut doc = serde_json::to_value(document(&routes, &GatewayConfig::default())).unwrap();
+        let schema = schema();
+        with_schemas(&mut doc, &routes, &[("users", &schema)]);
+        doc
+    }
+
+    #[test]
+    fn the_default_mapping_gets_the_parameters_and_the_result() {
+        let doc =
+            patched("routes:\n  - {method: POST, path: '/users/{username}', rpc: users.create}\n");
+        let op = &doc["paths"]["/users/{username}"]["post"];
+        assert_eq!(op["parameters"][0]["schema"]["maxLength"], 32, "{op}");
+        assert_eq!(
+            op["requestBody"]["content"]["application/json"]["schema"],
+            json!({"type": "object", "properties": {"age": {"type": "integer"}}, "required": []})
+        );
+        assert_eq!(
+            op["responses"]["200"]["content"]["application/json"]["schema"]["properties"]["id"]["type"],
+            "integer"
+        );
+    }
+
+    #[test]
+    fn mapped_sources_get_their_parameters_schema_unless_converted() {
+        let doc = patched(
+            "routes:\n  - {method: POST, path: /users, rpc: users.create, status: 201, kwargs: {username: 'query.u', age: 'body.years:int'}}\n",
+        );
+        let op = &doc["paths"]["/users"]["post"];
+        assert_eq!(op["parameters"][0]["schema"]["maxLength"], 32, "{op}");
+        assert_eq!(
+            op["requestBody"]["content"]["application/json"]["schema"],
+            json!({"type": "object", "properties": {"years": {"type": "integer"}}})
+        );
+        assert!(
+            op["responses"]["201"]["content"]["application/json"]["schema"]["properties"]
+                .is_object()
+        );
+        // An int conversion of a string parameter keeps the conversion's type.
+        let doc = patched(
+            "routes:\n  - {method: GET, path: '/users/{n}', rpc: users.create, args: ['path.n:int']}\n",
+        );
+        assert_eq!(
+            doc["paths"]["/users/{n}"]["get"]["parameters"][0]["schema"],
+            json!({"type": "integer"})
+        );
+        // Another method: untouched.
+        let doc = patched("routes:\n  - {method: GET, path: '/other/{x}', rpc: users.other}\n");
+        assert_eq!(
+            doc["paths"]["/other/{x}"]["get"]["parameters"][0]["schema"],
+            json!({"type": "string"})
+        );
+    }
 }

@@ -293,9 +293,23 @@ impl GatewayBuilder {
                 info.methods.push(route.rpc_method.clone());
             }
         }
-        let openapi = openapi::document_with(&self.routes, &config, &mounted_http(&services))
-            .to_pretty_json()
-            .map_err(crate::error::Error::Encoding)?;
+        let mut openapi = serde_json::to_value(openapi::document_with(
+            &self.routes,
+            &config,
+            &mounted_http(&services),
+        ))?;
+        let schemas: Vec<(&str, &crate::schema::MethodSchema)> = services
+            .iter()
+            .filter_map(|info| Some((info.name.as_str(), info.contract.as_ref()?)))
+            .flat_map(|(service, contract)| {
+                contract
+                    .rpc
+                    .iter()
+                    .filter_map(move |m| Some((service, m.schema.as_ref()?)))
+            })
+            .collect();
+        openapi::with_schemas(&mut openapi, &self.routes, &schemas);
+        let openapi = serde_json::to_string_pretty(&openapi)?;
         let asyncapi = asyncapi_document(&services, self.settings.rpc_exchange())?;
         Ok(GatewayState {
             inner: Arc::new(Inner {
