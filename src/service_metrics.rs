@@ -75,6 +75,15 @@ const BUCKETS: &[f64] = &[
     60.0,
 ];
 
+/// A Prometheus recorder of its own (not the process-global one), with
+/// these histogram buckets; the gateway's metrics use one too.
+pub(crate) fn recorder(buckets: &[f64]) -> PrometheusRecorder {
+    PrometheusBuilder::new()
+        .set_buckets(buckets)
+        .expect("static buckets are valid")
+        .build_recorder()
+}
+
 /// The registry of a process's service metrics. Cheap to clone.
 #[derive(Clone)]
 pub struct ServiceMetrics {
@@ -119,10 +128,7 @@ impl Default for ServiceMetrics {
 impl ServiceMetrics {
     /// An empty registry, of its own (not the process-global recorder).
     pub fn new() -> Self {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets(BUCKETS)
-            .expect("static buckets are valid")
-            .build_recorder();
+        let recorder = recorder(BUCKETS);
         let handle = recorder.handle();
         ServiceMetrics {
             inner: Arc::new(Inner {

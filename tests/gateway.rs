@@ -942,26 +942,14 @@ async fn auth_tokens_rules_and_user_id() {
 
 #[tokio::test]
 async fn run_embeds_services_and_shuts_down_gracefully() {
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let args = GatewayArgs {
         listen: "127.0.0.1:0".into(),
         routes: Some(routes_dir()),
         static_dir: "no-such-dir".into(),
         ..Default::default()
     };
-    let server = tokio::spawn(run_until(
-        args,
-        Settings::new(),
-        services(),
-        async move {
-            let _ = stop_rx.await;
-        },
-        move |addr| {
-            let _ = addr_tx.send(addr);
-        },
-    ));
-    let addr = addr_rx.await.unwrap();
+    let mut gateway = Served::start(args, Settings::new()).await;
+    let addr = gateway.addr;
     let base = format!("http://{addr}");
     assert_eq!(
         reqwest::get(format!("{base}/hello/Run"))
@@ -1073,7 +1061,7 @@ async fn run_embeds_services_and_shuts_down_gracefully() {
         }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    stop_tx.send(()).unwrap();
+    gateway.signal_stop();
     // The in-flight request finishes.
     let response = slow.await.unwrap();
     assert_eq!(response.status(), 200);
@@ -1085,11 +1073,7 @@ async fn run_embeds_services_and_shuts_down_gracefully() {
             || close["frame"].as_str().unwrap().contains("Away"),
         "{close}"
     );
-    tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .expect("stops")
-        .unwrap()
-        .unwrap();
+    gateway.stop().await.unwrap();
     assert!(reqwest::get(format!("{base}/healthz")).await.is_err());
 }
 

@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use enoki::gateway::cli::{GatewayArgs, run_until};
+use enoki::gateway::GatewayArgs;
 use enoki::prelude::*;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -168,26 +168,14 @@ async fn the_console_calls_greeter_and_shows_live_events_and_load() {
     let Some(binary) = chromium() else { return };
     // The gateway as `enoki gateway` runs it: every service embedded, their
     // metrics in /metrics.
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let args = GatewayArgs {
         listen: "127.0.0.1:0".into(),
         routes: Some(support::routes_dir()),
         static_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("static"),
         ..Default::default()
     };
-    let server = tokio::spawn(run_until(
-        args,
-        Settings::new(),
-        support::services(),
-        async move {
-            let _ = stop_rx.await;
-        },
-        move |addr| {
-            let _ = addr_tx.send(addr);
-        },
-    ));
-    let addr = addr_rx.await.unwrap();
+    let gateway = support::Served::start(args, Settings::new()).await;
+    let addr = gateway.addr;
     let (_browser, url) = launch(&binary);
     let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
@@ -367,6 +355,5 @@ async fn the_console_calls_greeter_and_shows_live_events_and_load() {
             .await;
         assert_eq!(beside, json!(side_by_side), "at {width} px");
     }
-    let _ = stop_tx.send(());
-    server.await.unwrap().unwrap();
+    gateway.stop().await.unwrap();
 }

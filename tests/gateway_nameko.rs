@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use enoki::gateway::cli::{GatewayArgs, run_until};
+use enoki::gateway::cli::GatewayArgs;
 use enoki::prelude::*;
 use serde_json::{Value, json};
 use support::{ws_connect, ws_next, ws_send};
@@ -97,25 +97,13 @@ async fn gateway_fronts_a_python_nameko_service() {
         .unwrap()
         .clone(),
     );
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let args = GatewayArgs {
         listen: "127.0.0.1:0".into(),
         routes: Some(routes.clone()),
         ..Default::default()
     };
-    let server = tokio::spawn(run_until(
-        args,
-        settings,
-        support::services(),
-        async move {
-            let _ = stop_rx.await;
-        },
-        move |addr| {
-            let _ = addr_tx.send(addr);
-        },
-    ));
-    let addr = addr_rx.await.unwrap();
+    let gateway = support::Served::start(args, settings).await;
+    let addr = gateway.addr;
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();
 
@@ -208,11 +196,6 @@ async fn gateway_fronts_a_python_nameko_service() {
         "{queues}"
     );
 
-    stop_tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(20), server)
-        .await
-        .expect("stops")
-        .unwrap()
-        .unwrap();
+    gateway.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&routes);
 }

@@ -758,7 +758,7 @@ async fn a_subscriber_that_never_reads_holds_nothing_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_rabbitmq_made_up_names_declare_nothing_and_timeouts_are_checked() {
-    use enoki::gateway::{GatewayArgs, cli::run_until};
+    use enoki::gateway::GatewayArgs;
     let Some(vhost) = common::amqp::TestVhost::create() else {
         return;
     };
@@ -768,25 +768,13 @@ async fn on_rabbitmq_made_up_names_declare_nothing_and_timeouts_are_checked() {
             .unwrap()
             .clone(),
     );
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let args = GatewayArgs {
         listen: "127.0.0.1:0".into(),
         embed: vec!["greeter".into()],
         ..Default::default()
     };
-    let server = tokio::spawn(run_until(
-        args,
-        settings,
-        support::services(),
-        async move {
-            let _ = stop_rx.await;
-        },
-        move |addr| {
-            let _ = addr_tx.send(addr);
-        },
-    ));
-    let addr = addr_rx.await.unwrap();
+    let gateway = support::Served::start(args, settings).await;
+    let addr = gateway.addr;
     let exchanges = || vhost_exchanges(&vhost.name);
     let before = exchanges();
 
@@ -838,12 +826,7 @@ async fn on_rabbitmq_made_up_names_declare_nothing_and_timeouts_are_checked() {
     .await;
     assert_eq!(ws_next_of(&mut ws, "result").await["result"], "Hello, Ann!");
     drop(ws);
-    let _ = stop_tx.send(());
-    tokio::time::timeout(Duration::from_secs(30), server)
-        .await
-        .expect("the gateway stops")
-        .unwrap()
-        .unwrap();
+    gateway.stop().await.unwrap();
 }
 
 /// The exchange names of a vhost.

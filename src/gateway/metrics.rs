@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{PrometheusHandle, PrometheusRecorder};
 use parking_lot::RwLock;
 
 const METADATA: Metadata<'static> = Metadata::new("enoki::gateway", Level::INFO, None);
@@ -97,10 +97,7 @@ impl Default for GatewayMetrics {
 impl GatewayMetrics {
     /// A fresh recorder with every metric registered.
     pub fn new() -> Self {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets(BUCKETS)
-            .expect("static buckets are valid")
-            .build_recorder();
+        let recorder = crate::service_metrics::recorder(BUCKETS);
         let handle = recorder.handle();
         let counter =
             |name: &'static str| recorder.register_counter(&Key::from_static_name(name), &METADATA);

@@ -65,6 +65,56 @@ pub fn routes_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("routes")
 }
 
+/// A gateway run as `enoki gateway` runs it (`run_until`, every service
+/// of [`services`] embedded unless `settings` name a broker), on the
+/// address `args` give.
+pub struct Served {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<enoki::Result<()>>>,
+}
+
+impl Served {
+    pub async fn start(args: enoki::gateway::GatewayArgs, settings: Settings) -> Served {
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(enoki::gateway::cli::run_until(
+            args,
+            settings,
+            services(),
+            async move {
+                let _ = stop_rx.await;
+            },
+            move |addr| {
+                let _ = addr_tx.send(addr);
+            },
+        ));
+        let addr = addr_rx.await.expect("the gateway listens");
+        Served {
+            addr,
+            stop: Some(stop_tx),
+            server: Some(server),
+        }
+    }
+
+    /// Asks it to stop, as SIGTERM does.
+    pub fn signal_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Stops it and waits (at most 20 s) for the graceful shutdown.
+    pub async fn stop(mut self) -> enoki::Result<()> {
+        self.signal_stop();
+        let server = self.server.take().expect("not stopped yet");
+        tokio::time::timeout(Duration::from_secs(20), server)
+            .await
+            .expect("stops within 20 s")
+            .expect("the server task does not panic")
+    }
+}
+
 /// A gateway on a fresh embedded broker with every service running.
 pub struct Gw {
     pub state: GatewayState,
