@@ -794,12 +794,7 @@ async fn dlq_lists_and_replays_dead_letters() {
 /// ticks counted as they happen.
 #[test]
 fn run_serves_service_metrics() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = common::binary::free_addr();
     let mut child = Command::new(common::binary::ENOKI)
         .args(["run", "--metrics", &listen])
         .env_remove("AMQP_URI")

@@ -9,17 +9,22 @@ use std::process::{Child, Command, Stdio};
 /// The binary under test.
 pub(crate) const ENOKI: &str = env!("CARGO_BIN_EXE_enoki");
 
-/// Plain `enoki --listen 127.0.0.1:<free port> EXTRA...`, started in `cwd`
-/// without the environment it would read from the test runner (`AMQP_URI`,
-/// `RUST_LOG`, `DB_URIS`), its stderr to `stderr`: waits for the URL line
-/// on stdout and returns the child and the address.
-pub(crate) fn start_gateway(cwd: &Path, stderr: Stdio, extra: &[&str]) -> (Child, String) {
+/// `127.0.0.1:<a port nothing listens on now>`, for a child to listen on.
+pub(crate) fn free_addr() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let listen = format!("127.0.0.1:{port}");
+    format!("127.0.0.1:{port}")
+}
+
+/// Plain `enoki --listen 127.0.0.1:<free port> EXTRA...`, started in `cwd`
+/// without the environment it would read from the test runner (`AMQP_URI`,
+/// `RUST_LOG`, `DB_URIS`), its stderr to `stderr`: waits for the URL line
+/// on stdout and returns the child and the address.
+pub(crate) fn start_gateway(cwd: &Path, stderr: Stdio, extra: &[&str]) -> (Child, String) {
+    let listen = free_addr();
     let mut child = Command::new(ENOKI)
         .args(["--listen", &listen])
         .args(extra)
