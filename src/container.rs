@@ -408,6 +408,12 @@ impl ServiceContainer {
     /// deliveries go back to the broker), providers are killed.
     pub async fn kill(&self) {
         *self.state.lock() = State::Stopped;
+        // Consuming stops first: the deliveries the killed workers give
+        // back must stay on the queue, not come round to this container
+        // again (where each would count as a crash of its own).
+        if let Some(pool) = &self.pool {
+            pool.begin_stop();
+        }
         self.ctx.kill_token().cancel();
         let mut entrypoints: Vec<_> = self.entrypoints.lock().drain(..).collect();
         for entrypoint in &mut entrypoints {

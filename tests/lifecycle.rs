@@ -174,12 +174,26 @@ async fn max_workers_bounds_concurrency() {
     cluster.stop().await;
 }
 
+/// Waits (at most 10 s) until the `busy` container runs one worker: the
+/// call was delivered and is in flight.
+async fn busy_worker_running(cluster: &enoki::testing::Cluster) {
+    let container = cluster.container("busy").expect("busy runs");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while container.running_workers() != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the call never reached its worker"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_stop_drains_in_flight_workers() {
     let cluster = Cluster::start([enoki::service::<Busy>()]).await.unwrap();
     let rpc = cluster.rpc().clone();
     let call = tokio::spawn(async move { BusyClient::new(&rpc).work(300).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    busy_worker_running(&cluster).await;
     cluster.runner().stop().await;
     // The in-flight call finished and got its reply before stop returned.
     assert_eq!(call.await.unwrap().unwrap(), 300);
@@ -201,7 +215,7 @@ async fn grace_period_then_kill_requeues_the_unfinished_request() {
         .unwrap();
     let rpc = cluster.rpc().with_timeout(Duration::from_secs(5));
     let call = tokio::spawn(async move { BusyClient::new(&rpc).work(60_000).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    busy_worker_running(&cluster).await;
     let started = std::time::Instant::now();
     cluster.runner().stop().await;
     assert!(
@@ -219,10 +233,15 @@ async fn a_request_is_acked_only_after_its_worker_is_done() {
     let cluster = Cluster::start([enoki::service::<Busy>()]).await.unwrap();
     let rpc = cluster.rpc().clone();
     let call = tokio::spawn(async move { BusyClient::new(&rpc).work(300).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    busy_worker_running(&cluster).await;
     // In flight: delivered, not acked, so killing the container puts it back.
     cluster.runner().kill().await;
     assert_eq!(cluster.transport().ready_count("rpc-busy"), Some(1));
+    // Given back once, not counted as a crash over and over until parked.
+    assert_eq!(
+        cluster.transport().ready_count("rpc-busy.dlq").unwrap_or(0),
+        0
+    );
     call.abort();
 }
 

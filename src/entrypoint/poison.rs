@@ -37,7 +37,10 @@ pub async fn admit(
     delivery: Delivery,
 ) -> Option<Delivery> {
     match limit {
-        Some(limit) if delivery.redelivered => limit.admit(ctx, delivery).await,
+        // A container being killed gives its deliveries back uncounted.
+        Some(limit) if delivery.redelivered && !ctx.kill_token().is_cancelled() => {
+            limit.admit(ctx, delivery).await
+        }
         _ => Some(delivery),
     }
 }
