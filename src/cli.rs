@@ -385,18 +385,28 @@ impl App {
             Some(command) => command,
             None => cli.default_command(),
         };
-        init_tracing(command.default_log_filter());
+        let telemetry = match init_tracing(command.default_log_filter()) {
+            Ok(telemetry) => telemetry,
+            Err(err) => {
+                eprintln!("enoki: {}", one_line(&err.to_string()));
+                return ExitCode::FAILURE;
+            }
+        };
         let cli = Cli {
             command: Some(command),
             ..cli
         };
-        match run(cli, self).await {
+        let code = match run(cli, self).await {
             Ok(code) => code,
             Err(err) => {
                 eprintln!("enoki: {}", one_line(&err.to_string()));
                 ExitCode::FAILURE
             }
+        };
+        if let Some(telemetry) = telemetry {
+            shutdown_telemetry(telemetry).await;
         }
+        code
     }
 }
 
@@ -407,14 +417,62 @@ pub async fn main(services: impl IntoIterator<Item = ServiceDef>) -> ExitCode {
     App::new(services).main().await
 }
 
-fn init_tracing(default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+/// Logs to stderr (`RUST_LOG`, else `default_filter`); with the `otel`
+/// feature and `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans (INFO and up) are
+/// exported too, as `OTEL_SERVICE_NAME` (default `enoki`).
+#[cfg(feature = "otel")]
+fn init_tracing(default_filter: &str) -> Result<Option<crate::telemetry::Telemetry>> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "enoki".to_owned());
+    let Some((otel, telemetry)) = crate::telemetry::otlp_layer(&service, None)? else {
+        init_logs(default_filter);
+        return Ok(None);
+    };
+    let subscriber = tracing_subscriber::registry()
+        .with(fmt_layer().with_filter(env_filter(default_filter)))
+        .with(otel.with_filter(tracing_subscriber::filter::LevelFilter::INFO));
+    let _ = tracing::subscriber::set_global_default(subscriber);
+    Ok(Some(telemetry))
+}
+
+#[cfg(not(feature = "otel"))]
+fn init_tracing(default_filter: &str) -> Result<Option<std::convert::Infallible>> {
+    init_logs(default_filter);
+    Ok(None)
+}
+
+/// Sends the exporter's last batch, off the async workers.
+#[cfg(feature = "otel")]
+async fn shutdown_telemetry(telemetry: crate::telemetry::Telemetry) {
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+}
+
+#[cfg(not(feature = "otel"))]
+async fn shutdown_telemetry(never: std::convert::Infallible) {
+    match never {}
+}
+
+fn env_filter(default_filter: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter))
+}
+
+fn fmt_layer<S>() -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
-        .try_init();
+}
+
+fn init_logs(default_filter: &str) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    let subscriber =
+        tracing_subscriber::registry().with(fmt_layer().with_filter(env_filter(default_filter)));
+    let _ = tracing::subscriber::set_global_default(subscriber);
 }
 
 /// Runs one parsed command: one function per command.

@@ -25,6 +25,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tracing::Instrument;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -354,14 +355,16 @@ impl ClusterRpc {
             id: &correlation_id,
         };
 
+        let routing_key = names::rpc_routing_key(service, method);
+        let mut headers = self.headers();
+        let span = crate::telemetry::publish_span(&listener.exchange, &routing_key, &mut headers);
         let message = Message::json(body)
-            .with_headers(self.headers())
+            .with_headers(headers)
             .with_correlation_id(correlation_id.as_str())
             .with_reply_to(listener.routing_key.as_str())
             // Not done if nobody waits for it any more: the broker drops a
             // request still queued when its caller gives up.
             .with_expiration(self.timeout);
-        let routing_key = names::rpc_routing_key(service, method);
         let timed_out = |timeout| Error::RpcTimeout {
             service: service.to_owned(),
             method: method.to_owned(),
@@ -372,12 +375,15 @@ impl ClusterRpc {
         let deadline = self
             .timeout
             .map(|timeout| (tokio::time::Instant::now() + timeout, timeout));
-        let publish = listener.transport.publish(
-            &listener.exchange,
-            &routing_key,
-            message,
-            PublishOptions { mandatory: true },
-        );
+        let publish = listener
+            .transport
+            .publish(
+                &listener.exchange,
+                &routing_key,
+                message,
+                PublishOptions { mandatory: true },
+            )
+            .instrument(span);
         let published = match deadline {
             Some((at, timeout)) => tokio::time::timeout_at(at, publish)
                 .await
@@ -529,6 +535,8 @@ pub(crate) async fn publish_event(
 ) -> Result<()> {
     let exchange = names::event_exchange(source);
     declare_event_exchange(transport, settings, &exchange).await?;
+    let mut headers = headers;
+    let span = crate::telemetry::publish_span(&exchange, event_type, &mut headers);
     transport
         .publish(
             &exchange,
@@ -536,6 +544,7 @@ pub(crate) async fn publish_event(
             Message::json(body).with_headers(headers),
             PublishOptions::default(),
         )
+        .instrument(span)
         .await
 }
 

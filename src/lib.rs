@@ -60,6 +60,7 @@
 //! | `config.yaml`, `${VAR:default}` | [`Settings`], the table of config keys | [`config`] |
 //! | exceptions, `serialize(exc)` | [`Error`], [`RemoteError`] | [`error`] |
 //! | (nameko has none; nameko-prometheus) | per service and entrypoint: workers, outcomes, latencies, redeliveries, dead letters, queue depths, in Prometheus' format: [`ServiceMetrics`](service_metrics::ServiceMetrics) | [`service_metrics`] |
+//! | (nameko-opentelemetry) | W3C trace context on every request and event (`nameko.traceparent` and `traceparent`), spans for HTTP requests, publishes and workers, OTLP export (feature `otel`) | [`telemetry`] |
 //! | `nameko run` handling SIGTERM | [`shutdown_signal`](shutdown::shutdown_signal) | [`shutdown`] |
 //! | `nameko.testing` | `worker_factory`, `entrypoint_hook`, … | `testing` (feature `testing`) |
 //! | (nameko has none) | a service's description of its entrypoints, `__describe__` | [`describe`] |
@@ -106,6 +107,7 @@ pub mod schema;
 pub mod service;
 pub mod service_metrics;
 pub mod shutdown;
+pub mod telemetry;
 pub mod transport;
 pub mod worker;
 

@@ -351,6 +351,9 @@ impl WorkerPool {
         let kill = inner.ctx.kill_token().clone();
         self.inner.workers.spawn(async move {
             let _slot = slot;
+            // The message's process span (none unless spans are exported),
+            // child of the trace context it carried; the worker's within.
+            let process = crate::telemetry::process_span(inner.name, method, &incoming);
             let worker = WorkerCtx::with_cancel(
                 Cow::Borrowed(inner.name),
                 Cow::Borrowed(method),
@@ -359,6 +362,7 @@ impl WorkerPool {
                 kill.clone(),
             );
             let span = tracing::info_span!(
+                parent: process.id(),
                 "worker",
                 service = inner.name,
                 method,

@@ -1,6 +1,7 @@
 //! The `EventDispatcher` provider: dispatch events as this service.
 
 use std::sync::Arc;
+use tracing::Instrument;
 
 use serde::Serialize;
 
@@ -66,7 +67,9 @@ impl Dispatcher {
     /// context as headers. Returns once the broker has taken it.
     pub async fn emit(&self, event_type: &str, payload: impl Serialize) -> Result<()> {
         let body = serde_json::to_vec(&payload)?;
-        let message = Message::json(body).with_headers(self.worker.headers());
+        let mut headers = self.worker.headers();
+        let span = crate::telemetry::publish_span(&self.shared.exchange, event_type, &mut headers);
+        let message = Message::json(body).with_headers(headers);
         self.shared
             .transport
             .publish(
@@ -75,6 +78,7 @@ impl Dispatcher {
                 message,
                 PublishOptions::default(),
             )
+            .instrument(span)
             .await
     }
 

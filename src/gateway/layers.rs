@@ -45,12 +45,16 @@ pub(crate) fn apply(app: Router<GatewayState>, state: &GatewayState) -> Router<G
                 .get(REQUEST_ID)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            tracing::info_span!(
+            let span = tracing::info_span!(
                 "http",
+                otel.name = %format_args!("{} {}", request.method(), request.uri().path()),
+                otel.kind = "server",
                 method = %request.method(),
                 path = %request.uri().path(),
                 request_id = %id,
-            )
+            );
+            crate::telemetry::continue_http(&span, request.headers());
+            span
         })
         .on_response(DefaultOnResponse::new().level(tracing::Level::INFO));
     // Router::layer wraps every route: the last layer added is the outermost.

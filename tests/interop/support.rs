@@ -1,6 +1,8 @@
 //! Helpers for `tests/interop.rs`: the nameko venv, a per-test vhost and
 //! transport, nameko service processes (killed on drop), Python client
-//! scripts, and polling.
+//! scripts, and polling. Shared with `tests/tracing_nameko.rs`, which
+//! uses part of it.
+#![allow(dead_code)]
 
 use std::collections::BTreeSet;
 use std::fs::File;

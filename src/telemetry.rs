@@ -1,0 +1,318 @@
+//! Distributed tracing: W3C trace context across the gateway, RPC calls and
+//! events, exported as OpenTelemetry spans over OTLP (feature `otel`).
+//!
+//! Off unless asked for, and then free: with no exporter installed the
+//! functions here do nothing and make no span. `enoki run` and `enoki
+//! gateway` install one when `OTEL_EXPORTER_OTLP_ENDPOINT` (the standard
+//! variable; OTLP over HTTP with JSON bodies, `<endpoint>/v1/traces`) is
+//! set; a program of its own adds [`otlp_layer`] to its subscriber.
+//!
+//! - **Propagation.** Every RPC request and event carries the trace
+//!   context of the span that sent it twice: as nameko context data
+//!   (`nameko.traceparent`, `nameko.tracestate`, which Python nameko passes
+//!   on to the calls it makes, as its OpenTelemetry instrumentation does)
+//!   and as bare `traceparent`/`tracestate` headers. Either is read. The
+//!   gateway reads the HTTP request's `traceparent`.
+//! - **Spans**, named and attributed by OpenTelemetry's messaging
+//!   conventions for RabbitMQ: the gateway's `http` span (server), a
+//!   `publish` span (producer) per request and event sent, a `process`
+//!   span (consumer) per message a worker handles, its child `worker`
+//!   span; `messaging.system` `rabbitmq`, `messaging.destination.name` (the
+//!   exchange), `messaging.rabbitmq.destination.routing_key`,
+//!   `messaging.operation.type`.
+//! - **Bad input**: a `traceparent` that does not parse is ignored (a new
+//!   trace starts); it never fails the call.
+
+use crate::context::ContextData;
+use crate::message::Headers;
+
+/// The context-data key (and bare header) of the W3C trace parent.
+pub const TRACEPARENT: &str = "traceparent";
+/// The context-data key (and bare header) of the W3C trace state.
+pub const TRACESTATE: &str = "tracestate";
+
+/// Whether spans are being exported (an [`otlp_layer`] was made).
+pub fn active() -> bool {
+    #[cfg(feature = "otel")]
+    {
+        otel::ACTIVE.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        false
+    }
+}
+
+/// The span of one message sent to `exchange` with `routing_key`
+/// (`Span::none()` when inactive); its trace context goes into `headers`.
+pub(crate) fn publish_span(
+    exchange: &str,
+    routing_key: &str,
+    headers: &mut Headers,
+) -> tracing::Span {
+    if !active() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = format!("publish {exchange}"),
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.operation.r#type = "send",
+        messaging.destination.name = exchange,
+        messaging.rabbitmq.destination.routing_key = routing_key,
+    );
+    #[cfg(feature = "otel")]
+    otel::inject(&span, headers);
+    #[cfg(not(feature = "otel"))]
+    let _ = headers;
+    span
+}
+
+/// The span of a worker handling `service.method`'s message, child of the
+/// trace context the message carried (`Span::none()` when inactive).
+pub(crate) fn process_span(service: &str, method: &str, incoming: &ContextData) -> tracing::Span {
+    if !active() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "process",
+        otel.name = format!("process {service}.{method}"),
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.operation.r#type = "process",
+        messaging.destination.name = crate::names::rpc_queue(service),
+    );
+    #[cfg(feature = "otel")]
+    otel::set_parent_from(&span, |key| {
+        incoming
+            .data
+            .get(key)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    });
+    #[cfg(not(feature = "otel"))]
+    let _ = incoming;
+    span
+}
+
+/// Makes `span` (the gateway's span of one HTTP request) the child of the
+/// request's `traceparent`, when there is a valid one and spans are
+/// exported.
+#[cfg(feature = "gateway")]
+pub(crate) fn continue_http(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    if !active() {
+        return;
+    }
+    #[cfg(feature = "otel")]
+    otel::set_parent_from(span, |key| {
+        headers
+            .get(key)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    });
+    #[cfg(not(feature = "otel"))]
+    let _ = (span, headers);
+}
+
+#[cfg(feature = "otel")]
+pub use otel::{Telemetry, otlp_layer};
+
+#[cfg(feature = "otel")]
+mod otel {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use serde_json::Value;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    use super::{TRACEPARENT, TRACESTATE};
+    use crate::error::{Error, Result};
+    use crate::message::Headers;
+    use crate::names::HEADER_PREFIX;
+
+    pub(super) static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+    /// The exporter behind an [`otlp_layer`]: [`shutdown`](Self::shutdown)
+    /// sends what is left before the process ends.
+    #[derive(Debug)]
+    pub struct Telemetry {
+        provider: SdkTracerProvider,
+    }
+
+    impl Telemetry {
+        /// Exports the spans still buffered and stops exporting.
+        pub fn shutdown(&self) {
+            ACTIVE.store(false, Ordering::Relaxed);
+            if let Err(error) = self.provider.shutdown() {
+                tracing::warn!(%error, "the OpenTelemetry exporter did not shut down cleanly");
+            }
+        }
+
+        /// Exports the spans buffered so far.
+        pub fn flush(&self) {
+            if let Err(error) = self.provider.force_flush() {
+                tracing::warn!(%error, "the OpenTelemetry exporter could not flush");
+            }
+        }
+    }
+
+    /// A `tracing` layer that exports spans over OTLP (HTTP, JSON) as
+    /// `service_name`, to `endpoint` (`<endpoint>/v1/traces`) or, without
+    /// one, to `OTEL_EXPORTER_OTLP_ENDPOINT`; `Ok(None)` when neither is
+    /// given. A malformed endpoint is an [`Error::Config`].
+    ///
+    /// ```no_run
+    /// use tracing_subscriber::layer::SubscriberExt;
+    ///
+    /// # fn main() -> enoki::Result<()> {
+    /// let registry = tracing_subscriber::registry();
+    /// if let Some((layer, telemetry)) = enoki::telemetry::otlp_layer("shop", None)? {
+    ///     tracing::subscriber::set_global_default(registry.with(layer)).ok();
+    ///     // ... run the services, then:
+    ///     telemetry.shutdown();
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn otlp_layer<S>(
+        service_name: &str,
+        endpoint: Option<&str>,
+    ) -> Result<Option<(impl tracing_subscriber::Layer<S> + 'static, Telemetry)>>
+    where
+        S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    {
+        use opentelemetry_otlp::{Protocol, WithExportConfig};
+        let endpoint = match endpoint {
+            Some(endpoint) => endpoint.to_owned(),
+            None => match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+                Ok(endpoint) if !endpoint.trim().is_empty() => endpoint,
+                _ => return Ok(None),
+            },
+        };
+        let url = url_of(&endpoint)?;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpJson)
+            .with_endpoint(url)
+            .build()
+            .map_err(|err| Error::Config(format!("OTEL_EXPORTER_OTLP_ENDPOINT: {err}")))?;
+        let resource = opentelemetry_sdk::Resource::builder()
+            .with_service_name(service_name.to_owned())
+            .build();
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build();
+        let tracer = provider.tracer("enoki");
+        ACTIVE.store(true, Ordering::Relaxed);
+        let layer = tracing_opentelemetry::layer().with_tracer(tracer);
+        Ok(Some((layer, Telemetry { provider })))
+    }
+
+    /// `<endpoint>/v1/traces`, after checking the endpoint is an http(s)
+    /// URL of at most 2,048 bytes.
+    fn url_of(endpoint: &str) -> Result<String> {
+        let endpoint = endpoint.trim();
+        let bad =
+            |why: &str| Error::Config(format!("OTEL_EXPORTER_OTLP_ENDPOINT {endpoint:?}: {why}"));
+        if endpoint.len() > 2048 {
+            return Err(bad("longer than 2048 bytes"));
+        }
+        let uri: axum::http::Uri = endpoint.parse().map_err(|_| bad("not a URL"))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(bad("not an http:// or https:// URL"));
+        }
+        let base = endpoint.trim_end_matches('/');
+        Ok(if base.ends_with("/v1/traces") {
+            base.to_owned()
+        } else {
+            format!("{base}/v1/traces")
+        })
+    }
+
+    struct HeaderInjector<'a>(&'a mut Headers);
+
+    impl Injector for HeaderInjector<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            // Both forms: nameko context data, and the bare W3C header.
+            self.0.insert(
+                format!("{HEADER_PREFIX}{key}"),
+                Value::String(value.clone()),
+            );
+            self.0.insert(key.to_owned(), Value::String(value));
+        }
+    }
+
+    /// Puts `span`'s trace context into `headers`, over the one the
+    /// worker's context data passed on.
+    pub(super) fn inject(span: &tracing::Span, headers: &mut Headers) {
+        for key in [TRACEPARENT, TRACESTATE] {
+            headers.remove(&format!("{HEADER_PREFIX}{key}"));
+            headers.remove(key);
+        }
+        let context = span.context();
+        TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
+    }
+
+    /// A W3C trace context read with `lookup` (bounded: a traceparent is
+    /// 55 bytes in version 00, a tracestate at most 512).
+    struct Found {
+        traceparent: String,
+        tracestate: Option<String>,
+    }
+
+    impl Extractor for Found {
+        fn get(&self, key: &str) -> Option<&str> {
+            match key {
+                TRACEPARENT => Some(&self.traceparent),
+                TRACESTATE => self.tracestate.as_deref(),
+                _ => None,
+            }
+        }
+
+        fn keys(&self) -> Vec<&str> {
+            vec![TRACEPARENT, TRACESTATE]
+        }
+    }
+
+    /// Makes `span` the child of the trace context `lookup` finds; a
+    /// missing or malformed one leaves `span` the root of a new trace.
+    pub(super) fn set_parent_from(span: &tracing::Span, lookup: impl Fn(&str) -> Option<String>) {
+        let Some(traceparent) = lookup(TRACEPARENT).filter(|t| t.len() <= 256) else {
+            return;
+        };
+        let found = Found {
+            traceparent,
+            tracestate: lookup(TRACESTATE).filter(|t| t.len() <= 512),
+        };
+        let context = TraceContextPropagator::new().extract(&found);
+        use opentelemetry::trace::TraceContextExt;
+        if context.span().span_context().is_valid() {
+            let _ = span.set_parent(context);
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn endpoints_are_checked_and_get_the_traces_path() {
+            assert_eq!(
+                url_of("http://127.0.0.1:4318").unwrap(),
+                "http://127.0.0.1:4318/v1/traces"
+            );
+            assert_eq!(
+                url_of("http://h:4318/v1/traces/").unwrap(),
+                "http://h:4318/v1/traces"
+            );
+            for bad in ["localhost:4318", "ftp://h/", "http://", "not a url"] {
+                let err = url_of(bad).unwrap_err().to_string();
+                assert!(err.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{bad}: {err}");
+            }
+        }
+    }
+}

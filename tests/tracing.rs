@@ -1,0 +1,219 @@
+//! Distributed tracing (`enoki::telemetry`, feature `otel`): `GET
+//! /hello/Ann` through the gateway to `greeter.hello`, whose `greeted`
+//! event reaches `listener`, exported over OTLP to a receiver in the test:
+//! every span shares one trace id, parent to child; an incoming
+//! `traceparent` is continued, a malformed one starts a new trace and fails
+//! nothing.
+
+#[path = "tracing/receiver.rs"]
+mod receiver;
+#[path = "gateway/support.rs"]
+mod support;
+
+use std::time::Duration;
+
+use enoki::gateway::GatewayArgs;
+use enoki::prelude::*;
+use receiver::{Span, by_id, find, receiver};
+use tracing::Instrument;
+use tracing_subscriber::layer::SubscriberExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_from_the_gateway_through_greeter_to_listener() {
+    let (endpoint, spans) = receiver().await;
+    let (layer, telemetry) = enoki::telemetry::otlp_layer("enoki-test", Some(&endpoint))
+        .expect("a good endpoint")
+        .expect("an exporter");
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+        .expect("the test's subscriber");
+    assert!(enoki::telemetry::active());
+
+    let args = GatewayArgs {
+        listen: "127.0.0.1:0".into(),
+        routes: Some(support::routes_dir()),
+        static_dir: "no-such-dir".into(),
+        ..Default::default()
+    };
+    let gateway = support::Served::start(args, Settings::new()).await;
+    let base = format!("http://{}", gateway.addr);
+    let http = reqwest::Client::new();
+    let get = |traceparent: Option<&'static str>| {
+        let mut request = http.get(format!("{base}/hello/Ann"));
+        if let Some(value) = traceparent {
+            request = request.header("traceparent", value);
+        }
+        request.send()
+    };
+    // A fresh trace, a continued one, a malformed one (ignored).
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    for traceparent in [
+        None,
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        Some("00-not-a-trace-01"),
+    ] {
+        let response = get(traceparent).await.unwrap();
+        assert_eq!(response.status(), 200, "{traceparent:?}");
+        assert_eq!(response.text().await.unwrap(), r#""Hello, Ann!""#);
+    }
+
+    // Three requests, each with its greeted event handled by the listener's
+    // three handlers: wait until they are all exported.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let spans = loop {
+        let flushed = telemetry_flush(&telemetry).await;
+        let spans = spans.lock().unwrap().clone();
+        let listener_workers = spans
+            .iter()
+            .filter(|s| s.name.starts_with("process listener.on_greeted"))
+            .count();
+        if flushed && listener_workers >= 9 {
+            break spans;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{listener_workers} listener spans of 9: {spans:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    println!("{} spans exported", spans.len());
+    let https: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name == "GET /hello/Ann")
+        .collect();
+    assert_eq!(https.len(), 3, "{spans:#?}");
+    let continued: Vec<&&Span> = https.iter().filter(|s| s.trace == caller_trace).collect();
+    assert_eq!(continued.len(), 1, "the caller's trace is continued");
+    assert_eq!(
+        continued[0].parent, caller_span,
+        "the caller's span is the parent"
+    );
+    let fresh: Vec<&&Span> = https.iter().filter(|s| s.trace != caller_trace).collect();
+    assert_eq!(fresh.len(), 2);
+    assert_ne!(fresh[0].trace, fresh[1].trace, "each a trace of its own");
+    for http_span in &https {
+        let trace = &http_span.trace;
+        if http_span.trace != caller_trace {
+            assert!(http_span.parent.is_empty(), "a root: {http_span:?}");
+        }
+        // http -> publish (the request) -> process greeter.hello -> worker
+        let publish = find(&spans, trace, "publish nameko-rpc");
+        assert_eq!(publish.len(), 1, "{trace}: {spans:#?}");
+        assert_eq!(publish[0].parent, http_span.id);
+        assert_eq!(publish[0].attributes["messaging.system"], "rabbitmq");
+        assert_eq!(
+            publish[0].attributes["messaging.rabbitmq.destination.routing_key"],
+            "greeter.hello"
+        );
+        assert_eq!(
+            publish[0].attributes["messaging.destination.name"],
+            "nameko-rpc"
+        );
+        let process = find(&spans, trace, "process greeter.hello");
+        assert_eq!(process.len(), 1);
+        assert_eq!(process[0].parent, publish[0].id);
+        assert_eq!(process[0].attributes["messaging.operation.type"], "process");
+        let worker = spans
+            .iter()
+            .find(|s| s.name == "worker" && s.parent == process[0].id)
+            .expect("greeter's worker span");
+        assert_eq!(worker.trace, *trace);
+        // worker -> publish (the event) -> process listener.* -> worker
+        let event = find(&spans, trace, "publish greeter.events");
+        assert_eq!(event.len(), 1, "{trace}");
+        assert_eq!(event[0].parent, worker.id);
+        assert_eq!(
+            event[0].attributes["messaging.rabbitmq.destination.routing_key"],
+            "greeted"
+        );
+        let handled: Vec<&Span> = spans
+            .iter()
+            .filter(|s| s.trace == *trace && s.name.starts_with("process listener.on_greeted"))
+            .collect();
+        assert_eq!(handled.len(), 3, "three handler types: {handled:#?}");
+        for process in handled {
+            assert_eq!(process.parent, event[0].id);
+            assert!(
+                spans
+                    .iter()
+                    .any(|s| s.name == "worker" && s.parent == process.id),
+                "the listener's worker under {process:?}"
+            );
+        }
+        let _ = by_id(&spans, &http_span.id);
+    }
+    gateway.stop().await.unwrap();
+
+    // On the wire: the event a worker sends carries its publish span's
+    // context as nameko context data and as the bare W3C header.
+    use enoki::transport::{ConsumeOptions, QueueSpec, Transport};
+    let transport = enoki::transport::MemoryTransport::new();
+    let mut runner = ServiceRunner::new(transport.clone(), Settings::new());
+    runner.add(enoki::service::<support::greeter::Greeter>());
+    runner.start().await.unwrap();
+    transport
+        .declare_queue(&QueueSpec::durable("tap"))
+        .await
+        .unwrap();
+    transport
+        .bind("tap", "greeter.events", "greeted")
+        .await
+        .unwrap();
+    let mut tap = transport
+        .consume("tap", ConsumeOptions::default())
+        .await
+        .unwrap();
+    let rpc = ClusterRpc::connect(transport.clone(), &Settings::new())
+        .await
+        .unwrap();
+    let caller = tracing::info_span!("caller");
+    rpc.service("greeter")
+        .call("hello", serde_json::json!(["Wire"]))
+        .instrument(caller)
+        .await
+        .unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(10), tap.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let headers = &delivery.message.properties.headers;
+    let prefixed = headers["nameko.traceparent"]
+        .as_str()
+        .expect("nameko.traceparent");
+    assert_eq!(
+        headers["traceparent"].as_str(),
+        Some(prefixed),
+        "{headers:?}"
+    );
+    assert_eq!(prefixed.len(), 55, "{prefixed}");
+    assert!(
+        prefixed.starts_with("00-") && prefixed.ends_with("-01"),
+        "{prefixed}"
+    );
+    rpc.close().await;
+    runner.stop().await;
+
+    tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .unwrap();
+    assert!(!enoki::telemetry::active(), "off once shut down");
+}
+
+/// Flushes the exporter, off the async workers (its client blocks).
+async fn telemetry_flush(telemetry: &enoki::telemetry::Telemetry) -> bool {
+    tokio::task::block_in_place(|| telemetry.flush());
+    true
+}
+
+#[test]
+fn a_malformed_endpoint_is_a_clear_error() {
+    let err =
+        enoki::telemetry::otlp_layer::<tracing_subscriber::Registry>("x", Some("localhost:4318"))
+            .err()
+            .expect("rejected");
+    assert!(
+        err.to_string().contains("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "{err}"
+    );
+}
