@@ -15,6 +15,11 @@
 //! Three interleaved rounds (baseline, enoki, baseline, enoki, ...), each
 //! printed; then the best, median and worst of the rounds' ratios, and last
 //! `rpc_memory: N calls/s, baseline M calls/s, ratio R` (medians).
+//!
+//! With `ENOKI_BENCH_TRACING=otlp` (and `--features otel`) spans are
+//! exported over OTLP to a sink in the bench while it runs: tracing on.
+//! `./scripts/bench-tracing` runs it off and on, interleaved, and reports
+//! the cost.
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/greeter.rs"]
@@ -170,6 +175,24 @@ fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
     )
 }
 
+/// Installs an OTLP exporter to a sink in this process (tracing on).
+#[cfg(feature = "otel")]
+async fn export_spans() -> enoki::telemetry::Telemetry {
+    use tracing_subscriber::layer::SubscriberExt;
+    let sink = axum::Router::new().route("/v1/traces", axum::routing::post(|| async { "{}" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("sink");
+    let endpoint = format!("http://{}", listener.local_addr().expect("sink address"));
+    tokio::spawn(async move { axum::serve(listener, sink).await });
+    let (layer, telemetry) = enoki::telemetry::otlp_layer("rpc_memory", Some(&endpoint))
+        .expect("endpoint")
+        .expect("exporter");
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+        .expect("the bench's subscriber");
+    telemetry
+}
+
 fn main() {
     let threads = std::env::var("ENOKI_BENCH_THREADS")
         .ok()
@@ -182,7 +205,17 @@ fn main() {
         .expect("runtime");
     // ENOKI_BENCH_ONLY=enoki skips the baseline (for profiling).
     let only_enoki = std::env::var("ENOKI_BENCH_ONLY").is_ok_and(|only| only == "enoki");
+    let tracing_on = std::env::var("ENOKI_BENCH_TRACING").is_ok_and(|t| t == "otlp");
     let rounds: Vec<(f64, f64)> = runtime.block_on(async {
+        #[cfg(feature = "otel")]
+        let telemetry = if tracing_on {
+            Some(export_spans().await)
+        } else {
+            None
+        };
+        #[cfg(not(feature = "otel"))]
+        assert!(!tracing_on, "ENOKI_BENCH_TRACING=otlp needs --features otel");
+        println!("rpc_memory: tracing {}", if tracing_on { "on (OTLP)" } else { "off" });
         let (runner, client) = enoki_setup().await;
         let (tx, server) = baseline_setup();
         let mut rounds = Vec::new();
@@ -201,6 +234,10 @@ fn main() {
         }
         server.abort();
         runner.stop().await;
+        #[cfg(feature = "otel")]
+        if let Some(telemetry) = telemetry {
+            let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        }
         rounds
     });
     let (best, median, worst) = spread(rounds.iter().map(|(e, b)| e / b).collect());

@@ -114,6 +114,7 @@ async fn one_trace_from_the_gateway_through_greeter_to_listener() {
         assert_eq!(process.len(), 1);
         assert_eq!(process[0].parent, publish[0].id);
         assert_eq!(process[0].attributes["messaging.operation.type"], "process");
+        assert_eq!(process[0].attributes["enoki.service"], "greeter");
         let worker = spans
             .iter()
             .find(|s| s.name == "worker" && s.parent == process[0].id)
