@@ -863,3 +863,16 @@ fn asyncapi_prints_the_services_contracts() {
     // An unknown service is named.
     assert_one_line_error(&enoki(&["asyncapi", "greeterr"]), &["greeterr"]);
 }
+
+/// A malformed OTLP endpoint stops start-up naming the variable; with none,
+/// nothing is exported and the command runs as always.
+#[cfg(feature = "otel")]
+#[test]
+fn a_bad_otlp_endpoint_stops_start_up_naming_the_variable() {
+    for bad in ["localhost:4318", "ftp://collector/", "not a url"] {
+        let out = enoki_env(&["show-config"], &[("OTEL_EXPORTER_OTLP_ENDPOINT", bad)]);
+        assert_one_line_error(&out, &["OTEL_EXPORTER_OTLP_ENDPOINT", "URL"]);
+    }
+    let out = enoki_env(&["show-config"], &[("OTEL_EXPORTER_OTLP_ENDPOINT", "")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
