@@ -4,6 +4,7 @@
 //! Generated `dispatch` functions call these.
 
 use serde_json::value::RawValue;
+use smallvec::{SmallVec, smallvec};
 
 use crate::error::RemoteError;
 use crate::message::RequestBody;
@@ -22,7 +23,7 @@ pub struct Param {
 #[derive(Debug)]
 pub struct Args<'a> {
     method: &'static str,
-    slots: Vec<Option<&'a RawValue>>,
+    slots: SmallVec<[Option<&'a RawValue>; 4]>,
     params: &'static [Param],
 }
 
@@ -35,7 +36,7 @@ impl<'a> Args<'a> {
         params: &'static [Param],
     ) -> Result<Self, RemoteError> {
         let request = RequestBody::parse(body)?;
-        let mut slots: Vec<Option<&'a RawValue>> = vec![None; params.len()];
+        let mut slots: SmallVec<[Option<&'a RawValue>; 4]> = smallvec![None; params.len()];
         if request.args.len() > params.len() {
             return Err(RemoteError::incorrect_signature(too_many(
                 method,

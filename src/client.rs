@@ -36,13 +36,16 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use crate::config::{ReplyQueue, Settings};
-use crate::context::{WorkerCtx, encode_headers, new_uuid, push_uuid};
+use crate::context::{WorkerCtx, encode_headers, new_shared_uuid, new_uuid, push_uuid};
 use crate::error::{Error, Result};
 use crate::message::{Headers, Message, ReplyBody};
 use crate::names::{self, REPLY_QUEUE_TTL_MS, STANDALONE_OWNER};
 use crate::transport::{ConsumeOptions, ExchangeSpec, PublishOptions, QueueSpec, Transport};
 
-type Pending = Mutex<HashMap<String, oneshot::Sender<Result<Bytes>>>>;
+/// Calls waiting for their reply, by correlation id (shared with the
+/// request's message).
+type Pending =
+    Mutex<HashMap<Arc<str>, oneshot::Sender<Result<Bytes>>, foldhash::fast::RandomState>>;
 
 /// Replies a client's reply queue hands out before they are acked (each is
 /// acked as soon as it is matched to its call): a bound on what the
@@ -74,7 +77,8 @@ struct ReplyListener {
     transport: Arc<dyn Transport>,
     exchange: String,
     owner: String,
-    routing_key: String,
+    /// The reply queue's binding key: what requests carry as `reply_to`.
+    routing_key: Arc<str>,
     queue: String,
     pending: Arc<Pending>,
     closed: Arc<AtomicBool>,
@@ -211,7 +215,7 @@ impl ClusterRpcBuilder {
                 transport,
                 exchange: self.exchange,
                 owner: self.owner,
-                routing_key: uuid,
+                routing_key: Arc::from(uuid),
                 queue,
                 pending,
                 closed,
@@ -347,7 +351,7 @@ impl ClusterRpc {
         if listener.closed.load(Ordering::Acquire) {
             return Err(Error::TransportClosed);
         }
-        let correlation_id = new_uuid();
+        let correlation_id = new_shared_uuid();
         let (tx, rx) = oneshot::channel();
         listener.pending.lock().insert(correlation_id.clone(), tx);
         let _guard = PendingGuard {
@@ -360,8 +364,8 @@ impl ClusterRpc {
         let span = crate::telemetry::publish_span(&listener.exchange, &routing_key, &mut headers);
         let message = Message::json(body)
             .with_headers(headers)
-            .with_correlation_id(correlation_id.as_str())
-            .with_reply_to(listener.routing_key.as_str())
+            .with_correlation_id(correlation_id.clone())
+            .with_reply_to(listener.routing_key.clone())
             // Not done if nobody waits for it any more: the broker drops a
             // request still queued when its caller gives up.
             .with_expiration(self.timeout);

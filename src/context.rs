@@ -109,6 +109,13 @@ pub(crate) fn new_uuid() -> String {
     id
 }
 
+/// A fresh uuid4 in a shared string (one allocation: a correlation id the
+/// pending-call table and the message share).
+pub(crate) fn new_shared_uuid() -> Arc<str> {
+    let mut buf = uuid::Uuid::encode_buffer();
+    Arc::from(&*uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf))
+}
+
 /// Appends a fresh hyphenated uuid4, without an intermediate allocation.
 pub(crate) fn push_uuid(out: &mut String) {
     let mut buf = uuid::Uuid::encode_buffer();

@@ -5,12 +5,15 @@
 //! byte a transport carries is built or read here. The names of exchanges,
 //! queues and headers are nameko's rules, in [`crate::names`].
 
+use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
 
 use crate::error::RemoteError;
 use crate::outcome::Outcome;
@@ -38,21 +41,26 @@ pub const STANDALONE_OWNER: &str = crate::names::STANDALONE_OWNER;
 pub const REPLY_QUEUE_TTL_MS: i64 = crate::names::REPLY_QUEUE_TTL_MS;
 
 /// AMQP basic properties that nameko uses.
+///
+/// The strings that every message carries the same are shared rather than
+/// copied: `content_type` and `content_encoding` are usually the static
+/// [`CONTENT_TYPE_JSON`] and [`CONTENT_ENCODING_UTF8`], and a reply takes
+/// its request's `correlation_id` (an [`Arc<str>`]) without a copy.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Properties {
     /// `content_type`; nameko always sends `application/json`.
-    pub content_type: Option<String>,
+    pub content_type: Option<Cow<'static, str>>,
     /// `content_encoding`; nameko always sends `utf-8`.
-    pub content_encoding: Option<String>,
+    pub content_encoding: Option<Cow<'static, str>>,
     /// `delivery_mode`: 2 is persistent.
     pub delivery_mode: Option<u8>,
     /// `priority`; nameko always sends 0.
     pub priority: Option<u8>,
     /// `correlation_id` of an RPC request and its reply.
-    pub correlation_id: Option<String>,
+    pub correlation_id: Option<Arc<str>>,
     /// `reply_to` of an RPC request: the routing key of the caller's reply
     /// queue binding (a bare uuid), not a queue name.
-    pub reply_to: Option<String>,
+    pub reply_to: Option<Arc<str>>,
     /// The headers table (context data as `nameko.*`).
     pub headers: Headers,
     /// `expiration`: the broker drops the message if it is still queued
@@ -61,6 +69,16 @@ pub struct Properties {
     /// never executed (nameko's `delivery_timeout`); nameko sends none.
     /// On the wire a string of milliseconds.
     pub expiration: Option<Duration>,
+}
+
+/// A `content_type` or `content_encoding` read off the wire: nameko's
+/// usual values are shared, others copied.
+pub fn shared_property(value: &str) -> Cow<'static, str> {
+    match value {
+        CONTENT_TYPE_JSON => Cow::Borrowed(CONTENT_TYPE_JSON),
+        CONTENT_ENCODING_UTF8 => Cow::Borrowed(CONTENT_ENCODING_UTF8),
+        other => Cow::Owned(other.to_owned()),
+    }
 }
 
 /// A message as published to or delivered from a broker.
@@ -78,8 +96,8 @@ impl Message {
     pub fn json(body: impl Into<Bytes>) -> Self {
         Message {
             properties: Properties {
-                content_type: Some(CONTENT_TYPE_JSON.to_owned()),
-                content_encoding: Some(CONTENT_ENCODING_UTF8.to_owned()),
+                content_type: Some(Cow::Borrowed(CONTENT_TYPE_JSON)),
+                content_encoding: Some(Cow::Borrowed(CONTENT_ENCODING_UTF8)),
                 delivery_mode: Some(2),
                 priority: Some(0),
                 ..Properties::default()
@@ -97,14 +115,14 @@ impl Message {
 
     /// Sets the correlation id.
     #[must_use]
-    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
+    pub fn with_correlation_id(mut self, id: impl Into<Arc<str>>) -> Self {
         self.properties.correlation_id = Some(id.into());
         self
     }
 
     /// Sets `reply_to`.
     #[must_use]
-    pub fn with_reply_to(mut self, reply_to: impl Into<String>) -> Self {
+    pub fn with_reply_to(mut self, reply_to: impl Into<Arc<str>>) -> Self {
         self.properties.reply_to = Some(reply_to.into());
         self
     }
@@ -152,50 +170,82 @@ pub mod names {
 
 // ===== bodies =====
 
+/// Positional arguments, borrowed: most calls have a few, kept inline.
+pub type ArgList<'a> = SmallVec<[&'a RawValue; 4]>;
+/// Keyword arguments, borrowed (a key with escapes is unescaped into its
+/// own string), in the order they came.
+pub type KwargList<'a> = SmallVec<[(Cow<'a, str>, &'a RawValue); 4]>;
+
 /// The body of an RPC request, borrowed from the raw bytes:
 /// `{"args": [...], "kwargs": {...}}`. Both keys are required, as in nameko.
-#[derive(Debug, Deserialize)]
+/// Parsing a request of a few arguments allocates nothing.
+#[derive(Debug)]
 pub struct RequestBody<'a> {
     /// Positional arguments.
-    #[serde(borrow)]
-    pub args: Vec<&'a RawValue>,
+    pub args: ArgList<'a>,
     /// Keyword arguments.
-    #[serde(borrow)]
-    pub kwargs: Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>,
+    pub kwargs: KwargList<'a>,
 }
 
 impl<'a> RequestBody<'a> {
     /// Parses a request body; a body that is not a JSON object with `args`
     /// (an array) and `kwargs` (an object) is nameko's `MalformedRequest`.
     pub fn parse(body: &'a [u8]) -> Result<Self, RemoteError> {
-        let top: KwargsMap<'a> = serde_json::from_slice(body).map_err(|err| {
+        let top: TopLevel<'a> = serde_json::from_slice(body).map_err(|err| {
             RemoteError::malformed_request(format!("Request body is not a JSON object: {err}"))
         })?;
-        let field = |name: &str| top.0.iter().find(|(key, _)| key == name).map(|(_, v)| *v);
-        let (Some(args), Some(kwargs)) = (field("args"), field("kwargs")) else {
+        let (Some(args), Some(kwargs)) = (top.args, top.kwargs) else {
             return Err(RemoteError::malformed_request(
                 "Message missing `args` or `kwargs`",
             ));
         };
-        let args: Vec<&'a RawValue> = serde_json::from_str(args.get())
+        let ArgSeq(args) = serde_json::from_str(args.get())
             .map_err(|_| RemoteError::malformed_request("`args` must be a JSON array"))?;
-        let kwargs: KwargsMap<'a> = serde_json::from_str(kwargs.get())
+        let KwargMap(kwargs) = serde_json::from_str(kwargs.get())
             .map_err(|_| RemoteError::malformed_request("`kwargs` must be a JSON object"))?;
-        Ok(RequestBody {
-            args,
-            kwargs: kwargs.0,
-        })
+        Ok(RequestBody { args, kwargs })
     }
 }
 
-/// A JSON object read as an ordered list of borrowed entries.
-struct KwargsMap<'a>(Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>);
+/// The top level of a request: `args` and `kwargs` as raw JSON (the first
+/// of each, if a key is repeated); other keys are skipped.
+struct TopLevel<'a> {
+    args: Option<&'a RawValue>,
+    kwargs: Option<&'a RawValue>,
+}
 
-impl<'de: 'a, 'a> Deserialize<'de> for KwargsMap<'a> {
+/// A key of the top level, without copying it.
+enum TopKey {
+    Args,
+    Kwargs,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for TopKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = TopKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<TopKey, E> {
+                Ok(match key {
+                    "args" => TopKey::Args,
+                    "kwargs" => TopKey::Kwargs,
+                    _ => TopKey::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(Visitor)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for TopLevel<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
         impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
-            type Value = KwargsMap<'a>;
+            type Value = TopLevel<'a>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
@@ -203,11 +253,97 @@ impl<'de: 'a, 'a> Deserialize<'de> for KwargsMap<'a> {
                 self,
                 mut map: A,
             ) -> Result<Self::Value, A::Error> {
-                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
-                while let Some(entry) = map.next_entry()? {
-                    entries.push(entry);
+                let mut top = TopLevel {
+                    args: None,
+                    kwargs: None,
+                };
+                while let Some(key) = map.next_key::<TopKey>()? {
+                    let slot = match key {
+                        TopKey::Args => &mut top.args,
+                        TopKey::Kwargs => &mut top.kwargs,
+                        TopKey::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    let value: &'a RawValue = map.next_value()?;
+                    slot.get_or_insert(value);
                 }
-                Ok(KwargsMap(entries))
+                Ok(top)
+            }
+        }
+        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// A JSON array read as borrowed raw values.
+struct ArgSeq<'a>(ArgList<'a>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for ArgSeq<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = ArgSeq<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut items = ArgList::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(ArgSeq(items))
+            }
+        }
+        deserializer.deserialize_seq(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// A JSON object read as an ordered list of borrowed entries.
+struct KwargMap<'a>(KwargList<'a>);
+
+/// A key, borrowed from the body unless it has escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Key<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, key: &'de str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Borrowed(key)))
+            }
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Owned(key.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(Visitor(std::marker::PhantomData))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for KwargMap<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = KwargMap<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut entries = KwargList::new();
+                while let Some((Key(key), value)) = map.next_entry()? {
+                    entries.push((key, value));
+                }
+                Ok(KwargMap(entries))
             }
         }
         deserializer.deserialize_map(Visitor(std::marker::PhantomData))
@@ -225,15 +361,33 @@ pub fn encode_request(args: &Value, kwargs: &Map<String, Value>) -> Vec<u8> {
     json_body(&Body { args, kwargs }).expect("JSON values always serialise")
 }
 
-/// The room a message body starts with: most requests and replies fit, so
-/// encoding one does not grow its buffer several times over.
-const BODY_CAPACITY: usize = 256;
+/// The most a thread's scratch buffer for encoding bodies keeps between
+/// messages; a larger one is let go after use.
+const SCRATCH_KEPT: usize = 64 * 1024;
 
-/// `serde_json::to_vec`, into a buffer of [`BODY_CAPACITY`].
+thread_local! {
+    /// Where bodies are encoded before they are copied out at their exact
+    /// size: one allocation per body, and a `Bytes` made from it needs no
+    /// other.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `serde_json::to_vec`, into a buffer of exactly the body's size (encoded
+/// in a per-thread scratch buffer first).
 pub(crate) fn json_body<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
-    let mut body = Vec::with_capacity(BODY_CAPACITY);
-    serde_json::to_writer(&mut body, value)?;
-    Ok(body)
+    SCRATCH.with(|scratch| {
+        // A `Serialize` impl that encodes a body of its own while being
+        // encoded finds the buffer taken, and gets a fresh one.
+        let Ok(mut buffer) = scratch.try_borrow_mut() else {
+            return serde_json::to_vec(value);
+        };
+        buffer.clear();
+        let encoded = serde_json::to_writer(&mut *buffer, value).map(|()| buffer.to_vec());
+        if buffer.capacity() > SCRATCH_KEPT {
+            *buffer = Vec::new();
+        }
+        encoded
+    })
 }
 
 /// Encodes an RPC reply body: `{"result": ..., "error": ...}`.

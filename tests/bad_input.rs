@@ -69,7 +69,12 @@ impl Raw {
             .await
             .expect("a reply")
             .expect("consumer open");
-        let correlation_id = delivery.message.properties.correlation_id.clone();
+        let correlation_id = delivery
+            .message
+            .properties
+            .correlation_id
+            .as_deref()
+            .map(str::to_owned);
         let body: Value = serde_json::from_slice(&delivery.message.body).unwrap();
         delivery.ack().await.unwrap();
         (correlation_id, body)

@@ -139,8 +139,8 @@ struct Broker {
 
 #[derive(Debug, Default)]
 struct State {
-    exchanges: HashMap<String, Exchange>,
-    queues: HashMap<String, Arc<Queue>>,
+    exchanges: FastMap<String, Exchange>,
+    queues: FastMap<String, Arc<Queue>>,
 }
 
 #[derive(Debug)]
@@ -148,36 +148,108 @@ struct Exchange {
     spec: ExchangeSpec,
     /// The name, shared by every delivery routed through it.
     name: Arc<str>,
-    /// Bindings without wildcards, by routing key.
-    exact: HashMap<String, Vec<Arc<Queue>>>,
-    /// Bindings with `*` or `#`.
-    patterns: Vec<(String, Arc<Queue>)>,
+    bindings: Bindings,
 }
 
-impl Exchange {
-    fn route(&self, routing_key: &str, out: &mut Targets) {
-        if let Some(queues) = self.exact.get(routing_key) {
-            for queue in queues {
-                push_unique(out, queue);
+/// A hash map with a fast, randomly seeded hasher (foldhash): the broker's
+/// tables are looked up on every publish and settle.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// An exchange's bindings, indexed so that a publish looks only at those
+/// that can match its routing key.
+#[derive(Debug, Default)]
+struct Bindings {
+    /// Bindings without wildcards, by routing key (shared with the
+    /// deliveries routed by it, so a reply costs no copy of its key).
+    exact: FastMap<Arc<str>, Vec<Arc<Queue>>>,
+    /// Patterns whose first word is a literal (`greeter.*`), by that word.
+    by_first_word: FastMap<Box<str>, Vec<PatternBinding>>,
+    /// Patterns that start with `*` or `#`.
+    wild_first: Vec<PatternBinding>,
+}
+
+/// A binding with wildcards: its pattern and its queue.
+type PatternBinding = (Box<str>, Arc<Queue>);
+
+impl Bindings {
+    /// Adds a binding (a no-op if it exists).
+    fn add(&mut self, pattern: &str, queue: Arc<Queue>) {
+        if !topic::has_wildcards(pattern) {
+            let queues = self.exact.entry(Arc::from(pattern)).or_default();
+            if !queues.iter().any(|q| Arc::ptr_eq(q, &queue)) {
+                queues.push(queue);
+            }
+            return;
+        }
+        let list = match topic::first_word(pattern) {
+            "*" | "#" => &mut self.wild_first,
+            word => self.by_first_word.entry(Box::from(word)).or_default(),
+        };
+        if !list
+            .iter()
+            .any(|(p, q)| &**p == pattern && Arc::ptr_eq(q, &queue))
+        {
+            list.push((Box::from(pattern), queue));
+        }
+    }
+
+    /// Removes the binding of `queue` with `pattern`, if any.
+    fn remove(&mut self, pattern: &str, queue: &str) {
+        if let Some(queues) = self.exact.get_mut(pattern) {
+            queues.retain(|q| q.name != queue);
+            if queues.is_empty() {
+                self.exact.remove(pattern);
             }
         }
-        for (pattern, queue) in &self.patterns {
-            if topic::matches(pattern, routing_key) {
-                push_unique(out, queue);
+        let unbound = |(p, q): &PatternBinding| !(&**p == pattern && q.name == queue);
+        self.wild_first.retain(unbound);
+        let word = topic::first_word(pattern);
+        if let Some(list) = self.by_first_word.get_mut(word) {
+            list.retain(unbound);
+            if list.is_empty() {
+                self.by_first_word.remove(word);
             }
         }
     }
 
-    fn is_unbound(&self) -> bool {
-        self.exact.is_empty() && self.patterns.is_empty()
-    }
-
+    /// Removes every binding of the queue `name`.
     fn remove_queue(&mut self, name: &str) {
         self.exact.retain(|_, queues| {
             queues.retain(|q| q.name != name);
             !queues.is_empty()
         });
-        self.patterns.retain(|(_, q)| q.name != name);
+        self.by_first_word.retain(|_, list| {
+            list.retain(|(_, q)| q.name != name);
+            !list.is_empty()
+        });
+        self.wild_first.retain(|(_, q)| q.name != name);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.by_first_word.is_empty() && self.wild_first.is_empty()
+    }
+
+    /// Adds the queues bound for `routing_key` to `out`; returns the
+    /// binding's shared copy of the key when an exact binding matched.
+    fn route(&self, routing_key: &str, out: &mut Targets) -> Option<Arc<str>> {
+        let exact = self.exact.get_key_value(routing_key).map(|(key, queues)| {
+            for queue in queues {
+                push_unique(out, queue);
+            }
+            key.clone()
+        });
+        let candidates = self
+            .by_first_word
+            .get(topic::first_word(routing_key))
+            .into_iter()
+            .flatten()
+            .chain(&self.wild_first);
+        for (pattern, queue) in candidates {
+            if topic::matches_pattern(pattern, routing_key) {
+                push_unique(out, queue);
+            }
+        }
+        exact
     }
 }
 
@@ -215,11 +287,11 @@ impl Broker {
             let removed = state.queues.remove(name);
             if removed.is_some() {
                 for exchange in state.exchanges.values_mut() {
-                    exchange.remove_queue(name);
+                    exchange.bindings.remove_queue(name);
                 }
                 state
                     .exchanges
-                    .retain(|_, e| !(e.spec.auto_delete && e.is_unbound()));
+                    .retain(|_, e| !(e.spec.auto_delete && e.bindings.is_empty()));
             }
             removed
         };
@@ -250,20 +322,20 @@ impl Broker {
         mandatory: bool,
     ) -> Result<()> {
         let mut targets = Targets::new();
-        let exchange_name = {
+        let (exchange_name, shared_key) = {
             let state = self.state.read();
             if exchange.is_empty() {
                 if let Some(queue) = state.queues.get(routing_key) {
                     targets.push(queue.clone());
                 }
-                None
+                (None, None)
             } else {
                 let found = state
                     .exchanges
                     .get(exchange)
                     .ok_or_else(|| Error::ExchangeNotFound(exchange.into()))?;
-                found.route(routing_key, &mut targets);
-                Some(found.name.clone())
+                let key = found.bindings.route(routing_key, &mut targets);
+                (Some(found.name.clone()), key)
             }
         };
         if targets.is_empty() {
@@ -276,7 +348,7 @@ impl Broker {
             return Ok(());
         }
         let exchange: Arc<str> = exchange_name.unwrap_or_else(|| Arc::from(""));
-        let routing_key: Arc<str> = Arc::from(routing_key);
+        let routing_key: Arc<str> = shared_key.unwrap_or_else(|| Arc::from(routing_key));
         // Every queue shares the one (immutable) message.
         let expires_at = message
             .properties
@@ -384,7 +456,7 @@ enum Taken {
 #[derive(Debug, Default)]
 struct QueueInner {
     ready: VecDeque<Entry>,
-    unacked: HashMap<u64, Unacked>,
+    unacked: FastMap<u64, Unacked>,
     consumers: Vec<ConsumerSlot>,
     next_consumer: usize,
     next_tag: u64,
@@ -892,8 +964,7 @@ impl Transport for MemoryTransport {
                     Exchange {
                         spec: spec.clone(),
                         name: Arc::from(spec.name.as_str()),
-                        exact: HashMap::new(),
-                        patterns: Vec::new(),
+                        bindings: Bindings::default(),
                     },
                 );
                 Ok(())
@@ -1004,20 +1075,7 @@ impl Transport for MemoryTransport {
             .exchanges
             .get_mut(exchange)
             .ok_or_else(|| Error::ExchangeNotFound(exchange.into()))?;
-        if topic::has_wildcards(pattern) {
-            if !exchange
-                .patterns
-                .iter()
-                .any(|(p, q)| p == pattern && Arc::ptr_eq(q, &queue))
-            {
-                exchange.patterns.push((pattern.to_owned(), queue));
-            }
-        } else {
-            let queues = exchange.exact.entry(pattern.to_owned()).or_default();
-            if !queues.iter().any(|q| Arc::ptr_eq(q, &queue)) {
-                queues.push(queue);
-            }
-        }
+        exchange.bindings.add(pattern, queue);
         Ok(())
     }
 
@@ -1027,15 +1085,8 @@ impl Transport for MemoryTransport {
         let Some(ex) = state.exchanges.get_mut(exchange) else {
             return Ok(());
         };
-        if let Some(queues) = ex.exact.get_mut(pattern) {
-            queues.retain(|q| q.name != queue);
-            if queues.is_empty() {
-                ex.exact.remove(pattern);
-            }
-        }
-        ex.patterns
-            .retain(|(p, q)| !(p == pattern && q.name == queue));
-        if ex.spec.auto_delete && ex.is_unbound() {
+        ex.bindings.remove(pattern, queue);
+        if ex.spec.auto_delete && ex.bindings.is_empty() {
             state.exchanges.remove(exchange);
         }
         Ok(())

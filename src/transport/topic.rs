@@ -23,6 +23,12 @@ pub fn matches(pattern: &str, routing_key: &str) -> bool {
     if !has_wildcards(pattern) {
         return pattern == routing_key;
     }
+    matches_pattern(pattern, routing_key)
+}
+
+/// [`matches`] for a `pattern` known to have wildcards (a broker sorts its
+/// bindings once, when they are made).
+pub(crate) fn matches_pattern(pattern: &str, routing_key: &str) -> bool {
     let mut pattern_words = Words::new(pattern);
     let mut key_words = Words::new(routing_key);
     // Where to resume after the last `#`: the pattern after it, and the key
@@ -57,7 +63,12 @@ pub fn matches(pattern: &str, routing_key: &str) -> bool {
 /// Whether a pattern contains `*` or `#` words (otherwise it matches only
 /// itself).
 pub fn has_wildcards(pattern: &str) -> bool {
-    pattern.split('.').any(|word| word == "*" || word == "#")
+    Words::new(pattern).any(|word| word == "*" || word == "#")
+}
+
+/// The first word of a key or pattern.
+pub(crate) fn first_word(text: &str) -> &str {
+    Words::new(text).next().unwrap_or_default()
 }
 
 /// The words of a key or pattern, as a cheap copyable cursor. `""` is one
@@ -78,7 +89,8 @@ impl<'a> Iterator for Words<'a> {
 
     fn next(&mut self) -> Option<&'a str> {
         let text = self.rest?;
-        match text.find('.') {
+        // Words are short: a plain byte scan beats a memchr set-up.
+        match text.bytes().position(|b| b == b'.') {
             Some(i) => {
                 self.rest = Some(&text[i + 1..]);
                 Some(&text[..i])

@@ -49,7 +49,7 @@ pub(crate) async fn round_trip_preserves_properties_and_headers(env: &dyn Transp
             content_encoding: Some("utf-8".into()),
             delivery_mode: Some(2),
             priority: Some(3),
-            correlation_id: Some(correlation_id.clone()),
+            correlation_id: Some(correlation_id.as_str().into()),
             reply_to: Some("reply-routing-key".into()),
             headers: headers.as_object().expect("object").clone(),
             expiration: Some(std::time::Duration::from_secs(60)),

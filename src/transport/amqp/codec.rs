@@ -10,12 +10,14 @@
 //! become a string when they are UTF-8 and an array of numbers otherwise,
 //! timestamps become integers, decimals numbers.
 
+use std::sync::Arc;
+
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use serde_json::{Map, Number, Value};
 
 use crate::error::{Error, Result};
-use crate::message::{Headers, Properties};
+use crate::message::{Headers, Properties, shared_property};
 
 /// A short string (at most 255 bytes), or a clear error naming `what`.
 pub(crate) fn short(what: &str, value: &str) -> Result<ShortString> {
@@ -146,10 +148,11 @@ pub(crate) fn to_basic_properties(props: &Properties) -> Result<BasicProperties>
 
 /// AMQP basic properties as [`Properties`].
 pub(crate) fn from_basic_properties(props: &BasicProperties) -> Properties {
-    let string = |v: &Option<ShortString>| v.as_ref().map(|s| s.as_str().to_owned());
+    let shared = |v: &Option<ShortString>| v.as_ref().map(|s| shared_property(s.as_str()));
+    let string = |v: &Option<ShortString>| v.as_ref().map(|s| Arc::from(s.as_str()));
     Properties {
-        content_type: string(props.content_type()),
-        content_encoding: string(props.content_encoding()),
+        content_type: shared(props.content_type()),
+        content_encoding: shared(props.content_encoding()),
         delivery_mode: *props.delivery_mode(),
         priority: *props.priority(),
         correlation_id: string(props.correlation_id()),
@@ -248,14 +251,26 @@ mod tests {
             let props = &capture["properties"];
             let field = |k: &str| props.get(k).and_then(Value::as_str).map(str::to_owned);
             let byte = |k: &str| props.get(k).and_then(Value::as_u64).map(|v| v as u8);
-            assert_eq!(decoded.content_type, field("content_type"), "{name}");
             assert_eq!(
-                decoded.content_encoding,
-                field("content_encoding"),
+                decoded.content_type.as_deref(),
+                field("content_type").as_deref(),
                 "{name}"
             );
-            assert_eq!(decoded.correlation_id, field("correlation_id"), "{name}");
-            assert_eq!(decoded.reply_to, field("reply_to"), "{name}");
+            assert_eq!(
+                decoded.content_encoding.as_deref(),
+                field("content_encoding").as_deref(),
+                "{name}"
+            );
+            assert_eq!(
+                decoded.correlation_id.as_deref(),
+                field("correlation_id").as_deref(),
+                "{name}"
+            );
+            assert_eq!(
+                decoded.reply_to.as_deref(),
+                field("reply_to").as_deref(),
+                "{name}"
+            );
             assert_eq!(decoded.delivery_mode, byte("delivery_mode"), "{name}");
             assert_eq!(decoded.priority, byte("priority"), "{name}");
             assert_eq!(
@@ -374,7 +389,7 @@ mod tests {
     #[test]
     fn overlong_short_strings_are_errors_not_panics() {
         let props = Properties {
-            correlation_id: Some("x".repeat(300)),
+            correlation_id: Some("x".repeat(300).into()),
             ..Properties::default()
         };
         assert!(matches!(
