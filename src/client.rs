@@ -9,6 +9,14 @@
 //! published `mandatory`: when no queue is bound for `<service>.*` the call
 //! fails at once with [`Error::UnknownService`].
 //!
+//! A standalone client has one call id, `<owner>.call.<uuid>`, for all its
+//! calls, as nameko 2's `ClusterRpcProxy` has (the worker a call reaches
+//! adds its own, unique one): its headers are made once and shared by
+//! every call. [`ClusterRpc::with_context_data`] makes a client with
+//! context data and a call id of its own, say one per HTTP request. A
+//! client bound to a worker ([`ClusterRpc::bind`]) sends the worker's
+//! context.
+//!
 //! ```
 //! # use enoki::prelude::*;
 //! # use enoki::transport::MemoryTransport;
@@ -27,7 +35,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tracing::Instrument;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -45,7 +52,7 @@ use crate::transport::{ConsumeOptions, ExchangeSpec, PublishOptions, QueueSpec, 
 /// Calls waiting for their reply, by correlation id (shared with the
 /// request's message).
 type Pending =
-    Mutex<HashMap<Arc<str>, oneshot::Sender<Result<Bytes>>, foldhash::fast::RandomState>>;
+    Mutex<HashMap<Arc<str>, oneshot::Sender<Result<Arc<Message>>>, foldhash::fast::RandomState>>;
 
 /// Replies a client's reply queue hands out before they are acked (each is
 /// acked as soon as it is matched to its call): a bound on what the
@@ -67,8 +74,10 @@ pub struct ClusterRpc {
 
 #[derive(Clone)]
 enum CallContext {
-    /// A standalone client: its own context data, a fresh call id per call.
-    Standalone(Arc<Map<String, Value>>),
+    /// A standalone client: its own context data and call id (one per
+    /// client, as nameko 2's `ClusterRpcProxy` has), as the headers every
+    /// call carries.
+    Standalone(Headers),
     /// A client inside a worker.
     Worker(WorkerCtx),
 }
@@ -83,6 +92,18 @@ struct ReplyListener {
     pending: Arc<Pending>,
     closed: Arc<AtomicBool>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl CallContext {
+    /// The context of a standalone client of `owner`: `data` and a call
+    /// id of its own, `<owner>.call.<uuid>`.
+    fn standalone(owner: &str, data: &Map<String, Value>) -> Self {
+        let mut call_id = String::with_capacity(owner.len() + 42);
+        call_id.push_str(owner);
+        call_id.push_str(".call.");
+        push_uuid(&mut call_id);
+        CallContext::Standalone(encode_headers(data, std::slice::from_ref(&call_id)))
+    }
 }
 
 impl fmt::Debug for ClusterRpc {
@@ -184,7 +205,7 @@ impl ClusterRpcBuilder {
                         .and_then(|id| pending.lock().remove(id));
                     match waiter {
                         Some(waiter) => {
-                            let _ = waiter.send(Ok(delivery.message.body.clone()));
+                            let _ = waiter.send(Ok(delivery.message.clone()));
                         }
                         None => tracing::debug!(
                             queue = %queue,
@@ -210,6 +231,7 @@ impl ClusterRpcBuilder {
             }
         });
 
+        let context = CallContext::standalone(&self.owner, &self.context_data);
         Ok(ClusterRpc {
             listener: Arc::new(ReplyListener {
                 transport,
@@ -221,7 +243,7 @@ impl ClusterRpcBuilder {
                 closed,
                 task: Mutex::new(Some(task)),
             }),
-            context: CallContext::Standalone(Arc::new(self.context_data)),
+            context,
             timeout: self.timeout,
         })
     }
@@ -261,7 +283,7 @@ impl ClusterRpc {
     #[must_use]
     pub fn with_context_data(&self, data: Map<String, Value>) -> Self {
         ClusterRpc {
-            context: CallContext::Standalone(Arc::new(data)),
+            context: CallContext::standalone(&self.listener.owner, &data),
             ..self.clone()
         }
     }
@@ -295,8 +317,10 @@ impl ClusterRpc {
             other => Value::Array(vec![other]),
         };
         let body = crate::message::encode_request(&args, &kwargs);
-        let raw = self.call_raw(service, method, body).await?;
-        Ok(serde_json::from_str(raw.get())?)
+        self.call_decoded(service, method, body, |raw| {
+            Ok(serde_json::from_str(raw.get())?)
+        })
+        .await
     }
 
     /// Calls `service.method` with positional arguments serialised from
@@ -317,8 +341,10 @@ impl ClusterRpc {
             args,
             kwargs: Empty {},
         })?;
-        let raw = self.call_raw(service, method, body).await?;
-        Ok(serde_json::from_str(raw.get())?)
+        self.call_decoded(service, method, body, |raw| {
+            Ok(serde_json::from_str(raw.get())?)
+        })
+        .await
     }
 
     /// A handle for dynamic calls to one service.
@@ -337,16 +363,30 @@ impl ClusterRpc {
         method: &str,
         body: Vec<u8>,
     ) -> Result<Box<RawValue>> {
+        self.call_decoded(service, method, body, |raw| Ok(raw.to_owned()))
+            .await
+    }
+
+    /// Calls `service.method` with an encoded request body and decodes the
+    /// result, borrowed from the reply, with `decode`.
+    async fn call_decoded<R>(
+        &self,
+        service: &str,
+        method: &str,
+        body: Vec<u8>,
+        decode: impl FnOnce(&RawValue) -> Result<R>,
+    ) -> Result<R> {
         let reply = self.request(service, method, body).await?;
-        ReplyBody::decode(&reply)
+        let result = ReplyBody::decode(&reply.body)
             .map_err(|err| {
                 Error::Transport(format!("malformed reply from {service}.{method}: {err}"))
             })?
-            .map_err(Error::Remote)
+            .map_err(Error::Remote)?;
+        decode(result)
     }
 
-    /// Publishes a request and waits for the raw reply body.
-    async fn request(&self, service: &str, method: &str, body: Vec<u8>) -> Result<Bytes> {
+    /// Publishes a request and waits for the reply.
+    async fn request(&self, service: &str, method: &str, body: Vec<u8>) -> Result<Arc<Message>> {
         let listener = &self.listener;
         if listener.closed.load(Ordering::Acquire) {
             return Err(Error::TransportClosed);
@@ -411,14 +451,7 @@ impl ClusterRpc {
     fn headers(&self) -> Headers {
         match &self.context {
             CallContext::Worker(worker) => worker.headers(),
-            CallContext::Standalone(data) => {
-                let owner = &self.listener.owner;
-                let mut call_id = String::with_capacity(owner.len() + 42);
-                call_id.push_str(owner);
-                call_id.push_str(".call.");
-                push_uuid(&mut call_id);
-                encode_headers(data, std::slice::from_ref(&call_id))
-            }
+            CallContext::Standalone(headers) => headers.clone(),
         }
     }
 

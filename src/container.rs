@@ -20,14 +20,14 @@
 
 use std::fmt;
 
-use bytes::Bytes;
+use crate::message::Payload;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
 use crate::config::Settings;
 use crate::container_ctx::ContainerCtx;
-use crate::context::{ContextData, WorkerCtx};
+use crate::context::{Incoming, WorkerCtx};
 use crate::dependency::{DependencyProvider, ProviderSet};
 use crate::describe::ServiceDescription;
 use crate::entrypoint::event::EventEntrypoint;
@@ -189,11 +189,11 @@ fn invoke<S: Service>(
     providers: &ProviderSet,
     worker: WorkerCtx,
     method: &'static str,
-    payload: Bytes,
+    payload: Payload,
 ) -> BoxFuture<'static, Outcome> {
     // Dependencies are injected now, before `worker_setup` (nameko's order).
     let service = S::inject(providers, &worker);
-    Box::pin(async move { service.dispatch(method, &payload, &worker).await })
+    Box::pin(async move { service.dispatch(method, payload.as_bytes(), &worker).await })
 }
 
 #[cfg(feature = "http")]
@@ -340,8 +340,8 @@ impl ServiceContainer {
     pub async fn call_entrypoint(
         &self,
         method: &str,
-        payload: Bytes,
-        context: ContextData,
+        payload: impl Into<Payload>,
+        context: impl Into<Incoming>,
     ) -> Result<Outcome> {
         let pool = self
             .pool

@@ -7,9 +7,15 @@
 //! `language`, `auth_token`, any other key) arrives as `nameko.<key>`
 //! headers and is passed on, unchanged, to the calls and events the worker
 //! makes.
+//!
+//! A worker reads what it received only when it needs it: its call id, its
+//! stack, its context data and the headers of the calls it makes are made
+//! the first time they are asked for (a worker that makes no call and logs
+//! nothing pays for none of them), from the message's [`Headers`], which it
+//! shares rather than copies ([`Incoming`]).
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
@@ -65,12 +71,32 @@ impl ContextData {
     }
 }
 
+/// Checks, without copying anything, that headers would decode as context
+/// data ([`ContextData::from_headers`] would succeed): a request whose
+/// `nameko.call_id_stack` is malformed is refused before any worker runs.
+pub fn check_headers(headers: &Headers) -> Result<(), RemoteError> {
+    // As `from_headers`, the last of `call_id_stack` and
+    // `nameko.call_id_stack` (in the table's order) is the one that counts.
+    let stack = headers
+        .iter()
+        .rev()
+        .find(|(key, _)| key.strip_prefix(HEADER_PREFIX).unwrap_or(key) == CALL_ID_STACK)
+        .map(|(_, value)| value);
+    match stack {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => Ok(()),
+        Some(value) => Err(malformed_stack(value)),
+    }
+}
+
+fn malformed_stack(value: &Value) -> RemoteError {
+    RemoteError::malformed_request(format!(
+        "`{HEADER_PREFIX}{CALL_ID_STACK}` header must be an array of strings, got {value}"
+    ))
+}
+
 fn parse_stack(value: &Value) -> Result<Vec<String>, RemoteError> {
-    let malformed = || {
-        RemoteError::malformed_request(format!(
-            "`{HEADER_PREFIX}{CALL_ID_STACK}` header must be an array of strings, got {value}"
-        ))
-    };
+    let malformed = || malformed_stack(value);
     match value {
         Value::Array(items) => items
             .iter()
@@ -122,6 +148,95 @@ pub(crate) fn push_uuid(out: &mut String) {
     out.push_str(uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf));
 }
 
+/// The context a worker continues: the headers of the message that
+/// caused it (read when first needed), or context data given as such.
+///
+/// ```
+/// use enoki::context::{ContextData, Incoming};
+/// use enoki::message::Headers;
+/// use serde_json::json;
+///
+/// let mut headers = Headers::new();
+/// headers.insert("nameko.language".into(), json!("en"));
+/// assert_eq!(Incoming::from(headers).get("language"), Some(&json!("en")));
+/// assert_eq!(Incoming::from(ContextData::default()).get("language"), None);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Incoming(IncomingSource);
+
+#[derive(Debug, Clone)]
+enum IncomingSource {
+    Headers(Headers),
+    Data(ContextData),
+}
+
+impl Default for Incoming {
+    fn default() -> Self {
+        Incoming(IncomingSource::Data(ContextData::default()))
+    }
+}
+
+impl From<Headers> for Incoming {
+    /// A message's headers, as received: they should have passed
+    /// [`check_headers`] (a malformed call-id stack reads as none).
+    fn from(headers: Headers) -> Self {
+        Incoming(IncomingSource::Headers(headers))
+    }
+}
+
+impl From<ContextData> for Incoming {
+    fn from(data: ContextData) -> Self {
+        Incoming(IncomingSource::Data(data))
+    }
+}
+
+impl Incoming {
+    /// One context-data value (`user_id`, `traceparent`, ...), without
+    /// decoding the rest: from headers, `nameko.<key>` (or a bare `<key>`,
+    /// as nameko reads every header).
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        if key == CALL_ID_STACK {
+            // Not context data: the stack.
+            return None;
+        }
+        match &self.0 {
+            IncomingSource::Data(data) => data.data.get(key),
+            IncomingSource::Headers(headers) => headers
+                .iter()
+                .rev()
+                .find(|(name, value)| {
+                    name.strip_prefix(HEADER_PREFIX).unwrap_or(name) == key && !value.is_null()
+                })
+                .map(|(_, value)| value),
+        }
+    }
+
+    /// The call-id stack it carries (none if it is malformed).
+    fn stack(&self) -> Vec<String> {
+        match &self.0 {
+            IncomingSource::Data(data) => data.call_id_stack.clone(),
+            IncomingSource::Headers(headers) => headers
+                .iter()
+                .rev()
+                .find(|(key, _)| key.strip_prefix(HEADER_PREFIX).unwrap_or(key) == CALL_ID_STACK)
+                .and_then(|(_, value)| parse_stack(value).ok())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The context data it carries, decoded from headers.
+    fn decode_data(headers: &Headers) -> Map<String, Value> {
+        let mut data = Map::new();
+        for (key, value) in headers {
+            let key = key.strip_prefix(HEADER_PREFIX).unwrap_or(key);
+            if key != CALL_ID_STACK && !value.is_null() {
+                data.insert(key.to_owned(), value.clone());
+            }
+        }
+        data
+    }
+}
+
 /// The context of one worker: who is running, on whose behalf, with what
 /// context data. Cheap to clone.
 ///
@@ -148,8 +263,15 @@ pub struct WorkerCtx {
 struct Inner {
     service_name: Cow<'static, str>,
     entrypoint: Cow<'static, str>,
-    call_id_stack: Vec<String>,
-    data: Map<String, Value>,
+    incoming: Incoming,
+    parent_calls_tracked: usize,
+    /// The parents kept, then this worker's call id: made when first asked
+    /// for.
+    call_id_stack: OnceLock<Vec<String>>,
+    /// Context data read from headers, when first asked for.
+    data: OnceLock<Map<String, Value>>,
+    /// The headers of the calls and events this worker makes, built once.
+    outgoing: OnceLock<Headers>,
     cancel: CancellationToken,
 }
 
@@ -159,13 +281,13 @@ impl WorkerCtx {
     pub fn new(
         service_name: &str,
         entrypoint: &str,
-        incoming: ContextData,
+        incoming: impl Into<Incoming>,
         parent_calls_tracked: usize,
     ) -> Self {
         WorkerCtx::with_cancel(
             Cow::Owned(service_name.to_owned()),
             Cow::Owned(entrypoint.to_owned()),
-            incoming,
+            incoming.into(),
             parent_calls_tracked,
             CancellationToken::new(),
         )
@@ -174,31 +296,19 @@ impl WorkerCtx {
     pub(crate) fn with_cancel(
         service_name: Cow<'static, str>,
         entrypoint: Cow<'static, str>,
-        incoming: ContextData,
+        incoming: Incoming,
         parent_calls_tracked: usize,
         cancel: CancellationToken,
     ) -> Self {
-        let ContextData {
-            data,
-            call_id_stack: mut stack,
-        } = incoming;
-        let keep = parent_calls_tracked;
-        if stack.len() > keep {
-            stack.drain(..stack.len() - keep);
-        }
-        let mut call_id = String::with_capacity(service_name.len() + entrypoint.len() + 38);
-        call_id.push_str(&service_name);
-        call_id.push('.');
-        call_id.push_str(&entrypoint);
-        call_id.push('.');
-        push_uuid(&mut call_id);
-        stack.push(call_id);
         WorkerCtx {
             inner: Arc::new(Inner {
                 service_name,
                 entrypoint,
-                call_id_stack: stack,
-                data,
+                incoming,
+                parent_calls_tracked,
+                call_id_stack: OnceLock::new(),
+                data: OnceLock::new(),
+                outgoing: OnceLock::new(),
                 cancel,
             }),
         }
@@ -216,8 +326,7 @@ impl WorkerCtx {
 
     /// This worker's call id: `<service>.<method>.<uuid4>`.
     pub fn call_id(&self) -> &str {
-        self.inner
-            .call_id_stack
+        self.call_id_stack()
             .last()
             .map(String::as_str)
             .unwrap_or_default()
@@ -225,29 +334,51 @@ impl WorkerCtx {
 
     /// The call-id stack: the parent calls, then this worker's call id.
     pub fn call_id_stack(&self) -> &[String] {
-        &self.inner.call_id_stack
+        self.inner.call_id_stack.get_or_init(|| {
+            let inner = &self.inner;
+            let mut stack = inner.incoming.stack();
+            let keep = inner.parent_calls_tracked;
+            if stack.len() > keep {
+                stack.drain(..stack.len() - keep);
+            }
+            let (service, entrypoint) = (&inner.service_name, &inner.entrypoint);
+            let mut call_id = String::with_capacity(service.len() + entrypoint.len() + 38);
+            call_id.push_str(service);
+            call_id.push('.');
+            call_id.push_str(entrypoint);
+            call_id.push('.');
+            push_uuid(&mut call_id);
+            stack.push(call_id);
+            stack
+        })
     }
 
     /// The first call of the chain, if this worker has a parent.
     pub fn origin_call_id(&self) -> Option<&str> {
-        let stack = &self.inner.call_id_stack;
+        let stack = self.call_id_stack();
         (stack.len() > 1).then(|| stack[0].as_str())
     }
 
     /// The call that caused this worker, if any.
     pub fn immediate_parent_call_id(&self) -> Option<&str> {
-        let stack = &self.inner.call_id_stack;
+        let stack = self.call_id_stack();
         (stack.len() > 1).then(|| stack[stack.len() - 2].as_str())
     }
 
     /// All context data (without the call-id stack).
     pub fn context_data(&self) -> &Map<String, Value> {
-        &self.inner.data
+        match &self.inner.incoming.0 {
+            IncomingSource::Data(data) => &data.data,
+            IncomingSource::Headers(headers) => self
+                .inner
+                .data
+                .get_or_init(|| Incoming::decode_data(headers)),
+        }
     }
 
     /// One context-data value.
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.inner.data.get(key)
+        self.inner.incoming.get(key)
     }
 
     /// `user_id` context data (nameko's `UserId`).
@@ -270,17 +401,26 @@ impl WorkerCtx {
         self.get("user_agent").and_then(Value::as_str)
     }
 
-    /// The headers that calls and events made by this worker carry.
+    /// The headers that calls and events made by this worker carry (built
+    /// once, then shared by every call it makes).
     pub fn headers(&self) -> Headers {
-        encode_headers(&self.inner.data, &self.inner.call_id_stack)
+        self.inner
+            .outgoing
+            .get_or_init(|| encode_headers(self.context_data(), self.call_id_stack()))
+            .clone()
     }
 
     /// Context data to continue from in a call made by this worker.
     pub fn outgoing(&self) -> ContextData {
         ContextData {
-            data: self.inner.data.clone(),
-            call_id_stack: self.inner.call_id_stack.clone(),
+            data: self.context_data().clone(),
+            call_id_stack: self.call_id_stack().to_vec(),
         }
+    }
+
+    /// The context this worker continues, as it received it.
+    pub fn incoming(&self) -> &Incoming {
+        &self.inner.incoming
     }
 
     /// Whether the container is being killed; long-running workers should
@@ -323,11 +463,46 @@ mod tests {
     }
 
     #[test]
+    fn a_worker_reads_from_headers_what_from_headers_decodes() {
+        let headers: Headers = serde_json::from_value(json!({
+            "nameko.user_id": 1,
+            "user_id": null,
+            "language": "en",
+            "nameko.language": "fr",
+            "call_id_stack": ["a"],
+            "nameko.call_id_stack": ["b", "c"],
+            "x-gone": null,
+            "x-kept": true,
+        }))
+        .unwrap();
+        check_headers(&headers).unwrap();
+        let decoded = ContextData::from_headers(&headers).unwrap();
+        let lazy = WorkerCtx::new("svc", "m", headers.clone(), 10);
+        let eager = WorkerCtx::new("svc", "m", decoded, 10);
+        assert_eq!(lazy.context_data(), eager.context_data());
+        for key in ["user_id", "language", "x-gone", "x-kept", "call_id_stack"] {
+            assert_eq!(lazy.get(key), eager.get(key), "{key}");
+        }
+        assert_eq!(lazy.user_id(), Some(&json!(1)));
+        assert_eq!(lazy.language(), Some("fr"));
+        assert_eq!(lazy.call_id_stack()[..2], ["b", "c"]);
+        assert_eq!(lazy.call_id_stack()[..2], eager.call_id_stack()[..2]);
+        assert!(lazy.call_id().starts_with("svc.m."));
+        // The call id is made once.
+        assert_eq!(lazy.call_id(), lazy.call_id_stack()[2]);
+        let out = lazy.headers();
+        assert_eq!(out["nameko.call_id_stack"][2], lazy.call_id());
+        assert_eq!(out["nameko.x-kept"], true);
+    }
+
+    #[test]
     fn rejects_a_stack_that_is_not_an_array_of_strings() {
         for bad in [json!("abc"), json!([1, 2]), json!({"a": 1})] {
             let mut headers = Headers::new();
             headers.insert("nameko.call_id_stack".into(), bad);
             let err = ContextData::from_headers(&headers).unwrap_err();
+            assert_eq!(err.exc_type, "MalformedRequest");
+            let err = check_headers(&headers).unwrap_err();
             assert_eq!(err.exc_type, "MalformedRequest");
         }
     }

@@ -170,7 +170,7 @@ pub fn service<S: Service>() -> ServiceDef {
 pub mod __fuzz {
     /// An AMQP headers table as enoki reads it.
     pub fn headers_from_table(table: &lapin::types::FieldTable) -> crate::message::Headers {
-        crate::transport::amqp::codec::from_table(table)
+        crate::transport::amqp::codec::from_table(table).into()
     }
 
     /// Headers as an AMQP table, as enoki writes them.

@@ -18,10 +18,106 @@ use smallvec::SmallVec;
 use crate::error::RemoteError;
 use crate::outcome::Outcome;
 
-/// The AMQP headers table of a message. Values are JSON values; a transport
-/// maps them onto AMQP field types (strings → `S`, integers → `I`/`L`,
-/// arrays → `A`, objects → `F`, ...).
-pub type Headers = Map<String, Value>;
+/// The AMQP headers table of a message (and a queue's arguments). Values
+/// are JSON values; a transport maps them onto AMQP field types (strings →
+/// `S`, integers → `I`/`L`, arrays → `A`, objects → `F`, ...).
+///
+/// A `Headers` dereferences to a [`Map`]. It is shared, not copied, when
+/// cloned (copied on the first change of a shared table), so a worker's
+/// context headers can go out with every call it makes, and a received
+/// message's headers stay with its worker, without a copy. An empty table
+/// allocates nothing.
+///
+/// ```
+/// use enoki::message::Headers;
+/// use serde_json::json;
+///
+/// let mut headers = Headers::new();
+/// headers.insert("nameko.language".into(), json!("en"));
+/// let sent = headers.clone(); // shared
+/// headers.insert("nameko.user_id".into(), json!(7)); // copied first
+/// assert_eq!(sent.len(), 1);
+/// assert_eq!(headers.len(), 2);
+/// assert_eq!(headers["nameko.language"], "en");
+/// ```
+#[derive(Clone, Default, PartialEq)]
+pub struct Headers(Option<Arc<Map<String, Value>>>);
+
+impl Headers {
+    /// An empty table (no allocation).
+    pub const fn new() -> Self {
+        Headers(None)
+    }
+
+    /// The table, to keep or change as a map of its own.
+    pub fn into_map(self) -> Map<String, Value> {
+        self.0.map(Arc::unwrap_or_clone).unwrap_or_default()
+    }
+}
+
+/// The empty map every empty [`Headers`] reads as.
+fn empty_map() -> &'static Map<String, Value> {
+    static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(Map::new)
+}
+
+impl std::ops::Deref for Headers {
+    type Target = Map<String, Value>;
+
+    fn deref(&self) -> &Map<String, Value> {
+        self.0.as_deref().unwrap_or_else(|| empty_map())
+    }
+}
+
+impl std::ops::DerefMut for Headers {
+    /// The table, copied first if it is shared.
+    fn deref_mut(&mut self) -> &mut Map<String, Value> {
+        Arc::make_mut(self.0.get_or_insert_with(Arc::default))
+    }
+}
+
+impl From<Map<String, Value>> for Headers {
+    fn from(map: Map<String, Value>) -> Self {
+        if map.is_empty() {
+            Headers::new()
+        } else {
+            Headers(Some(Arc::new(map)))
+        }
+    }
+}
+
+impl FromIterator<(String, Value)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Self {
+        Headers::from(Map::from_iter(iter))
+    }
+}
+
+impl<'a> IntoIterator for &'a Headers {
+    type Item = (&'a String, &'a Value);
+    type IntoIter = serde_json::map::Iter<'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        (**self).iter()
+    }
+}
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl Serialize for Headers {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Headers {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Map::deserialize(deserializer).map(Headers::from)
+    }
+}
 
 /// The content type of every message enoki publishes.
 pub const CONTENT_TYPE_JSON: &str = "application/json";
@@ -108,8 +204,8 @@ impl Message {
 
     /// Sets the headers.
     #[must_use]
-    pub fn with_headers(mut self, headers: Headers) -> Self {
-        self.properties.headers = headers;
+    pub fn with_headers(mut self, headers: impl Into<Headers>) -> Self {
+        self.properties.headers = headers.into();
         self
     }
 
@@ -132,6 +228,77 @@ impl Message {
     pub fn with_expiration(mut self, expiration: Option<Duration>) -> Self {
         self.properties.expiration = expiration;
         self
+    }
+}
+
+/// What a worker decodes its arguments from: the body of the message it
+/// handles (shared with the delivery, not copied), or bytes of its own.
+///
+/// ```
+/// use enoki::message::{Message, Payload};
+/// use std::sync::Arc;
+///
+/// let message = Arc::new(Message::json(&b"[1, 2]"[..]));
+/// assert_eq!(Payload::from(message).as_bytes(), b"[1, 2]");
+/// assert_eq!(Payload::from("{}").as_bytes(), b"{}");
+/// assert!(Payload::default().as_bytes().is_empty());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Payload(PayloadSource);
+
+#[derive(Debug, Clone, Default)]
+enum PayloadSource {
+    #[default]
+    Empty,
+    Bytes(Bytes),
+    Message(Arc<Message>),
+}
+
+impl Payload {
+    /// The bytes to decode.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            PayloadSource::Empty => &[],
+            PayloadSource::Bytes(bytes) => bytes,
+            PayloadSource::Message(message) => &message.body,
+        }
+    }
+}
+
+impl AsRef<[u8]> for Payload {
+    fn as_ref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl From<Bytes> for Payload {
+    fn from(bytes: Bytes) -> Self {
+        Payload(PayloadSource::Bytes(bytes))
+    }
+}
+
+impl From<Arc<Message>> for Payload {
+    /// The message's body, without a copy.
+    fn from(message: Arc<Message>) -> Self {
+        Payload(PayloadSource::Message(message))
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(bytes: Vec<u8>) -> Self {
+        Payload::from(Bytes::from(bytes))
+    }
+}
+
+impl From<&'static [u8]> for Payload {
+    fn from(bytes: &'static [u8]) -> Self {
+        Payload::from(Bytes::from_static(bytes))
+    }
+}
+
+impl From<&'static str> for Payload {
+    fn from(text: &'static str) -> Self {
+        Payload::from(Bytes::from_static(text.as_bytes()))
     }
 }
 
@@ -411,24 +578,25 @@ pub fn encode_reply(outcome: &Outcome) -> Vec<u8> {
     json_body(&reply).expect("reply bodies always serialise")
 }
 
-/// The body of an RPC reply.
+/// The body of an RPC reply, borrowed from the raw bytes.
 #[derive(Debug, Deserialize)]
-pub struct ReplyBody {
-    /// The result; `null` on error.
-    #[serde(default)]
-    pub result: Box<RawValue>,
+pub struct ReplyBody<'a> {
+    /// The result; `None` (or `null`) on error.
+    #[serde(borrow, default)]
+    pub result: Option<&'a RawValue>,
     /// The error, if the call failed. Any non-null error means failure.
     #[serde(default)]
     pub error: Option<Value>,
 }
 
-impl ReplyBody {
-    /// Decodes a reply body into the call's outcome. An `error` that is not
+impl<'a> ReplyBody<'a> {
+    /// Decodes a reply body into the call's outcome (the result borrowed
+    /// from `body`; a missing one is `null`). An `error` that is not
     /// nameko's error dictionary still fails the call, as in nameko.
-    pub fn decode(body: &[u8]) -> Result<Result<Box<RawValue>, RemoteError>, serde_json::Error> {
-        let reply: ReplyBody = serde_json::from_slice(body)?;
+    pub fn decode(body: &'a [u8]) -> Result<Result<&'a RawValue, RemoteError>, serde_json::Error> {
+        let reply: ReplyBody<'a> = serde_json::from_slice(body)?;
         Ok(match reply.error {
-            None | Some(Value::Null) => Ok(reply.result),
+            None | Some(Value::Null) => Ok(reply.result.unwrap_or(RawValue::NULL)),
             Some(error) => Err(serde_json::from_value::<RemoteError>(error.clone())
                 .unwrap_or_else(|_| RemoteError::new("RemoteError", error.to_string()))),
         })

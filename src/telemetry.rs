@@ -23,7 +23,7 @@
 //! - **Bad input**: a `traceparent` that does not parse is ignored (a new
 //!   trace starts); it never fails the call.
 
-use crate::context::ContextData;
+use crate::context::Incoming;
 use crate::message::Headers;
 
 /// The context-data key (and bare header) of the W3C trace parent.
@@ -71,7 +71,7 @@ pub(crate) fn publish_span(
 
 /// The span of a worker handling `service.method`'s message, child of the
 /// trace context the message carried (`Span::none()` when inactive).
-pub(crate) fn process_span(service: &str, method: &str, incoming: &ContextData) -> tracing::Span {
+pub(crate) fn process_span(service: &str, method: &str, incoming: &Incoming) -> tracing::Span {
     if !active() {
         return tracing::Span::none();
     }
@@ -87,7 +87,6 @@ pub(crate) fn process_span(service: &str, method: &str, incoming: &ContextData) 
     #[cfg(feature = "otel")]
     otel::set_parent_from(&span, |key| {
         incoming
-            .data
             .get(key)
             .and_then(serde_json::Value::as_str)
             .map(str::to_owned)

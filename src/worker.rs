@@ -35,7 +35,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
@@ -46,15 +45,16 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::container_ctx::ContainerCtx;
-use crate::context::{ContextData, WorkerCtx};
+use crate::context::{Incoming, WorkerCtx};
 use crate::dependency::ProviderSet;
 use crate::error::RemoteError;
+use crate::message::Payload;
 use crate::outcome::Outcome;
 use crate::service_metrics::EntrypointMetrics;
 
 /// Runs one method of a service: injects a fresh instance and dispatches.
 pub(crate) type InvokeFn =
-    fn(&ProviderSet, WorkerCtx, &'static str, Bytes) -> BoxFuture<'static, Outcome>;
+    fn(&ProviderSet, WorkerCtx, &'static str, Payload) -> BoxFuture<'static, Outcome>;
 
 /// Runs one `#[http]` method: injects a fresh instance and dispatches the
 /// request.
@@ -252,17 +252,19 @@ impl WorkerPool {
     }
 
     /// Runs one worker for `method` with `payload` (an RPC request body, an
-    /// event payload, or whatever the method decodes) and the incoming
+    /// event payload, or whatever the method decodes: pass the delivery's
+    /// `Arc<Message>` to share its body rather than copy it) and the incoming
     /// context data. `on_result` gets the method's outcome and returns the
     /// outcome the providers see; it is where an entrypoint replies and
     /// settles its message. It does not run if the worker is killed.
     ///
     /// ```
+    /// # use enoki::context::Incoming;
     /// # use enoki::worker::WorkerPool;
     /// # async fn run(workers: WorkerPool) {
     /// let method = workers.method("process").expect("an #[entrypoint] method");
     /// if let Some(slot) = workers.slot().await {
-    ///     workers.spawn(slot, method, "{\"id\": 1}".into(), Default::default(), |outcome| async move {
+    ///     workers.spawn(slot, method, "{\"id\": 1}", Incoming::default(), |outcome| async move {
     ///         // reply, ack or reject here
     ///         outcome
     ///     });
@@ -273,17 +275,18 @@ impl WorkerPool {
         &self,
         slot: WorkerSlot,
         method: &'static str,
-        payload: Bytes,
-        incoming: ContextData,
+        payload: impl Into<Payload>,
+        incoming: impl Into<Incoming>,
         on_result: F,
     ) where
         F: FnOnce(Outcome) -> Fut + Send + 'static,
         Fut: Future<Output = Outcome> + Send,
     {
         let invoke = self.inner.invoke.payload;
+        let payload = payload.into();
         let call =
             move |providers: &ProviderSet, worker| invoke(providers, worker, method, payload);
-        self.spawn_call(slot, method, incoming, call, on_result);
+        self.spawn_call(slot, method, incoming.into(), call, on_result);
     }
 
     /// Runs one worker for the `#[http]` method `method` and answers with
@@ -312,7 +315,7 @@ impl WorkerPool {
             })
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.spawn_call(slot, method, ContextData::default(), call, move |outcome| {
+        self.spawn_call(slot, method, Incoming::default(), call, move |outcome| {
             let response = answer.lock().take();
             let response = match (response, &outcome) {
                 (Some(response), _) => response,
@@ -340,7 +343,7 @@ impl WorkerPool {
         &self,
         slot: WorkerSlot,
         method: &'static str,
-        incoming: ContextData,
+        incoming: Incoming,
         call: impl Call,
         on_result: F,
     ) where
@@ -361,13 +364,19 @@ impl WorkerPool {
                 inner.parent_calls_tracked,
                 kill.clone(),
             );
-            let span = tracing::info_span!(
-                parent: process.id(),
-                "worker",
-                service = inner.name,
-                method,
-                call_id = worker.call_id()
-            );
+            // The call id is made when first needed: here, only for a span
+            // that someone records.
+            let span = if tracing::enabled!(tracing::Level::INFO) {
+                tracing::info_span!(
+                    parent: process.id(),
+                    "worker",
+                    service = inner.name,
+                    method,
+                    call_id = worker.call_id()
+                )
+            } else {
+                tracing::Span::none()
+            };
             // Boxed: the task itself stays small (tokio allocates task cells
             // cache-aligned, and moves the future in).
             let body = Box::pin(

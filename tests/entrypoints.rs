@@ -63,7 +63,7 @@ impl Entrypoint for QueueConsumer {
                     slot,
                     method,
                     payload,
-                    Default::default(),
+                    enoki::context::Incoming::default(),
                     move |outcome| async move {
                         match &outcome {
                             Ok(_) => settle(delivery.ack().await),

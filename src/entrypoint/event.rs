@@ -20,9 +20,10 @@ use super::retry::Backoff;
 use super::{Entrypoint, consume_options, declare_work_queue, next_delivery, settle};
 use crate::client::declare_event_exchange;
 use crate::container_ctx::ContainerCtx;
-use crate::context::{ContextData, new_uuid};
+use crate::context::{check_headers, new_uuid};
 use crate::error::Result;
 use crate::message::CONTENT_TYPE_JSON;
+use crate::message::Headers;
 use crate::names;
 use crate::service::{EventHandlerSpec, HandlerType};
 use crate::service_metrics::QueueMetrics;
@@ -133,7 +134,7 @@ impl Entrypoint for EventEntrypoint {
                 let Some(slot) = pool.slot().await else {
                     break;
                 };
-                let payload = delivery.message.body.clone();
+                let payload = delivery.message.clone();
                 let retry = backoff
                     .as_ref()
                     .map(|backoff| (backoff.clone(), pool.ctx().transport().clone()));
@@ -160,9 +161,9 @@ impl Entrypoint for EventEntrypoint {
     }
 }
 
-/// The event's context, or `None` (logged) for an event that can never be
-/// handled.
-fn check(pool: &WorkerPool, method: &str, delivery: &Delivery) -> Option<ContextData> {
+/// The event's context (its headers, checked), or `None` (logged) for an
+/// event that can never be handled.
+fn check(pool: &WorkerPool, method: &str, delivery: &Delivery) -> Option<Headers> {
     let service = pool.service_name();
     let properties = &delivery.message.properties;
     if let Some(content_type) = properties.content_type.as_deref()
@@ -176,8 +177,8 @@ fn check(pool: &WorkerPool, method: &str, delivery: &Delivery) -> Option<Context
         );
         return None;
     }
-    match ContextData::from_headers(&properties.headers) {
-        Ok(context) => Some(context),
+    match check_headers(&properties.headers) {
+        Ok(()) => Some(properties.headers.clone()),
         Err(error) => {
             tracing::error!(
                 service, method, %error,

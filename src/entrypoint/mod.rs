@@ -29,6 +29,7 @@
 //!
 //! ```
 //! use enoki::prelude::*;
+//! use enoki::context::Incoming;
 //! use enoki::entrypoint::{Entrypoint, settle};
 //! use enoki::transport::{ConsumeOptions, QueueSpec};
 //! use enoki::worker::WorkerPool;
@@ -62,8 +63,8 @@
 //!                     },
 //!                 };
 //!                 let Some(slot) = pool.slot().await else { break };
-//!                 let payload = delivery.message.body.clone();
-//!                 pool.spawn(slot, method, payload, Default::default(), move |outcome| async move {
+//!                 let payload = delivery.message.clone();
+//!                 pool.spawn(slot, method, payload, Incoming::default(), move |outcome| async move {
 //!                     // Success or not, the message was handled once.
 //!                     settle(delivery.ack().await);
 //!                     outcome

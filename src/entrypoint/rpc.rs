@@ -17,10 +17,10 @@
 use super::poison::{RedeliveryLimit, Return, admit};
 use super::{Entrypoint, consume_options, declare_work_queue, next_delivery, settle};
 use crate::container_ctx::ContainerCtx;
-use crate::context::ContextData;
+use crate::context::check_headers;
 use crate::describe::{DESCRIBE_METHOD, ServiceDescription};
 use crate::error::{RemoteError, Result};
-use crate::message::{CONTENT_TYPE_JSON, Message, encode_reply};
+use crate::message::{CONTENT_TYPE_JSON, Headers, Message, encode_reply};
 use crate::names;
 use crate::outcome::Outcome;
 use crate::service_metrics::QueueMetrics;
@@ -132,7 +132,8 @@ impl Entrypoint for RpcEntrypoint {
 struct Request {
     delivery: Delivery,
     method: &'static str,
-    context: ContextData,
+    /// Its headers, checked: the worker reads its context from them.
+    context: Headers,
 }
 
 impl Request {
@@ -178,7 +179,7 @@ impl Request {
             reply_and_ack(pool.ctx(), delivery, &outcome).await;
             return None;
         }
-        let context = ContextData::from_headers(&properties.headers);
+        let context = check_headers(&properties.headers).map(|()| properties.headers.clone());
         let error = match (rejected, method, context) {
             (Some(error), _, _) => error,
             (None, None, _) => {
@@ -211,7 +212,7 @@ impl Request {
             method,
             context,
         } = self;
-        let payload = delivery.message.body.clone();
+        let payload = delivery.message.clone();
         let ctx = pool.ctx().clone();
         pool.spawn(slot, method, payload, context, move |outcome| async move {
             reply_and_ack(&ctx, delivery, &outcome).await;

@@ -54,7 +54,7 @@ use tokio::sync::mpsc;
 use super::topic;
 use super::{
     Acker, ConsumeOptions, Consumer, Delivery, ExchangeSpec, PublishOptions, QueueSpec, Settle,
-    Transport, check_name,
+    Transport, TransportFuture, check_name,
 };
 use crate::error::{Error, Result};
 use crate::message::Message;
@@ -876,18 +876,17 @@ impl MemoryAck {
     }
 }
 
-#[async_trait]
 impl Settle for MemoryAck {
-    async fn ack(mut self: Box<Self>) -> Result<()> {
-        self.settle(Settlement::Ack)
+    fn ack(mut self: Box<Self>) -> TransportFuture<'static, Result<()>> {
+        TransportFuture::ready(self.settle(Settlement::Ack))
     }
 
-    async fn reject(mut self: Box<Self>, requeue: bool) -> Result<()> {
-        self.settle(if requeue {
+    fn reject(mut self: Box<Self>, requeue: bool) -> TransportFuture<'static, Result<()>> {
+        TransportFuture::ready(self.settle(if requeue {
             Settlement::Requeue
         } else {
             Settlement::Reject
-        })
+        }))
     }
 
     fn is_held(&self) -> bool {
@@ -1092,18 +1091,23 @@ impl Transport for MemoryTransport {
         Ok(())
     }
 
-    async fn publish(
-        &self,
-        exchange: &str,
-        routing_key: &str,
+    fn publish<'a>(
+        &'a self,
+        exchange: &'a str,
+        routing_key: &'a str,
         message: Message,
         options: PublishOptions,
-    ) -> Result<()> {
-        self.check_open()?;
-        check_name("exchange name", exchange)?;
-        check_name("routing key", routing_key)?;
-        self.broker
-            .route(exchange, routing_key, message, options.mandatory)
+    ) -> TransportFuture<'a, Result<()>> {
+        // Routed at once: the message is in its queues when this returns.
+        let routed = self
+            .check_open()
+            .and_then(|()| check_name("exchange name", exchange))
+            .and_then(|()| check_name("routing key", routing_key))
+            .and_then(|()| {
+                self.broker
+                    .route(exchange, routing_key, message, options.mandatory)
+            });
+        TransportFuture::ready(routed)
     }
 
     async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer> {

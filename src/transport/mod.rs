@@ -227,14 +227,16 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     /// Removes a binding; unknown bindings are ignored.
     async fn unbind(&self, queue: &str, exchange: &str, pattern: &str) -> Result<()>;
 
-    /// Publishes a message and waits for the broker to take it.
-    async fn publish(
-        &self,
-        exchange: &str,
-        routing_key: &str,
+    /// Publishes a message and waits for the broker to take it. A broker
+    /// that takes it at once (the embedded one) answers with a
+    /// [`TransportFuture::ready`], which costs no allocation.
+    fn publish<'a>(
+        &'a self,
+        exchange: &'a str,
+        routing_key: &'a str,
         message: Message,
         options: PublishOptions,
-    ) -> Result<()>;
+    ) -> TransportFuture<'a, Result<()>>;
 
     /// Starts consuming from a queue.
     async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer>;
@@ -293,14 +295,73 @@ impl Delivery {
     }
 }
 
+/// The future of a transport operation that often completes at once: a
+/// value already there ([`ready`](Self::ready), no allocation), or a boxed
+/// future ([`boxed`](Self::boxed)).
+///
+/// ```
+/// use enoki::transport::TransportFuture;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// assert_eq!(TransportFuture::ready(1).await, 1);
+/// assert_eq!(TransportFuture::boxed(async { 2 }).await, 2);
+/// # }
+/// ```
+#[must_use = "futures do nothing unless awaited"]
+pub struct TransportFuture<'a, T>(Inner<'a, T>);
+
+enum Inner<'a, T> {
+    Ready(Option<T>),
+    Boxed(futures::future::BoxFuture<'a, T>),
+}
+
+impl<'a, T> TransportFuture<'a, T> {
+    /// A future that resolves to `value` when first polled.
+    pub fn ready(value: T) -> Self {
+        TransportFuture(Inner::Ready(Some(value)))
+    }
+
+    /// A future that runs `future`.
+    pub fn boxed(future: impl std::future::Future<Output = T> + Send + 'a) -> Self {
+        TransportFuture(Inner::Boxed(Box::pin(future)))
+    }
+}
+
+// The value is never pinned (it is moved out when ready), and the boxed
+// future is pinned by its box.
+impl<T> Unpin for TransportFuture<'_, T> {}
+
+impl<T> std::future::Future for TransportFuture<'_, T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<T> {
+        match &mut self.get_mut().0 {
+            Inner::Ready(value) => std::task::Poll::Ready(
+                value
+                    .take()
+                    .expect("a TransportFuture polled after it completed"),
+            ),
+            Inner::Boxed(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<T> fmt::Debug for TransportFuture<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            Inner::Ready(_) => "TransportFuture::Ready",
+            Inner::Boxed(_) => "TransportFuture::Boxed",
+        })
+    }
+}
+
 /// How a transport settles one delivery. Implemented by transports; users
 /// hold an [`Acker`].
-#[async_trait]
 pub trait Settle: Send + Sync + 'static {
     /// Acknowledges the delivery.
-    async fn ack(self: Box<Self>) -> Result<()>;
+    fn ack(self: Box<Self>) -> TransportFuture<'static, Result<()>>;
     /// Rejects the delivery, requeueing it if `requeue`.
-    async fn reject(self: Box<Self>, requeue: bool) -> Result<()>;
+    fn reject(self: Box<Self>, requeue: bool) -> TransportFuture<'static, Result<()>>;
     /// Whether the broker still holds this delivery for its consumer: false
     /// once the channel or connection it came on is gone (the broker has
     /// requeued it, and may deliver it to someone else). The default

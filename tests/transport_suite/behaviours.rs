@@ -51,7 +51,7 @@ pub(crate) async fn round_trip_preserves_properties_and_headers(env: &dyn Transp
             priority: Some(3),
             correlation_id: Some(correlation_id.as_str().into()),
             reply_to: Some("reply-routing-key".into()),
-            headers: headers.as_object().expect("object").clone(),
+            headers: headers.as_object().expect("object").clone().into(),
             expiration: Some(std::time::Duration::from_secs(60)),
         },
         body: Bytes::from_static(br#"{"args": ["Matt"], "kwargs": {}}"#),
@@ -86,7 +86,7 @@ pub(crate) async fn round_trip_preserves_properties_and_headers(env: &dyn Transp
         "reply_to"
     );
     assert_eq!(
-        serde_json::Value::Object(got.headers.clone()),
+        serde_json::Value::Object(got.headers.clone().into_map()),
         headers,
         "headers"
     );

@@ -107,7 +107,7 @@ pub(crate) fn from_amqp(value: &AMQPValue) -> Value {
 }
 
 /// An AMQP field table as a JSON object.
-pub(crate) fn from_table(table: &FieldTable) -> Headers {
+pub(crate) fn from_table(table: &FieldTable) -> Map<String, Value> {
     table
         .into_iter()
         .map(|(key, value)| (key.as_str().to_owned(), from_amqp(value)))
@@ -157,7 +157,11 @@ pub(crate) fn from_basic_properties(props: &BasicProperties) -> Properties {
         priority: *props.priority(),
         correlation_id: string(props.correlation_id()),
         reply_to: string(props.reply_to()),
-        headers: props.headers().as_ref().map(from_table).unwrap_or_default(),
+        headers: props
+            .headers()
+            .as_ref()
+            .map(|table| Headers::from(from_table(table)))
+            .unwrap_or_default(),
         expiration: props
             .expiration()
             .as_ref()
@@ -274,7 +278,7 @@ mod tests {
             assert_eq!(decoded.delivery_mode, byte("delivery_mode"), "{name}");
             assert_eq!(decoded.priority, byte("priority"), "{name}");
             assert_eq!(
-                Value::Object(decoded.headers.clone()),
+                Value::Object(decoded.headers.clone().into_map()),
                 capture["headers"],
                 "{name}"
             );

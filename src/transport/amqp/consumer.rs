@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use super::link::{Link, Live, Owner, Shared, guarded};
 use crate::error::{Error, Result};
 use crate::message::Message;
-use crate::transport::{Acker, ConsumeOptions, Delivery, Settle};
+use crate::transport::{Acker, ConsumeOptions, Delivery, Settle, TransportFuture};
 
 /// Pause before reopening a consumer whose channel alone failed.
 const CHANNEL_RETRY: Duration = Duration::from_millis(100);
@@ -356,14 +356,13 @@ impl AmqpAck {
     }
 }
 
-#[async_trait::async_trait]
 impl Settle for AmqpAck {
-    async fn ack(mut self: Box<Self>) -> Result<()> {
-        self.settle(None).await
+    fn ack(mut self: Box<Self>) -> TransportFuture<'static, Result<()>> {
+        TransportFuture::boxed(async move { self.settle(None).await })
     }
 
-    async fn reject(mut self: Box<Self>, requeue: bool) -> Result<()> {
-        self.settle(Some(requeue)).await
+    fn reject(mut self: Box<Self>, requeue: bool) -> TransportFuture<'static, Result<()>> {
+        TransportFuture::boxed(async move { self.settle(Some(requeue)).await })
     }
 
     fn is_held(&self) -> bool {

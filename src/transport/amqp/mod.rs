@@ -79,7 +79,9 @@ use lapin::{Channel, Confirmation, ErrorKind};
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 
-use super::{ConsumeOptions, Consumer, ExchangeSpec, PublishOptions, QueueSpec, Transport};
+use super::{
+    ConsumeOptions, Consumer, ExchangeSpec, PublishOptions, QueueSpec, Transport, TransportFuture,
+};
 use crate::error::{Error, Result};
 use crate::message::Message;
 
@@ -334,6 +336,70 @@ fn map_error(shared: &Shared, err: &lapin::Error, subject: Subject<'_>, live: &L
 
 // ===== the Transport impl =====
 
+impl AmqpTransport {
+    /// Publishes, then waits for the broker's confirm; a publish whose
+    /// shared channel another publish's error closed is tried once more.
+    async fn publish_confirmed(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: Message,
+        options: PublishOptions,
+    ) -> Result<()> {
+        self.check_open()?;
+        let properties = codec::to_basic_properties(&message.properties)?;
+        let exchange_name = short("exchange name", exchange)?;
+        let key = short("routing key", routing_key)?;
+        let publish_options = BasicPublishOptions {
+            mandatory: options.mandatory,
+            immediate: false,
+        };
+        let mut retried = false;
+        loop {
+            let (live, channel) = self.publisher().await?;
+            let confirm = guarded(live.conn.status(), async {
+                channel
+                    .basic_publish(
+                        exchange_name.clone(),
+                        key.clone(),
+                        publish_options,
+                        &message.body,
+                        properties.clone(),
+                    )
+                    .await?
+                    .await
+            })
+            .await;
+            let err = match confirm {
+                Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_))) => {
+                    return Err(Error::Unroutable {
+                        exchange: exchange.to_owned(),
+                        routing_key: routing_key.to_owned(),
+                    });
+                }
+                Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => return Ok(()),
+                Ok(Confirmation::Nack(None)) => {
+                    return Err(Error::Transport(format!(
+                        "the broker refused (nacked) the message to exchange `{exchange}`"
+                    )));
+                }
+                Err(err) => err,
+            };
+            let mapped = self.map_err(&err, Subject::Exchange(exchange), &live);
+            match &mapped {
+                Error::ExchangeNotFound(name) if name == exchange => return Err(mapped),
+                // Another publish's error closed the shared channel under us.
+                Error::ExchangeNotFound(_) | Error::Transport(_) | Error::Broker(_)
+                    if !retried && live.connected() =>
+                {
+                    retried = true;
+                }
+                _ => return Err(mapped),
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Transport for AmqpTransport {
     async fn declare_exchange(&self, spec: &ExchangeSpec) -> Result<()> {
@@ -456,64 +522,14 @@ impl Transport for AmqpTransport {
         }
     }
 
-    async fn publish(
-        &self,
-        exchange: &str,
-        routing_key: &str,
+    fn publish<'a>(
+        &'a self,
+        exchange: &'a str,
+        routing_key: &'a str,
         message: Message,
         options: PublishOptions,
-    ) -> Result<()> {
-        self.check_open()?;
-        let properties = codec::to_basic_properties(&message.properties)?;
-        let exchange_name = short("exchange name", exchange)?;
-        let key = short("routing key", routing_key)?;
-        let publish_options = BasicPublishOptions {
-            mandatory: options.mandatory,
-            immediate: false,
-        };
-        let mut retried = false;
-        loop {
-            let (live, channel) = self.publisher().await?;
-            let confirm = guarded(live.conn.status(), async {
-                channel
-                    .basic_publish(
-                        exchange_name.clone(),
-                        key.clone(),
-                        publish_options,
-                        &message.body,
-                        properties.clone(),
-                    )
-                    .await?
-                    .await
-            })
-            .await;
-            let err = match confirm {
-                Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_))) => {
-                    return Err(Error::Unroutable {
-                        exchange: exchange.to_owned(),
-                        routing_key: routing_key.to_owned(),
-                    });
-                }
-                Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => return Ok(()),
-                Ok(Confirmation::Nack(None)) => {
-                    return Err(Error::Transport(format!(
-                        "the broker refused (nacked) the message to exchange `{exchange}`"
-                    )));
-                }
-                Err(err) => err,
-            };
-            let mapped = self.map_err(&err, Subject::Exchange(exchange), &live);
-            match &mapped {
-                Error::ExchangeNotFound(name) if name == exchange => return Err(mapped),
-                // Another publish's error closed the shared channel under us.
-                Error::ExchangeNotFound(_) | Error::Transport(_) | Error::Broker(_)
-                    if !retried && live.connected() =>
-                {
-                    retried = true;
-                }
-                _ => return Err(mapped),
-            }
-        }
+    ) -> TransportFuture<'a, Result<()>> {
+        TransportFuture::boxed(self.publish_confirmed(exchange, routing_key, message, options))
     }
 
     async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer> {
