@@ -96,7 +96,57 @@ impl Sink {
     }
 }
 
-type Op = Box<dyn FnMut() -> futures::future::BoxFuture<'static, ()>>;
+/// One operation of a scenario, set up. Run without boxing (no
+/// allocation of the harness's own is counted).
+enum Op {
+    Echo(EchoClient),
+    Hello(greeter::GreeterClient),
+    Event(EventPublisher),
+    Headers(enoki::message::Headers),
+    Gateway(axum::Router),
+}
+
+impl Op {
+    async fn run(&self) {
+        match self {
+            Op::Echo(echo) => {
+                let reply = echo.echo("Ann".into()).await.unwrap();
+                assert_eq!(reply, "Ann");
+            }
+            Op::Hello(greeter) => {
+                let reply = greeter.hello("Ann".into()).await.unwrap();
+                assert_eq!(reply, "Hello, Ann!");
+            }
+            Op::Event(publisher) => {
+                let before = HANDLED.load(Ordering::Relaxed);
+                publisher
+                    .dispatch("source", "ping", &json!({"n": 1}))
+                    .await
+                    .unwrap();
+                while HANDLED.load(Ordering::Relaxed) == before {
+                    HANDLED_NOTIFY.notified().await;
+                }
+            }
+            Op::Headers(headers) => {
+                let table = enoki::__fuzz::table_from_headers(headers).unwrap();
+                let back = enoki::__fuzz::headers_from_table(&table);
+                assert_eq!(back.len(), headers.len());
+            }
+            Op::Gateway(app) => {
+                use tower::ServiceExt;
+                let request = axum::http::Request::get("/hello/Ann")
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+                let response = app.clone().oneshot(request).await.unwrap();
+                assert_eq!(response.status(), 200);
+                let body = axum::body::to_bytes(response.into_body(), 1024)
+                    .await
+                    .unwrap();
+                assert_eq!(&body[..], b"\"Hello, Ann!\"");
+            }
+        }
+    }
+}
 
 /// Sets up `scenario` and returns one operation of it.
 async fn scenario(name: &str) -> Op {
@@ -111,23 +161,9 @@ async fn scenario(name: &str) -> Op {
             std::mem::forget(runner);
             let rpc = ClusterRpc::connect(transport, &settings).await.unwrap();
             if name == "rpc_echo" {
-                let echo = EchoClient::new(&rpc);
-                Box::new(move || {
-                    let echo = echo.clone();
-                    Box::pin(async move {
-                        let reply = echo.echo("Ann".into()).await.unwrap();
-                        assert_eq!(reply, "Ann");
-                    })
-                })
+                Op::Echo(EchoClient::new(&rpc))
             } else {
-                let greeter = greeter::GreeterClient::new(&rpc);
-                Box::new(move || {
-                    let greeter = greeter.clone();
-                    Box::pin(async move {
-                        let reply = greeter.hello("Ann".into()).await.unwrap();
-                        assert_eq!(reply, "Hello, Ann!");
-                    })
-                })
+                Op::Hello(greeter::GreeterClient::new(&rpc))
             }
         }
         "event" => {
@@ -135,20 +171,7 @@ async fn scenario(name: &str) -> Op {
             runner.add(enoki::service::<Sink>());
             runner.start().await.expect("services start");
             std::mem::forget(runner);
-            let publisher = Arc::new(EventPublisher::new(transport, &settings));
-            Box::new(move || {
-                let publisher = publisher.clone();
-                Box::pin(async move {
-                    let before = HANDLED.load(Ordering::Relaxed);
-                    publisher
-                        .dispatch("source", "ping", &json!({"n": 1}))
-                        .await
-                        .unwrap();
-                    while HANDLED.load(Ordering::Relaxed) == before {
-                        HANDLED_NOTIFY.notified().await;
-                    }
-                })
-            })
+            Op::Event(EventPublisher::new(transport, &settings))
         }
         "amqp_headers" => {
             let headers: enoki::message::Headers = serde_json::from_value(json!({
@@ -159,16 +182,9 @@ async fn scenario(name: &str) -> Op {
                 "nameko.user_agent": "enoki-budget",
             }))
             .unwrap();
-            Box::new(move || {
-                let table = enoki::__fuzz::table_from_headers(&headers).unwrap();
-                let back = enoki::__fuzz::headers_from_table(&table);
-                assert_eq!(back.len(), headers.len());
-                Box::pin(async {})
-            })
+            Op::Headers(headers)
         }
         "gateway_route" => {
-            use tower::ServiceExt;
-
             let mut runner = ServiceRunner::new(transport.clone(), settings.clone());
             runner.add(enoki::service::<greeter::Greeter>());
             runner.start().await.expect("services start");
@@ -182,21 +198,7 @@ async fn scenario(name: &str) -> Op {
                 .build()
                 .await
                 .unwrap();
-            let app = enoki::gateway::router(state);
-            Box::new(move || {
-                let app = app.clone();
-                Box::pin(async move {
-                    let request = axum::http::Request::get("/hello/Ann")
-                        .body(axum::body::Body::empty())
-                        .unwrap();
-                    let response = app.oneshot(request).await.unwrap();
-                    assert_eq!(response.status(), 200);
-                    let body = axum::body::to_bytes(response.into_body(), 1024)
-                        .await
-                        .unwrap();
-                    assert_eq!(&body[..], b"\"Hello, Ann!\"");
-                })
-            })
+            Op::Gateway(enoki::gateway::router(state))
         }
         other => panic!(
             "unknown scenario `{other}`; known: {}",
@@ -218,16 +220,16 @@ fn child(name: &str, n: u64) {
         .start_paused(true)
         .build()
         .unwrap();
-    let mut op = runtime.block_on(async {
-        let mut op = scenario(name).await;
+    let op = runtime.block_on(async {
+        let op = scenario(name).await;
         for _ in 0..WARMUP {
-            op().await;
+            op.run().await;
         }
         op
     });
-    first_half(&runtime, &mut op, n);
+    first_half(&runtime, &op, n);
     let before = allocations();
-    second_half(&runtime, &mut op, n);
+    second_half(&runtime, &op, n);
     let allocations = allocations() - before;
     println!("allocations {allocations}");
     // The services are left running: the process ends here.
@@ -236,7 +238,7 @@ fn child(name: &str, n: u64) {
 
 /// Operations 1 to N.
 #[inline(never)]
-fn first_half(runtime: &tokio::runtime::Runtime, op: &mut Op, n: u64) {
+fn first_half(runtime: &tokio::runtime::Runtime, op: &Op, n: u64) {
     run_ops(runtime, op, n);
 }
 
@@ -244,17 +246,17 @@ fn first_half(runtime: &tokio::runtime::Runtime, op: &mut Op, n: u64) {
 /// function (`--toggle-collect`), so its count is I(2N) - I(N) of one
 /// process, with set-up, warm-up, the first N and exit left out.
 #[inline(never)]
-fn second_half(runtime: &tokio::runtime::Runtime, op: &mut Op, n: u64) {
+fn second_half(runtime: &tokio::runtime::Runtime, op: &Op, n: u64) {
     // Not the same code as `first_half`, which the linker would fold into
     // this one (one symbol for both).
     std::hint::black_box("the counted half");
     run_ops(runtime, op, n);
 }
 
-fn run_ops(runtime: &tokio::runtime::Runtime, op: &mut Op, n: u64) {
+fn run_ops(runtime: &tokio::runtime::Runtime, op: &Op, n: u64) {
     runtime.block_on(async {
         for _ in 0..n {
-            op().await;
+            op.run().await;
         }
     });
 }

@@ -31,7 +31,6 @@ use enoki::args::{Args, Param};
 use enoki::outcome::{IntoOutcome, Outcome};
 use enoki::prelude::*;
 use enoki::service::EntrypointSpec;
-use futures::future::BoxFuture;
 
 /// The service struct: its fields are its dependencies.
 #[derive(Debug)]
@@ -101,53 +100,46 @@ impl Service for ManualService {
         ]
     }
 
-    fn dispatch<'a>(
-        &'a self,
-        method: &'a str,
-        payload: &'a [u8],
-        ctx: &'a WorkerCtx,
-    ) -> BoxFuture<'a, Outcome> {
-        Box::pin(async move {
-            match method {
-                "add" => {
-                    const PARAMS: &[Param] = &[
-                        Param {
-                            name: "a",
-                            required: true,
-                        },
-                        Param {
-                            name: "b",
-                            required: true,
-                        },
-                    ];
-                    let args = Args::bind("add", payload, PARAMS)?;
-                    let returned = self.add(args.get(0)?, args.get(1)?).await;
-                    returned.into_outcome()
-                }
-                "greet" => {
-                    const PARAMS: &[Param] = &[
-                        Param {
-                            name: "name",
-                            required: true,
-                        },
-                        Param {
-                            name: "greeting",
-                            required: false,
-                        },
-                    ];
-                    let args = Args::bind("greet", payload, PARAMS)?;
-                    let returned = self.greet(args.get(0)?, args.get(1)?).await;
-                    returned.into_outcome()
-                }
-                "whoami" => {
-                    const PARAMS: &[Param] = &[];
-                    Args::bind("whoami", payload, PARAMS)?;
-                    let returned = self.whoami(ctx).await;
-                    returned.into_outcome()
-                }
-                other => Err(RemoteError::method_not_found(other)),
+    async fn dispatch(&self, method: &str, payload: &[u8], ctx: &WorkerCtx) -> Outcome {
+        match method {
+            "add" => {
+                const PARAMS: &[Param] = &[
+                    Param {
+                        name: "a",
+                        required: true,
+                    },
+                    Param {
+                        name: "b",
+                        required: true,
+                    },
+                ];
+                let args = Args::bind("add", payload, PARAMS)?;
+                let returned = self.add(args.get(0)?, args.get(1)?).await;
+                returned.into_outcome()
             }
-        })
+            "greet" => {
+                const PARAMS: &[Param] = &[
+                    Param {
+                        name: "name",
+                        required: true,
+                    },
+                    Param {
+                        name: "greeting",
+                        required: false,
+                    },
+                ];
+                let args = Args::bind("greet", payload, PARAMS)?;
+                let returned = self.greet(args.get(0)?, args.get(1)?).await;
+                returned.into_outcome()
+            }
+            "whoami" => {
+                const PARAMS: &[Param] = &[];
+                Args::bind("whoami", payload, PARAMS)?;
+                let returned = self.whoami(ctx).await;
+                returned.into_outcome()
+            }
+            other => Err(RemoteError::method_not_found(other)),
+        }
     }
 }
 

@@ -399,9 +399,10 @@ impl ClusterRpc {
             id: &correlation_id,
         };
 
-        let routing_key = names::rpc_routing_key(service, method);
+        let routing_key = names::RoutingKey::rpc(service, method);
+        let routing_key = routing_key.as_str();
         let mut headers = self.headers();
-        let span = crate::telemetry::publish_span(&listener.exchange, &routing_key, &mut headers);
+        let span = crate::telemetry::publish_span(&listener.exchange, routing_key, &mut headers);
         let message = Message::json(body)
             .with_headers(headers)
             .with_correlation_id(correlation_id.clone())
@@ -423,7 +424,7 @@ impl ClusterRpc {
             .transport
             .publish(
                 &listener.exchange,
-                &routing_key,
+                routing_key,
                 message,
                 PublishOptions { mandatory: true },
             )

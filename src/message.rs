@@ -357,28 +357,46 @@ pub struct RequestBody<'a> {
 impl<'a> RequestBody<'a> {
     /// Parses a request body; a body that is not a JSON object with `args`
     /// (an array) and `kwargs` (an object) is nameko's `MalformedRequest`.
+    /// One pass over the body.
     pub fn parse(body: &'a [u8]) -> Result<Self, RemoteError> {
-        let top: TopLevel<'a> = serde_json::from_slice(body).map_err(|err| {
+        let not_an_object = |err: &dyn std::fmt::Display| {
             RemoteError::malformed_request(format!("Request body is not a JSON object: {err}"))
-        })?;
+        };
+        // UTF-8 checked once for the whole body, not again for each raw
+        // value borrowed from it.
+        let text = std::str::from_utf8(body).map_err(|err| not_an_object(&err))?;
+        let top: TopLevel<'a> = serde_json::from_str(text).map_err(|err| not_an_object(&err))?;
         let (Some(args), Some(kwargs)) = (top.args, top.kwargs) else {
             return Err(RemoteError::malformed_request(
                 "Message missing `args` or `kwargs`",
             ));
         };
-        let ArgSeq(args) = serde_json::from_str(args.get())
-            .map_err(|_| RemoteError::malformed_request("`args` must be a JSON array"))?;
-        let KwargMap(kwargs) = serde_json::from_str(kwargs.get())
-            .map_err(|_| RemoteError::malformed_request("`kwargs` must be a JSON object"))?;
+        let Shaped::Right(args) = args else {
+            return Err(RemoteError::malformed_request(
+                "`args` must be a JSON array",
+            ));
+        };
+        let Shaped::Right(kwargs) = kwargs else {
+            return Err(RemoteError::malformed_request(
+                "`kwargs` must be a JSON object",
+            ));
+        };
         Ok(RequestBody { args, kwargs })
     }
 }
 
-/// The top level of a request: `args` and `kwargs` as raw JSON (the first
-/// of each, if a key is repeated); other keys are skipped.
+/// A value of the JSON type a field must have, or a note that it was
+/// another (any valid JSON): the error is the caller's to word.
+enum Shaped<T> {
+    Right(T),
+    Wrong,
+}
+
+/// The top level of a request: `args` and `kwargs` (the first of each, if
+/// a key is repeated); other keys are skipped.
 struct TopLevel<'a> {
-    args: Option<&'a RawValue>,
-    kwargs: Option<&'a RawValue>,
+    args: Option<Shaped<ArgList<'a>>>,
+    kwargs: Option<Shaped<KwargList<'a>>>,
 }
 
 /// A key of the top level, without copying it.
@@ -425,16 +443,17 @@ impl<'de: 'a, 'a> Deserialize<'de> for TopLevel<'a> {
                     kwargs: None,
                 };
                 while let Some(key) = map.next_key::<TopKey>()? {
-                    let slot = match key {
-                        TopKey::Args => &mut top.args,
-                        TopKey::Kwargs => &mut top.kwargs,
-                        TopKey::Other => {
-                            map.next_value::<serde::de::IgnoredAny>()?;
-                            continue;
+                    match key {
+                        TopKey::Args if top.args.is_none() => {
+                            top.args = Some(map.next_value::<ArgSeq<'a>>()?.0);
                         }
-                    };
-                    let value: &'a RawValue = map.next_value()?;
-                    slot.get_or_insert(value);
+                        TopKey::Kwargs if top.kwargs.is_none() => {
+                            top.kwargs = Some(map.next_value::<KwargMap<'a>>()?.0);
+                        }
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
                 }
                 Ok(top)
             }
@@ -443,8 +462,37 @@ impl<'de: 'a, 'a> Deserialize<'de> for TopLevel<'a> {
     }
 }
 
-/// A JSON array read as borrowed raw values.
-struct ArgSeq<'a>(ArgList<'a>);
+/// The visits of every JSON type but the one a visitor wants: each is read
+/// (nested values skipped) and noted as [`Shaped::Wrong`].
+macro_rules! wrong_shapes {
+    () => {
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(Self::Value::WRONG)
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(Self::Value::WRONG)
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(Self::Value::WRONG)
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(Self::Value::WRONG)
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(Self::Value::WRONG)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Self::Value::WRONG)
+        }
+    };
+}
+
+/// `args`: a JSON array read as borrowed raw values, or another type.
+struct ArgSeq<'a>(Shaped<ArgList<'a>>);
+
+impl ArgSeq<'_> {
+    const WRONG: Self = ArgSeq(Shaped::Wrong);
+}
 
 impl<'de: 'a, 'a> Deserialize<'de> for ArgSeq<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -452,7 +500,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for ArgSeq<'a> {
         impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
             type Value = ArgSeq<'a>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON array")
+                f.write_str("a JSON value")
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
@@ -462,15 +510,31 @@ impl<'de: 'a, 'a> Deserialize<'de> for ArgSeq<'a> {
                 while let Some(item) = seq.next_element()? {
                     items.push(item);
                 }
-                Ok(ArgSeq(items))
+                Ok(ArgSeq(Shaped::Right(items)))
             }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(ArgSeq::WRONG)
+            }
+            wrong_shapes!();
         }
-        deserializer.deserialize_seq(Visitor(std::marker::PhantomData))
+        deserializer.deserialize_any(Visitor(std::marker::PhantomData))
     }
 }
 
-/// A JSON object read as an ordered list of borrowed entries.
-struct KwargMap<'a>(KwargList<'a>);
+/// `kwargs`: a JSON object read as an ordered list of borrowed entries, or
+/// another type.
+struct KwargMap<'a>(Shaped<KwargList<'a>>);
+
+impl KwargMap<'_> {
+    const WRONG: Self = KwargMap(Shaped::Wrong);
+}
 
 /// A key, borrowed from the body unless it has escapes.
 struct Key<'a>(Cow<'a, str>);
@@ -500,7 +564,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for KwargMap<'a> {
         impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
             type Value = KwargMap<'a>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
+                f.write_str("a JSON value")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
@@ -510,10 +574,18 @@ impl<'de: 'a, 'a> Deserialize<'de> for KwargMap<'a> {
                 while let Some((Key(key), value)) = map.next_entry()? {
                     entries.push((key, value));
                 }
-                Ok(KwargMap(entries))
+                Ok(KwargMap(Shaped::Right(entries)))
             }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(KwargMap::WRONG)
+            }
+            wrong_shapes!();
         }
-        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
+        deserializer.deserialize_any(Visitor(std::marker::PhantomData))
     }
 }
 
@@ -594,7 +666,11 @@ impl<'a> ReplyBody<'a> {
     /// from `body`; a missing one is `null`). An `error` that is not
     /// nameko's error dictionary still fails the call, as in nameko.
     pub fn decode(body: &'a [u8]) -> Result<Result<&'a RawValue, RemoteError>, serde_json::Error> {
-        let reply: ReplyBody<'a> = serde_json::from_slice(body)?;
+        // UTF-8 checked once, not again for the raw result.
+        let reply: ReplyBody<'a> = match std::str::from_utf8(body) {
+            Ok(text) => serde_json::from_str(text)?,
+            Err(_) => serde_json::from_slice(body)?,
+        };
         Ok(match reply.error {
             None | Some(Value::Null) => Ok(reply.result.unwrap_or(RawValue::NULL)),
             Some(error) => Err(serde_json::from_value::<RemoteError>(error.clone())

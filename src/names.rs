@@ -35,6 +35,26 @@ pub fn rpc_binding(service: &str) -> String {
     format!("{service}.*")
 }
 
+/// `<service>.<method>` in a buffer of its own, on the stack when it is
+/// short (as almost every one is): the routing key of a request being sent.
+pub(crate) struct RoutingKey(smallvec::SmallVec<[u8; 96]>);
+
+impl RoutingKey {
+    /// `<service>.<method>`.
+    pub(crate) fn rpc(service: &str, method: &str) -> Self {
+        let mut key = smallvec::SmallVec::new();
+        key.extend_from_slice(service.as_bytes());
+        key.push(b'.');
+        key.extend_from_slice(method.as_bytes());
+        RoutingKey(key)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Two strings and a dot: valid UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 /// `<service>.<method>`: the routing key of an RPC request.
 pub fn rpc_routing_key(service: &str, method: &str) -> String {
     let mut key = String::with_capacity(service.len() + method.len() + 1);

@@ -66,7 +66,7 @@ pub trait Service: Dependencies {
         method: &'a str,
         payload: &'a [u8],
         ctx: &'a WorkerCtx,
-    ) -> BoxFuture<'a, crate::outcome::Outcome>;
+    ) -> impl Future<Output = crate::outcome::Outcome> + Send + 'a;
 
     /// Runs one `#[http]` method: its parameters are axum extractors of
     /// `request`, its result becomes the response. The default (a service

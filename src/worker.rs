@@ -377,9 +377,7 @@ impl WorkerPool {
             } else {
                 tracing::Span::none()
             };
-            // Boxed: the task itself stays small (tokio allocates task cells
-            // cache-aligned, and moves the future in).
-            let body = Box::pin(
+            let body = std::pin::pin!(
                 async {
                     let started = inner.metrics.is_some().then(Instant::now);
                     let outcome = run_method(&inner, &worker, call).await;
@@ -400,7 +398,7 @@ impl WorkerPool {
                         if inner.records.receiver_count() > 0 {
                             let _ = inner.records.send(WorkerRecord {
                                 entrypoint: method,
-                                worker,
+                                worker: worker.clone(),
                                 outcome: Arc::new(outcome),
                             });
                         }

@@ -269,20 +269,18 @@ impl<'a> ServiceGenerator<'a> {
         let other = Ident::new("__other", Span::mixed_site());
         quote! {
             #[allow(unused_variables)]
-            fn dispatch<'a>(
-                &'a self,
-                #method: &'a ::core::primitive::str,
-                #payload: &'a [::core::primitive::u8],
-                #ctx: &'a #krate::WorkerCtx,
-            ) -> #krate::__private::BoxFuture<'a, #krate::__private::Outcome> {
-                #krate::__private::boxed(async move {
-                    match #method {
-                        #(#arms)*
-                        #other => ::core::result::Result::Err(
-                            #krate::RemoteError::method_not_found(#other),
-                        ),
-                    }
-                })
+            async fn dispatch(
+                &self,
+                #method: &::core::primitive::str,
+                #payload: &[::core::primitive::u8],
+                #ctx: &#krate::WorkerCtx,
+            ) -> #krate::__private::Outcome {
+                match #method {
+                    #(#arms)*
+                    #other => ::core::result::Result::Err(
+                        #krate::RemoteError::method_not_found(#other),
+                    ),
+                }
             }
         }
     }

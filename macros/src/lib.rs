@@ -155,32 +155,28 @@ pub fn derive_dependencies(input: TokenStream) -> TokenStream {
 ///         ]
 ///     }
 ///
-///     fn dispatch<'a>(&'a self, method: &'a str, payload: &'a [u8], ctx: &'a WorkerCtx)
-///         -> BoxFuture<'a, Outcome>
-///     {
-///         ::enoki::__private::boxed(async move {
-///             match method {
-///                 "hello" => {
-///                     const PARAMS: &[Param] = &[
-///                         Param { name: "name", required: true },
-///                         Param { name: "greeting", required: false },
-///                     ];
-///                     let args = Args::bind("hello", payload, PARAMS)?;
-///                     let returned = self.hello(args.get(0)?, args.get(1)?).await;
-///                     IntoOutcome::into_outcome(returned)
-///                 }
-///                 "on_paid" => {
-///                     let event = event_payload::<Payment>("on_paid", payload)?;
-///                     let returned = self.on_paid(event, ctx).await;
-///                     IntoOutcome::into_outcome(returned)
-///                 }
-///                 "sweep" => {
-///                     let returned = self.sweep().await;
-///                     IntoOutcome::into_outcome(returned)
-///                 }
-///                 other => Err(::enoki::RemoteError::method_not_found(other)),
+///     async fn dispatch(&self, method: &str, payload: &[u8], ctx: &WorkerCtx) -> Outcome {
+///         match method {
+///             "hello" => {
+///                 const PARAMS: &[Param] = &[
+///                     Param { name: "name", required: true },
+///                     Param { name: "greeting", required: false },
+///                 ];
+///                 let args = Args::bind("hello", payload, PARAMS)?;
+///                 let returned = self.hello(args.get(0)?, args.get(1)?).await;
+///                 IntoOutcome::into_outcome(returned)
 ///             }
-///         })
+///             "on_paid" => {
+///                 let event = event_payload::<Payment>("on_paid", payload)?;
+///                 let returned = self.on_paid(event, ctx).await;
+///                 IntoOutcome::into_outcome(returned)
+///             }
+///             "sweep" => {
+///                 let returned = self.sweep().await;
+///                 IntoOutcome::into_outcome(returned)
+///             }
+///             other => Err(::enoki::RemoteError::method_not_found(other)),
+///         }
 ///     }
 /// }
 ///

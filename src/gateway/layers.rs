@@ -11,7 +11,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, Version, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
@@ -19,8 +19,10 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{DefaultPredicate, Predicate};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::map_request_body::MapRequestBodyLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -37,7 +39,6 @@ pub(crate) fn apply(app: Router<GatewayState>, state: &GatewayState) -> Router<G
     let metrics = state.metrics().clone();
     let retry_after = config.retry_after;
     let cors = (!config.cors.allow_origins.is_empty()).then(|| cors(&config.cors));
-    let compression = config.compression.then(CompressionLayer::new);
     let trace = TraceLayer::new_for_http()
         .make_span_with(|request: &Request<Body>| {
             let id = request
@@ -57,42 +58,50 @@ pub(crate) fn apply(app: Router<GatewayState>, state: &GatewayState) -> Router<G
             span
         })
         .on_response(DefaultOnResponse::new().level(tracing::Level::INFO));
-    // Router::layer wraps every route: the last layer added is the outermost.
-    // Auth is off by default: then its layer is not there at all.
-    let app = app.layer(CatchPanicLayer::custom(panicked));
-    let app = if state.auth().enabled() {
-        app.layer(middleware::from_fn_with_state(state.clone(), authenticate))
-    } else {
-        app
-    };
-    let app = app
-        .layer(RequestBodyLimitLayer::new(config.body_limit))
+    // One stack, applied once: `Router::layer` boxes every route again for
+    // each layer it is given, and axum clones a route's whole service per
+    // request, so ten layers applied one by one cost dozens of boxes per
+    // request. Outermost first; CORS and auth are there only when
+    // configured, compression always (it compresses nothing when off).
+    let enabled = config.compression;
+    let compression = CompressionLayer::new().compress_when(
+        DefaultPredicate::new()
+            .and(move |_: StatusCode, _: Version, _: &HeaderMap, _: &Extensions| enabled),
+    );
+    let auth = state
+        .auth()
+        .enabled()
+        .then(|| middleware::from_fn_with_state(state.clone(), authenticate));
+    let stack = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(trace)
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(middleware::from_fn_with_state(state.clone(), record))
+        .layer(middleware::map_response(json_errors))
+        // Compression's body back to axum's, which `json_errors` takes.
+        .map_response(IntoResponse::into_response)
+        .option_layer(cors)
+        .layer(compression)
+        .layer(HandleErrorLayer::new(move |err: tower::BoxError| {
+            let metrics = metrics.clone();
+            async move { overloaded(&err, &metrics, retry_after) }
+        }))
+        .layer(LoadShedLayer::new())
+        .layer(GlobalConcurrencyLimitLayer::new(config.concurrency_limit))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
             config.request_timeout(),
         ))
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(move |err: tower::BoxError| {
-                    let metrics = metrics.clone();
-                    async move { overloaded(&err, &metrics, retry_after) }
-                }))
-                .layer(LoadShedLayer::new())
-                .layer(GlobalConcurrencyLimitLayer::new(config.concurrency_limit)),
-        );
-    let app = match compression {
-        Some(layer) => app.layer(layer),
-        None => app,
-    };
-    let app = match cors {
-        Some(layer) => app.layer(layer),
-        None => app,
-    };
-    app.layer(middleware::map_response(json_errors))
-        .layer(middleware::from_fn_with_state(state.clone(), record))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(trace)
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        // Back to axum's response body (the timeout needs one it can
+        // make empty).
+        .map_response(IntoResponse::into_response)
+        .layer(RequestBodyLimitLayer::new(config.body_limit))
+        // Back to axum's body, which auth (an axum middleware) takes.
+        .layer(MapRequestBodyLayer::new(Body::new))
+        // Innermost but auth: a panic in a handler (or in auth) is a 500.
+        .layer(CatchPanicLayer::custom(panicked))
+        .option_layer(auth);
+    app.layer(stack)
 }
 
 /// A handler panicked: 500 with the JSON body, logged.

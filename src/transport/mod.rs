@@ -284,14 +284,14 @@ impl fmt::Debug for Delivery {
 
 impl Delivery {
     /// Acknowledges the message: the broker forgets it.
-    pub async fn ack(self) -> Result<()> {
-        self.acker.ack().await
+    pub fn ack(self) -> TransportFuture<'static, Result<()>> {
+        self.acker.ack()
     }
 
     /// Rejects the message: requeued (and redelivered) if `requeue`,
     /// otherwise dropped.
-    pub async fn reject(self, requeue: bool) -> Result<()> {
-        self.acker.reject(requeue).await
+    pub fn reject(self, requeue: bool) -> TransportFuture<'static, Result<()>> {
+        self.acker.reject(requeue)
     }
 }
 
@@ -381,13 +381,13 @@ impl Acker {
     }
 
     /// Acknowledges the delivery.
-    pub async fn ack(self) -> Result<()> {
-        self.0.ack().await
+    pub fn ack(self) -> TransportFuture<'static, Result<()>> {
+        self.0.ack()
     }
 
     /// Rejects the delivery, requeueing it if `requeue`.
-    pub async fn reject(self, requeue: bool) -> Result<()> {
-        self.0.reject(requeue).await
+    pub fn reject(self, requeue: bool) -> TransportFuture<'static, Result<()>> {
+        self.0.reject(requeue)
     }
 
     /// Whether the broker still holds the delivery for its consumer (see

@@ -78,31 +78,29 @@ impl ::enoki::Service for Clock {
         ]
     }
     #[allow(unused_variables)]
-    fn dispatch<'a>(
-        &'a self,
-        __method: &'a ::core::primitive::str,
-        __payload: &'a [::core::primitive::u8],
-        __ctx: &'a ::enoki::WorkerCtx,
-    ) -> ::enoki::__private::BoxFuture<'a, ::enoki::__private::Outcome> {
-        ::enoki::__private::boxed(async move {
-            match __method {
-                "tick" => {
-                    let __returned = self.tick().await;
-                    ::enoki::__private::IntoOutcome::into_outcome(__returned)
-                }
-                "ticks" => {
-                    const PARAMS: &[::enoki::__private::Param] = &[];
-                    ::enoki::__private::Args::bind("ticks", __payload, PARAMS)?;
-                    let __returned = self.ticks().await;
-                    ::enoki::__private::IntoOutcome::into_outcome(__returned)
-                }
-                __other => {
-                    ::core::result::Result::Err(
-                        ::enoki::RemoteError::method_not_found(__other),
-                    )
-                }
+    async fn dispatch(
+        &self,
+        __method: &::core::primitive::str,
+        __payload: &[::core::primitive::u8],
+        __ctx: &::enoki::WorkerCtx,
+    ) -> ::enoki::__private::Outcome {
+        match __method {
+            "tick" => {
+                let __returned = self.tick().await;
+                ::enoki::__private::IntoOutcome::into_outcome(__returned)
             }
-        })
+            "ticks" => {
+                const PARAMS: &[::enoki::__private::Param] = &[];
+                ::enoki::__private::Args::bind("ticks", __payload, PARAMS)?;
+                let __returned = self.ticks().await;
+                ::enoki::__private::IntoOutcome::into_outcome(__returned)
+            }
+            __other => {
+                ::core::result::Result::Err(
+                    ::enoki::RemoteError::method_not_found(__other),
+                )
+            }
+        }
     }
 }
 /** A typed client of the `clock` service: one method per `#[rpc]` of `Clock`.

@@ -141,48 +141,46 @@ impl ::enoki::Service for Listener {
         ]
     }
     #[allow(unused_variables)]
-    fn dispatch<'a>(
-        &'a self,
-        __method: &'a ::core::primitive::str,
-        __payload: &'a [::core::primitive::u8],
-        __ctx: &'a ::enoki::WorkerCtx,
-    ) -> ::enoki::__private::BoxFuture<'a, ::enoki::__private::Outcome> {
-        ::enoki::__private::boxed(async move {
-            match __method {
-                "on_greeted_pool" => {
-                    let __event = ::enoki::__private::event_payload::<
-                        Value,
-                    >("on_greeted_pool", __payload)?;
-                    let __returned = self.on_greeted_pool(__event, __ctx).await;
-                    ::enoki::__private::IntoOutcome::into_outcome(__returned)
-                }
-                "on_greeted_singleton" => {
-                    let __event = ::enoki::__private::event_payload::<
-                        Value,
-                    >("on_greeted_singleton", __payload)?;
-                    let __returned = self.on_greeted_singleton(__event, __ctx).await;
-                    ::enoki::__private::IntoOutcome::into_outcome(__returned)
-                }
-                "on_greeted_broadcast" => {
-                    let __event = ::enoki::__private::event_payload::<
-                        Value,
-                    >("on_greeted_broadcast", __payload)?;
-                    let __returned = self.on_greeted_broadcast(__event, __ctx).await;
-                    ::enoki::__private::IntoOutcome::into_outcome(__returned)
-                }
-                "received" => {
-                    const PARAMS: &[::enoki::__private::Param] = &[];
-                    ::enoki::__private::Args::bind("received", __payload, PARAMS)?;
-                    let __returned = self.received().await;
-                    ::enoki::__private::IntoOutcome::into_outcome(__returned)
-                }
-                __other => {
-                    ::core::result::Result::Err(
-                        ::enoki::RemoteError::method_not_found(__other),
-                    )
-                }
+    async fn dispatch(
+        &self,
+        __method: &::core::primitive::str,
+        __payload: &[::core::primitive::u8],
+        __ctx: &::enoki::WorkerCtx,
+    ) -> ::enoki::__private::Outcome {
+        match __method {
+            "on_greeted_pool" => {
+                let __event = ::enoki::__private::event_payload::<
+                    Value,
+                >("on_greeted_pool", __payload)?;
+                let __returned = self.on_greeted_pool(__event, __ctx).await;
+                ::enoki::__private::IntoOutcome::into_outcome(__returned)
             }
-        })
+            "on_greeted_singleton" => {
+                let __event = ::enoki::__private::event_payload::<
+                    Value,
+                >("on_greeted_singleton", __payload)?;
+                let __returned = self.on_greeted_singleton(__event, __ctx).await;
+                ::enoki::__private::IntoOutcome::into_outcome(__returned)
+            }
+            "on_greeted_broadcast" => {
+                let __event = ::enoki::__private::event_payload::<
+                    Value,
+                >("on_greeted_broadcast", __payload)?;
+                let __returned = self.on_greeted_broadcast(__event, __ctx).await;
+                ::enoki::__private::IntoOutcome::into_outcome(__returned)
+            }
+            "received" => {
+                const PARAMS: &[::enoki::__private::Param] = &[];
+                ::enoki::__private::Args::bind("received", __payload, PARAMS)?;
+                let __returned = self.received().await;
+                ::enoki::__private::IntoOutcome::into_outcome(__returned)
+            }
+            __other => {
+                ::core::result::Result::Err(
+                    ::enoki::RemoteError::method_not_found(__other),
+                )
+            }
+        }
     }
 }
 /** A typed client of the `listener` service: one method per `#[rpc]` of `Listener`.

@@ -81,65 +81,55 @@ impl ::enoki::Service for ManualService {
         ]
     }
     #[allow(unused_variables)]
-    fn dispatch<'a>(
-        &'a self,
-        __method: &'a ::core::primitive::str,
-        __payload: &'a [::core::primitive::u8],
-        __ctx: &'a ::enoki::WorkerCtx,
-    ) -> ::enoki::__private::BoxFuture<'a, ::enoki::__private::Outcome> {
-        ::enoki::__private::boxed(async move {
-            match __method {
-                "add" => {
-                    const PARAMS: &[::enoki::__private::Param] = &[
-                        ::enoki::__private::Param {
-                            name: "a",
-                            required: true,
-                        },
-                        ::enoki::__private::Param {
-                            name: "b",
-                            required: true,
-                        },
-                    ];
-                    let __args = ::enoki::__private::Args::bind(
-                        "add",
-                        __payload,
-                        PARAMS,
-                    )?;
-                    let __returned = self.add(__args.get(0)?, __args.get(1)?).await;
-                    ::enoki::__private::IntoOutcome::into_outcome(__returned)
-                }
-                "greet" => {
-                    const PARAMS: &[::enoki::__private::Param] = &[
-                        ::enoki::__private::Param {
-                            name: "name",
-                            required: true,
-                        },
-                        ::enoki::__private::Param {
-                            name: "greeting",
-                            required: false,
-                        },
-                    ];
-                    let __args = ::enoki::__private::Args::bind(
-                        "greet",
-                        __payload,
-                        PARAMS,
-                    )?;
-                    let __returned = self.greet(__args.get(0)?, __args.get(1)?).await;
-                    ::enoki::__private::IntoOutcome::into_outcome(__returned)
-                }
-                "whoami" => {
-                    const PARAMS: &[::enoki::__private::Param] = &[];
-                    ::enoki::__private::Args::bind("whoami", __payload, PARAMS)?;
-                    let __returned = self.whoami(__ctx).await;
-                    ::enoki::__private::IntoOutcome::into_outcome(__returned)
-                }
-                __other => {
-                    ::core::result::Result::Err(
-                        ::enoki::RemoteError::method_not_found(__other),
-                    )
-                }
+    async fn dispatch(
+        &self,
+        __method: &::core::primitive::str,
+        __payload: &[::core::primitive::u8],
+        __ctx: &::enoki::WorkerCtx,
+    ) -> ::enoki::__private::Outcome {
+        match __method {
+            "add" => {
+                const PARAMS: &[::enoki::__private::Param] = &[
+                    ::enoki::__private::Param {
+                        name: "a",
+                        required: true,
+                    },
+                    ::enoki::__private::Param {
+                        name: "b",
+                        required: true,
+                    },
+                ];
+                let __args = ::enoki::__private::Args::bind("add", __payload, PARAMS)?;
+                let __returned = self.add(__args.get(0)?, __args.get(1)?).await;
+                ::enoki::__private::IntoOutcome::into_outcome(__returned)
             }
-        })
+            "greet" => {
+                const PARAMS: &[::enoki::__private::Param] = &[
+                    ::enoki::__private::Param {
+                        name: "name",
+                        required: true,
+                    },
+                    ::enoki::__private::Param {
+                        name: "greeting",
+                        required: false,
+                    },
+                ];
+                let __args = ::enoki::__private::Args::bind("greet", __payload, PARAMS)?;
+                let __returned = self.greet(__args.get(0)?, __args.get(1)?).await;
+                ::enoki::__private::IntoOutcome::into_outcome(__returned)
+            }
+            "whoami" => {
+                const PARAMS: &[::enoki::__private::Param] = &[];
+                ::enoki::__private::Args::bind("whoami", __payload, PARAMS)?;
+                let __returned = self.whoami(__ctx).await;
+                ::enoki::__private::IntoOutcome::into_outcome(__returned)
+            }
+            __other => {
+                ::core::result::Result::Err(
+                    ::enoki::RemoteError::method_not_found(__other),
+                )
+            }
+        }
     }
 }
 /** A typed client of the `manual_service` service: one method per `#[rpc]` of `ManualService`.
