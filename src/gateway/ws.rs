@@ -108,7 +108,14 @@ async fn session(
                     }
                     sink.flush().await
                 };
-                match tokio::time::timeout(SEND_TIMEOUT, send).await {
+                let mut send = std::pin::pin!(send);
+                // Almost always written at once: the timer (a wheel entry
+                // per batch) only for a send that has to wait.
+                let sent = match futures::poll!(send.as_mut()) {
+                    std::task::Poll::Ready(result) => Ok(result),
+                    std::task::Poll::Pending => tokio::time::timeout(SEND_TIMEOUT, send).await,
+                };
+                match sent {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => break None,
                     Err(_) => {
