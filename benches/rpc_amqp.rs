@@ -17,7 +17,9 @@
 //! - **throughput**: calls/s with `IN_FLIGHT` calls outstanding, counted over
 //!   `MEASURE` after `WARMUP`, and the broker's CPU time per call in that
 //!   window (user + system of the local node's `beam.smp`, from
-//!   `/proc/<pid>/stat`; the pid from `rabbitmqctl eval 'os:getpid().'`).
+//!   `/proc/<pid>/stat`; the pid from `rabbitmqctl eval 'os:getpid().'`),
+//!   and this process's (the Rust subjects' client and service) the same
+//!   way.
 //!
 //! The subjects:
 //! - **enoki**: `ClusterRpc` (its own `AmqpTransport` connection) calling
@@ -127,6 +129,9 @@ struct Figures {
     /// the throughput window, in microseconds; `None` when it cannot be
     /// read (a remote broker, or nameko's client, whose window is its own).
     broker_us_per_call: Option<f64>,
+    /// This process's CPU time per call in the same window (the client and
+    /// the service, which run here for the Rust subjects).
+    process_us_per_call: Option<f64>,
 }
 
 fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
@@ -193,6 +198,14 @@ impl BrokerCpu {
         cpu.now().map(|_| cpu)
     }
 
+    /// This process (the same clock ticks as `broker`'s).
+    fn this_process(broker: &BrokerCpu) -> BrokerCpu {
+        BrokerCpu {
+            stat: PathBuf::from("/proc/self/stat"),
+            tick: broker.tick,
+        }
+    }
+
     fn now(&self) -> Option<Duration> {
         let stat = std::fs::read_to_string(&self.stat).ok()?;
         // Fields after the command's closing parenthesis: state is the 3rd
@@ -207,7 +220,8 @@ impl BrokerCpu {
 
 /// Runs `call` from `IN_FLIGHT` tasks for `WARMUP + MEASURE`; returns the
 /// calls per second during `MEASURE`, and the broker's CPU per call then.
-async fn throughput(call: &Call, broker: Option<&BrokerCpu>) -> (f64, Option<f64>) {
+async fn throughput(call: &Call, broker: Option<&BrokerCpu>) -> (f64, Option<f64>, Option<f64>) {
+    let process = broker.map(BrokerCpu::this_process);
     let count = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = (0..IN_FLIGHT)
@@ -225,40 +239,50 @@ async fn throughput(call: &Call, broker: Option<&BrokerCpu>) -> (f64, Option<f64
     let start_count = count.load(Ordering::Relaxed);
     let start = Instant::now();
     let cpu_start = broker.and_then(BrokerCpu::now);
+    let own_start = process.as_ref().and_then(BrokerCpu::now);
     tokio::time::sleep(MEASURE).await;
     let calls = count.load(Ordering::Relaxed) - start_count;
     let cpu_end = broker.and_then(BrokerCpu::now);
+    let own_end = process.as_ref().and_then(BrokerCpu::now);
     let elapsed = start.elapsed();
     done.store(true, Ordering::Relaxed);
     for task in tasks {
         task.await.expect("bench task");
     }
-    let per_call = match (cpu_start, cpu_end) {
+    let per_call = |start: Option<Duration>, end: Option<Duration>| match (start, end) {
         (Some(a), Some(b)) if calls > 0 => {
             Some((b.saturating_sub(a)).as_secs_f64() * 1e6 / calls as f64)
         }
         _ => None,
     };
-    (calls as f64 / elapsed.as_secs_f64(), per_call)
+    (
+        calls as f64 / elapsed.as_secs_f64(),
+        per_call(cpu_start, cpu_end),
+        per_call(own_start, own_end),
+    )
 }
 
 /// One round of a Rust subject: sequential latency, then throughput.
 async fn round(call: &Call, broker: Option<&BrokerCpu>) -> Figures {
     let (p50_ms, p99_ms) = sequential(call).await;
-    let (calls_per_s, broker_us_per_call) = throughput(call, broker).await;
+    let (calls_per_s, broker_us_per_call, process_us_per_call) = throughput(call, broker).await;
     Figures {
         p50_ms,
         p99_ms,
         calls_per_s,
         broker_us_per_call,
+        process_us_per_call,
     }
 }
 
 fn report(name: &str, round: usize, figures: &Figures) {
-    let cpu = figures
+    let mut cpu = figures
         .broker_us_per_call
         .map(|us| format!(", broker CPU {us:.0} us/call"))
         .unwrap_or_default();
+    if let Some(us) = figures.process_us_per_call {
+        cpu.push_str(&format!(", client+service CPU {us:.0} us/call"));
+    }
     println!(
         "rpc_amqp: round {round}: {name}: sequential p50 {:.3} ms, p99 {:.3} ms ({SEQ_CALLS} calls); throughput {:.0} calls/s ({IN_FLIGHT} in flight){cpu}",
         figures.p50_ms, figures.p99_ms, figures.calls_per_s
@@ -672,6 +696,7 @@ impl Nameko {
             p99_ms: seq["p99_ms"].as_f64().expect("p99_ms"),
             calls_per_s,
             broker_us_per_call: None,
+            process_us_per_call: None,
         }
     }
 
@@ -823,6 +848,22 @@ fn main() {
         .collect();
     if !cpu.is_empty() {
         println!("rpc_amqp: broker CPU per call (median): {}", cpu.join(", "));
+    }
+    let own: Vec<String> = [ENOKI, LAPIN, ENOKI_DURABLE, LAPIN_EXCLUSIVE]
+        .into_iter()
+        .filter_map(|subject| {
+            let per_call: Vec<f64> = of(subject)
+                .iter()
+                .filter_map(|f| f.process_us_per_call)
+                .collect();
+            (!per_call.is_empty()).then(|| format!("{} {:.0} us", NAMES[subject], median(per_call)))
+        })
+        .collect();
+    if !own.is_empty() {
+        println!(
+            "rpc_amqp: client+service CPU per call (median): {}",
+            own.join(", ")
+        );
     }
 
     let nameko = of(NAMEKO);
