@@ -400,3 +400,111 @@ async fn a_failover_list_of_dead_brokers_names_each() {
     assert!(err.contains("amqp://guest:***@127.0.0.1:2//"), "{err}");
     assert!(!err.contains("secret"), "{err}");
 }
+
+/// What a graceful stop does, many times over, on a quorum queue: the
+/// consumer is dropped (its cancel, and the return of what it had
+/// buffered, run in the background), the deliveries taken are acked, and
+/// the transport is closed at once. Every acked message must stay acked;
+/// only the deliveries never taken come back. Two ways it failed: the
+/// close met the consumer's channel closing, lapin dropped the socket, and
+/// the broker, cut off before it read the last acks, requeued those
+/// messages; and RabbitMQ dropping acks a quorum queue had not applied when
+/// their channel closed (rabbitmq-server#10327; 2 runs in 8 here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_made_before_close_are_never_lost() {
+    let Some(vhost) = TestVhost::create() else {
+        return;
+    };
+    const ROUNDS: usize = 20;
+    const SENT: usize = 40;
+    const TAKEN: usize = 25;
+    let admin = AmqpTransport::connect(&vhost.uri, AmqpOptions::default())
+        .await
+        .expect("connect");
+    // A quorum queue, as in the cluster tests: its cancel is answered
+    // later than a classic queue's, so the close often overtakes it.
+    admin
+        .declare_queue(&QueueSpec::durable("work.dlq"))
+        .await
+        .unwrap();
+    admin
+        .declare_queue(&QueueSpec::durable("work").quorum(None, "work.dlq"))
+        .await
+        .unwrap();
+    admin
+        .declare_exchange(&ExchangeSpec::topic("ex"))
+        .await
+        .unwrap();
+    admin.bind("work", "ex", "work").await.unwrap();
+    for round in 0..ROUNDS {
+        for i in 0..SENT {
+            admin
+                .publish(
+                    "ex",
+                    "work",
+                    Message::json(format!("{round}-{i}").into_bytes()),
+                    PublishOptions::default(),
+                )
+                .await
+                .unwrap();
+        }
+        let transport = AmqpTransport::connect(&vhost.uri, AmqpOptions::default())
+            .await
+            .expect("connect");
+        // As a service does: it declares what it consumes.
+        transport
+            .declare_queue(&QueueSpec::durable("work").quorum(None, "work.dlq"))
+            .await
+            .unwrap();
+        let mut consumer = transport
+            .consume(
+                "work",
+                ConsumeOptions {
+                    prefetch: SENT as u16,
+                },
+            )
+            .await
+            .unwrap();
+        let mut taken = Vec::with_capacity(TAKEN);
+        let mut taken_ids = Vec::new();
+        for _ in 0..TAKEN {
+            let d = next(&mut consumer).await;
+            taken_ids.push(String::from_utf8_lossy(body(&d)).into_owned());
+            taken.push(d);
+        }
+        drop(consumer);
+        for delivery in taken {
+            delivery.ack().await.expect("an ack on an open connection");
+        }
+        transport.close().await;
+        // What was not taken comes back; nothing that was acked does.
+        let mut count = 0;
+        let mut acked_back = Vec::new();
+        let left = AmqpTransport::connect(&vhost.uri, AmqpOptions::default())
+            .await
+            .expect("connect");
+        let mut again = left
+            .consume("work", ConsumeOptions { prefetch: 0 })
+            .await
+            .unwrap();
+        while let Ok(Some(delivery)) =
+            tokio::time::timeout(Duration::from_millis(300), again.next()).await
+        {
+            let id = String::from_utf8_lossy(body(&delivery)).into_owned();
+            if taken_ids.contains(&id) {
+                acked_back.push(id);
+            }
+            delivery.ack().await.unwrap();
+            count += 1;
+        }
+        drop(again);
+        left.close().await;
+        assert_eq!(
+            count,
+            SENT - TAKEN,
+            "round {round}: {count} messages back, {} expected; acked ones among them: {acked_back:?}",
+            SENT - TAKEN
+        );
+    }
+    admin.close().await;
+}

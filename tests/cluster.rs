@@ -889,7 +889,7 @@ async fn fault_kill_one_of_two_instances() {
 
 /// SIGTERM of one of two instances: a graceful stop (it stops consuming,
 /// finishes and acks what it holds, gives back what it had not started):
-/// nothing fails at all.
+/// nothing fails, and nothing runs twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_sigterm_one_of_two_instances() {
     let Some((report, status)) = two_instances("-TERM").await else {
@@ -901,19 +901,9 @@ async fn fault_sigterm_one_of_two_instances() {
         report.failed, 0,
         "a graceful stop fails no call: {report:?}"
     );
-}
-
-/// A graceful stop should also run nothing twice. It does not always: in
-/// about one run in three here, some requests the stopping instance ran
-/// come back to the other one too (their acks do not reach the broker),
-/// so this is kept apart until that is fixed. Run it with
-/// `cargo test --test cluster -- --ignored a_graceful_stop_runs_nothing_twice`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: a graceful stop sometimes runs in-flight requests twice"]
-async fn a_graceful_stop_runs_nothing_twice() {
-    let Some((report, _)) = two_instances("-TERM").await else {
-        return;
-    };
+    // Once, in about one run in ten: the close of the connection met a
+    // consumer channel closing, lapin dropped the socket, and the broker
+    // requeued requests whose acks it had not read yet.
     assert_eq!(
         report.duplicates, 0,
         "a graceful stop runs nothing twice: {report:?}"

@@ -5,6 +5,12 @@
 //! connection goes, the stream waits (without ending) for the supervisor to
 //! publish the next connection, then opens a fresh channel, sets the same
 //! `basic.qos` and issues `basic.consume` on the same queue again.
+//!
+//! Letting go is settling work the transport's close waits for: a dropped
+//! consumer cancels and returns what it had buffered; its channel is
+//! closed explicitly once the consumer and every delivery of it are gone
+//! ([`ConsumerChannel`]); a delivery dropped unsettled is rejected. None of
+//! it may meet the connection closing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,15 +27,57 @@ use tokio::sync::watch;
 use super::link::{Link, Live, Owner, Shared, guarded};
 use crate::error::{Error, Result};
 use crate::message::Message;
-use crate::transport::{Acker, ConsumeOptions, Delivery, Settle, TransportFuture};
+use crate::transport::{Acker, ConsumeOptions, Delivery, QueueSpec, Settle, TransportFuture};
 
 /// Pause before reopening a consumer whose channel alone failed.
 const CHANNEL_RETRY: Duration = Duration::from_millis(100);
 
+/// A consumer's channel, shared by the consumer and the deliveries it
+/// handed out. When the last of them lets go, the channel is closed
+/// explicitly, as a settling task that a close of the transport waits for:
+/// left to lapin's close-on-drop, the close could reach lapin after the
+/// connection began closing, which lapin takes for a connection error (it
+/// drops the socket, and the broker requeues deliveries whose acks it had
+/// not read yet).
+pub(super) struct ConsumerChannel {
+    channel: Channel,
+    connection: ConnectionStatus,
+    shared: Arc<Shared>,
+    /// The queue is a quorum queue (or one this transport did not declare):
+    /// wait [`QUORUM_SETTLE_LINGER`] before closing.
+    quorum: bool,
+}
+
+/// How long a consumer channel of a quorum queue stays open after its last
+/// delivery was settled. RabbitMQ can drop acks that a quorum queue had
+/// not applied yet when their channel closes (rabbitmq-server#10327): the
+/// messages come back, and a graceful stop would run requests twice.
+/// Measured here: acks lost in about two shutdowns in five without it, in
+/// none of 160 with it.
+const QUORUM_SETTLE_LINGER: Duration = Duration::from_millis(100);
+
+impl Drop for ConsumerChannel {
+    fn drop(&mut self) {
+        if !(self.channel.status().connected() && self.connection.connected()) {
+            return;
+        }
+        let channel = self.channel.clone();
+        let connection = self.connection.clone();
+        let linger = self.quorum.then_some(QUORUM_SETTLE_LINGER);
+        self.shared.spawn_settling(async move {
+            if let Some(linger) = linger {
+                tokio::time::sleep(linger).await;
+            }
+            let close = channel.close(200, "OK".into());
+            let _ = tokio::time::timeout(Duration::from_secs(5), guarded(&connection, close)).await;
+        });
+    }
+}
+
 /// One lapin consumer, on one channel of one connection.
 struct Active {
     consumer: lapin::Consumer,
-    channel: Channel,
+    channel: Arc<ConsumerChannel>,
     connection: ConnectionStatus,
     generation: u64,
 }
@@ -50,6 +98,7 @@ pub(super) struct ConsumerState {
 
 /// Opens a channel with the consumer's qos on `live` and starts consuming.
 async fn open_on(
+    shared: &Arc<Shared>,
     live: &Live,
     queue: &ShortString,
     tag: &ShortString,
@@ -70,7 +119,18 @@ async fn open_on(
     let consumer = guarded(status, consume).await?;
     Ok(Active {
         consumer,
-        channel,
+        channel: Arc::new(ConsumerChannel {
+            channel,
+            connection: status.clone(),
+            shared: shared.clone(),
+            // A queue this transport did not declare may be one too.
+            quorum: shared
+                .topology
+                .lock()
+                .queues
+                .get(queue.as_str())
+                .is_none_or(QueueSpec::is_quorum),
+        }),
         connection: live.conn.status().clone(),
         generation: live.generation,
     })
@@ -88,7 +148,7 @@ impl ConsumerState {
     ) -> Result<ConsumerState> {
         let live = shared.live()?;
         let tag: ShortString = format!("enoki-{}", uuid::Uuid::new_v4().simple()).into();
-        let active = open_on(&live, &queue, &tag, options)
+        let active = open_on(&shared, &live, &queue, &tag, options)
             .await
             .map_err(|err| map_err(&err, &live))?;
         Ok(ConsumerState {
@@ -136,7 +196,7 @@ impl ConsumerState {
                 }
                 Ok(Link::Closed) | Err(_) => return false,
             };
-            match open_on(&live, &self.queue, &self.tag, self.options).await {
+            match open_on(&self.shared, &live, &self.queue, &self.tag, self.options).await {
                 Ok(active) => {
                     tracing::debug!(
                         queue = %self.queue,
@@ -185,7 +245,7 @@ impl ConsumerState {
         }
         match error {
             // Cancelled by the broker (queue deleted) on a healthy channel.
-            None if active.channel.status().connected() => {
+            None if active.channel.channel.status().connected() => {
                 tracing::warn!(queue = %self.queue, "AMQP consumer cancelled by the broker");
                 false
             }
@@ -205,7 +265,7 @@ impl ConsumerState {
 
     fn convert(
         &self,
-        channel: &Channel,
+        channel: &Arc<ConsumerChannel>,
         connection: &ConnectionStatus,
         delivery: lapin::message::Delivery,
     ) -> Delivery {
@@ -297,11 +357,13 @@ impl Drop for ConsumerState {
             return;
         };
         let tag = self.tag.clone();
-        self.shared.runtime.spawn(async move {
-            if !channel.status().connected() {
+        self.shared.spawn_settling(async move {
+            if !channel.channel.status().connected() {
                 return;
             }
-            let cancel = channel.basic_cancel(tag, BasicCancelOptions::default());
+            let cancel = channel
+                .channel
+                .basic_cancel(tag, BasicCancelOptions::default());
             if guarded(&connection, cancel).await.is_err() {
                 return;
             }
@@ -323,7 +385,7 @@ impl Drop for ConsumerState {
 struct AmqpAck {
     acker: lapin::Acker,
     /// Keeps the channel open until this delivery is settled.
-    channel: Option<Channel>,
+    channel: Option<Arc<ConsumerChannel>>,
     connection: ConnectionStatus,
     shared: Arc<Shared>,
     /// Keeps the connection up until this delivery is settled.
@@ -372,7 +434,7 @@ impl Settle for AmqpAck {
             && self
                 .channel
                 .as_ref()
-                .is_some_and(|channel| channel.status().connected())
+                .is_some_and(|channel| channel.channel.status().connected())
     }
 }
 
@@ -384,7 +446,7 @@ impl Drop for AmqpAck {
         let acker = self.acker.clone();
         let channel = self.channel.take();
         let connection = self.connection.clone();
-        self.shared.runtime.spawn(async move {
+        self.shared.spawn_settling(async move {
             let reject = acker.reject(BasicRejectOptions { requeue: true });
             let _ = guarded(&connection, reject).await;
             drop(channel);

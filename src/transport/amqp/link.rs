@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +18,7 @@ use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties, ConnectionStatus, Event};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
+use tokio_util::task::TaskTracker;
 
 use super::endpoints::Endpoints;
 use super::failure::{connect_reason, is_soft_error};
@@ -41,6 +43,8 @@ const FIRST_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `close()` waits for the broker's close-ok.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a close waits for consumers and deliveries to settle.
+pub(super) const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a publish waits for a reconnection in progress.
 pub(super) const PUBLISH_WAIT: Duration = Duration::from_secs(1);
 
@@ -97,6 +101,13 @@ pub(super) struct Shared {
     /// fail.
     pub(super) wake: Notify,
     pub(super) topology: Mutex<Topology>,
+    /// The work of consumers and deliveries let go of (a cancel and the
+    /// return of what a consumer had buffered, a reject of a delivery
+    /// dropped unsettled): the connection is closed only after it is done,
+    /// so none of it meets a connection being closed (lapin then drops the
+    /// socket, and the broker, cut off, requeues deliveries whose acks it
+    /// had not read yet: requests run twice).
+    pub(super) settling: TaskTracker,
 }
 
 impl fmt::Debug for Shared {
@@ -124,7 +135,14 @@ impl Shared {
             link,
             wake: Notify::new(),
             topology: Mutex::new(Topology::default()),
+            settling: TaskTracker::new(),
         }
+    }
+
+    /// Runs `task` on the transport's runtime; a close waits for it (up to
+    /// [`SETTLE_TIMEOUT`]) before closing the connection.
+    pub(super) fn spawn_settling(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.settling.spawn_on(task, &self.runtime);
     }
 
     pub(super) fn is_closed(&self) -> bool {
@@ -192,12 +210,17 @@ impl Shared {
 
     /// Marks the transport closed and wakes everyone.
     pub(super) fn shut(&self) -> bool {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return false;
-        }
+        let first = self.begin_close();
         self.link.send_replace(Link::Closed);
         self.wake.notify_one();
-        true
+        first
+    }
+
+    /// Marks the transport closed (calls fail from now on) without closing
+    /// the connection yet; false if it was already. [`shut`](Self::shut)
+    /// closes it.
+    pub(super) fn begin_close(&self) -> bool {
+        !self.closed.swap(true, Ordering::AcqRel)
     }
 }
 
@@ -303,6 +326,14 @@ pub(super) async fn guarded<T>(
 pub(super) async fn supervise(shared: Arc<Shared>, mut live: Arc<Live>, mut events: Events) {
     loop {
         let Some(reason) = watch_connection(&shared, &live, &mut events).await else {
+            // Cancels, returns and rejects first, on the open connection.
+            shared.settling.close();
+            if tokio::time::timeout(SETTLE_TIMEOUT, shared.settling.wait())
+                .await
+                .is_err()
+            {
+                tracing::debug!("AMQP consumers still settling at close; closing anyway");
+            }
             shutdown(live).await;
             return;
         };

@@ -550,13 +550,26 @@ impl Transport for AmqpTransport {
     }
 
     async fn close(&self) {
-        if !self.shared.shut() {
+        if !self.shared.begin_close() {
             return;
         }
-        self.control.lock().await.take();
+        // The transport's own channels are closed first, on the open
+        // connection: a channel let go as the connection closes is, to
+        // lapin, a connection error (it drops the socket, and the broker
+        // requeues deliveries whose acks it had not read yet).
+        let mut channels: Vec<Channel> = Vec::new();
+        channels.extend(self.control.lock().await.take().map(|(_, c)| c));
         for slot in &self.publishers {
-            slot.lock().await.take();
+            channels.extend(slot.lock().await.take().map(|(_, c)| c));
         }
+        for channel in channels {
+            if channel.status().connected() {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), channel.close(200, "OK".into()))
+                        .await;
+            }
+        }
+        self.shared.shut();
         let supervisor = self.supervisor.lock().take();
         if let Some(supervisor) = supervisor {
             // It closes the connection and waits for lapin's io thread.
