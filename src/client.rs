@@ -33,7 +33,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tracing::Instrument;
 
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -402,7 +401,7 @@ impl ClusterRpc {
         let routing_key = names::RoutingKey::rpc(service, method);
         let routing_key = routing_key.as_str();
         let mut headers = self.headers();
-        let span = crate::telemetry::publish_span(&listener.exchange, routing_key, &mut headers);
+        let _span = crate::telemetry::publish_span(&listener.exchange, routing_key, &mut headers);
         let message = Message::json(body)
             .with_headers(headers)
             .with_correlation_id(correlation_id.clone())
@@ -420,15 +419,12 @@ impl ClusterRpc {
         let deadline = self
             .timeout
             .map(|timeout| (tokio::time::Instant::now() + timeout, timeout));
-        let publish = listener
-            .transport
-            .publish(
-                &listener.exchange,
-                routing_key,
-                message,
-                PublishOptions { mandatory: true },
-            )
-            .instrument(span);
+        let publish = listener.transport.publish(
+            &listener.exchange,
+            routing_key,
+            message,
+            PublishOptions { mandatory: true },
+        );
         let published = match deadline {
             Some((at, timeout)) => tokio::time::timeout_at(at, publish)
                 .await
@@ -574,7 +570,7 @@ pub(crate) async fn publish_event(
     let exchange = names::event_exchange(source);
     declare_event_exchange(transport, settings, &exchange).await?;
     let mut headers = headers;
-    let span = crate::telemetry::publish_span(&exchange, event_type, &mut headers);
+    let _span = crate::telemetry::publish_span(&exchange, event_type, &mut headers);
     transport
         .publish(
             &exchange,
@@ -582,7 +578,6 @@ pub(crate) async fn publish_event(
             Message::json(body).with_headers(headers),
             PublishOptions::default(),
         )
-        .instrument(span)
         .await
 }
 

@@ -9,8 +9,6 @@
 use std::fmt;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-
 use crate::context::WorkerCtx;
 use crate::dependency::Dependencies;
 use crate::error::{Error, RemoteError};
@@ -77,7 +75,7 @@ pub trait Service: Dependencies {
         method: &'a str,
         request: crate::web::Request,
         ctx: &'a WorkerCtx,
-    ) -> BoxFuture<'a, crate::web::Response> {
+    ) -> futures::future::BoxFuture<'a, crate::web::Response> {
         let _ = (request, ctx);
         Box::pin(async move {
             axum::response::IntoResponse::into_response(RemoteError::method_not_found(method))

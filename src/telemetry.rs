@@ -43,57 +43,90 @@ pub fn active() -> bool {
     }
 }
 
-/// The span of one message sent to `exchange` with `routing_key`
-/// (`Span::none()` when inactive); its trace context goes into `headers`.
+/// An OpenTelemetry span of enoki's own: a message published, or one being
+/// processed. Built with the OpenTelemetry SDK directly (no `tracing` span
+/// in between: the cheapest way to the exporter); nothing at all when
+/// spans are not exported. It ends when dropped.
+#[must_use = "the span ends when dropped"]
+pub(crate) struct MessagingSpan {
+    #[cfg(feature = "otel")]
+    inner: Option<otel::Inner>,
+}
+
+impl std::fmt::Debug for MessagingSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MessagingSpan")
+    }
+}
+
+impl MessagingSpan {
+    fn none() -> Self {
+        MessagingSpan {
+            #[cfg(feature = "otel")]
+            inner: None,
+        }
+    }
+
+    /// Makes this span (a process span) the parent of `span`, the
+    /// worker's `tracing` span, so that the worker and what it logs and
+    /// sends are in the message's trace.
+    pub(crate) fn adopt(&self, span: &tracing::Span) {
+        #[cfg(feature = "otel")]
+        if let Some(inner) = &self.inner {
+            inner.adopt(span);
+        }
+        #[cfg(not(feature = "otel"))]
+        let _ = span;
+    }
+}
+
+/// The span of one message sent to `exchange` with `routing_key` (a child
+/// of the current span: the worker's, or the gateway's HTTP request's);
+/// its trace context goes into `headers`.
 pub(crate) fn publish_span(
     exchange: &str,
     routing_key: &str,
     headers: &mut Headers,
-) -> tracing::Span {
+) -> MessagingSpan {
     if !active() {
-        return tracing::Span::none();
+        return MessagingSpan::none();
     }
-    let span = tracing::info_span!(
-        "publish",
-        otel.name = format!("publish {exchange}"),
-        otel.kind = "producer",
-        messaging.system = "rabbitmq",
-        messaging.operation.r#type = "send",
-        messaging.destination.name = exchange,
-        messaging.rabbitmq.destination.routing_key = routing_key,
-    );
     #[cfg(feature = "otel")]
-    otel::inject(&span, headers);
+    {
+        MessagingSpan {
+            inner: otel::publish(exchange, routing_key, headers),
+        }
+    }
     #[cfg(not(feature = "otel"))]
-    let _ = headers;
-    span
+    {
+        let _ = (exchange, routing_key, headers);
+        MessagingSpan::none()
+    }
 }
 
 /// The span of a worker handling `service.method`'s message, child of the
-/// trace context the message carried (`Span::none()` when inactive).
-pub(crate) fn process_span(service: &str, method: &str, incoming: &Incoming) -> tracing::Span {
+/// trace context the message carried; the worker's own span goes inside
+/// it ([`MessagingSpan::adopt`]).
+pub(crate) fn process_span(service: &str, method: &str, incoming: &Incoming) -> MessagingSpan {
     if !active() {
-        return tracing::Span::none();
+        return MessagingSpan::none();
     }
-    let span = tracing::info_span!(
-        "process",
-        otel.name = format!("process {service}.{method}"),
-        otel.kind = "consumer",
-        messaging.system = "rabbitmq",
-        messaging.operation.r#type = "process",
-        enoki.service = service,
-        enoki.method = method,
-    );
     #[cfg(feature = "otel")]
-    otel::set_parent_from(&span, |key| {
-        incoming
-            .get(key)
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_owned)
-    });
+    {
+        MessagingSpan {
+            inner: otel::process(service, method, |key| {
+                incoming
+                    .get(key)
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+            }),
+        }
+    }
     #[cfg(not(feature = "otel"))]
-    let _ = incoming;
-    span
+    {
+        let _ = (service, method, incoming);
+        MessagingSpan::none()
+    }
 }
 
 /// Makes `span` (the gateway's span of one HTTP request) the child of the
@@ -122,7 +155,7 @@ pub use otel::{Telemetry, otlp_layer};
 mod otel {
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+    use opentelemetry::propagation::{Extractor, TextMapPropagator};
     use opentelemetry::trace::TracerProvider as _;
     use opentelemetry_sdk::propagation::TraceContextPropagator;
     use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -135,6 +168,84 @@ mod otel {
     use crate::names::HEADER_PREFIX;
 
     pub(super) static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+    /// The tracer of enoki's own spans: the exporting layer's.
+    static TRACER: std::sync::OnceLock<opentelemetry_sdk::trace::SdkTracer> =
+        std::sync::OnceLock::new();
+
+    /// A [`MessagingSpan`](super::MessagingSpan)'s span: a publish span on
+    /// its own, or a process span in the context its worker continues.
+    pub(super) enum Inner {
+        /// Held for its end, on drop.
+        Publish {
+            _span: Box<opentelemetry_sdk::trace::Span>,
+        },
+        Process(opentelemetry::Context),
+    }
+
+    impl Inner {
+        pub(super) fn adopt(&self, span: &tracing::Span) {
+            if let Inner::Process(context) = self {
+                let _ = span.set_parent(context.clone());
+            }
+        }
+    }
+
+    fn kv(key: &'static str, value: impl Into<opentelemetry::Value>) -> opentelemetry::KeyValue {
+        opentelemetry::KeyValue::new(key, value)
+    }
+
+    /// A publish span, child of the current `tracing` span; its context
+    /// goes into `headers`.
+    pub(super) fn publish(
+        exchange: &str,
+        routing_key: &str,
+        headers: &mut Headers,
+    ) -> Option<Inner> {
+        use opentelemetry::trace::{Span as _, SpanKind, Tracer as _};
+        let tracer = TRACER.get()?;
+        let parent = tracing::Span::current().context();
+        let builder = tracer
+            .span_builder(format!("publish {exchange}"))
+            .with_kind(SpanKind::Producer)
+            .with_attributes([
+                kv("messaging.system", "rabbitmq"),
+                kv("messaging.operation.type", "send"),
+                kv("messaging.destination.name", exchange.to_owned()),
+                kv(
+                    "messaging.rabbitmq.destination.routing_key",
+                    routing_key.to_owned(),
+                ),
+            ]);
+        let span = tracer.build_with_context(builder, &parent);
+        inject(span.span_context(), headers);
+        Some(Inner::Publish {
+            _span: Box::new(span),
+        })
+    }
+
+    /// A process span, child of the trace context `lookup` finds (or the
+    /// root of a new trace).
+    pub(super) fn process(
+        service: &str,
+        method: &str,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Option<Inner> {
+        use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer as _};
+        let tracer = TRACER.get()?;
+        let parent = extract(lookup).unwrap_or_default();
+        let builder = tracer
+            .span_builder(format!("process {service}.{method}"))
+            .with_kind(SpanKind::Consumer)
+            .with_attributes([
+                kv("messaging.system", "rabbitmq"),
+                kv("messaging.operation.type", "process"),
+                kv("enoki.service", service.to_owned()),
+                kv("enoki.method", method.to_owned()),
+            ]);
+        let span = tracer.build_with_context(builder, &parent);
+        Some(Inner::Process(parent.with_span(span)))
+    }
 
     /// The exporter behind an [`otlp_layer`]: [`shutdown`](Self::shutdown)
     /// sends what is left before the process ends.
@@ -207,6 +318,7 @@ mod otel {
             .with_resource(resource)
             .build();
         let tracer = provider.tracer("enoki");
+        let _ = TRACER.set(tracer.clone());
         ACTIVE.store(true, Ordering::Relaxed);
         // What a span costs is paid on every call: no busy/idle timing (two
         // clock reads a poll), no source location, thread or target
@@ -243,28 +355,35 @@ mod otel {
         })
     }
 
-    struct HeaderInjector<'a>(&'a mut Headers);
-
-    impl Injector for HeaderInjector<'_> {
-        fn set(&mut self, key: &str, value: String) {
-            // Both forms: nameko context data, and the bare W3C header.
-            self.0.insert(
-                format!("{HEADER_PREFIX}{key}"),
-                Value::String(value.clone()),
-            );
-            self.0.insert(key.to_owned(), Value::String(value));
-        }
-    }
-
-    /// Puts `span`'s trace context into `headers`, over the one the
-    /// worker's context data passed on.
-    pub(super) fn inject(span: &tracing::Span, headers: &mut Headers) {
+    /// Puts a span's W3C trace context into `headers`, over the one the
+    /// worker's context data passed on: as nameko context data and as the
+    /// bare headers.
+    fn inject(context: &opentelemetry::trace::SpanContext, headers: &mut Headers) {
+        let traceparent = format!(
+            "00-{}-{}-{:02x}",
+            context.trace_id(),
+            context.span_id(),
+            context.trace_flags().to_u8()
+        );
+        let tracestate = context.trace_state().header();
+        let headers = &mut **headers;
         for key in [TRACEPARENT, TRACESTATE] {
             headers.remove(&format!("{HEADER_PREFIX}{key}"));
             headers.remove(key);
         }
-        let context = span.context();
-        TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
+        let mut set = |key: &str, value: String| {
+            headers.insert(
+                format!("{HEADER_PREFIX}{key}"),
+                Value::String(value.clone()),
+            );
+            headers.insert(key.to_owned(), Value::String(value));
+        };
+        if context.is_valid() {
+            set(TRACEPARENT, traceparent);
+            if !tracestate.is_empty() {
+                set(TRACESTATE, tracestate);
+            }
+        }
     }
 
     /// A W3C trace context read with `lookup` (bounded: a traceparent is
@@ -288,19 +407,23 @@ mod otel {
         }
     }
 
-    /// Makes `span` the child of the trace context `lookup` finds; a
-    /// missing or malformed one leaves `span` the root of a new trace.
-    pub(super) fn set_parent_from(span: &tracing::Span, lookup: impl Fn(&str) -> Option<String>) {
-        let Some(traceparent) = lookup(TRACEPARENT).filter(|t| t.len() <= 256) else {
-            return;
-        };
+    /// The trace context `lookup` finds, if it is a valid one.
+    fn extract(lookup: impl Fn(&str) -> Option<String>) -> Option<opentelemetry::Context> {
+        use opentelemetry::trace::TraceContextExt;
+        let traceparent = lookup(TRACEPARENT).filter(|t| t.len() <= 256)?;
         let found = Found {
             traceparent,
             tracestate: lookup(TRACESTATE).filter(|t| t.len() <= 512),
         };
         let context = TraceContextPropagator::new().extract(&found);
-        use opentelemetry::trace::TraceContextExt;
-        if context.span().span_context().is_valid() {
+        context.span().span_context().is_valid().then_some(context)
+    }
+
+    /// Makes `span` the child of the trace context `lookup` finds; a
+    /// missing or malformed one leaves `span` the root of a new trace.
+    #[cfg(feature = "gateway")]
+    pub(super) fn set_parent_from(span: &tracing::Span, lookup: impl Fn(&str) -> Option<String>) {
+        if let Some(context) = extract(lookup) {
             let _ = span.set_parent(context);
         }
     }

@@ -368,7 +368,7 @@ impl WorkerPool {
             // that someone records.
             let span = if tracing::enabled!(tracing::Level::INFO) {
                 tracing::info_span!(
-                    parent: process.id(),
+                    parent: None,
                     "worker",
                     service = inner.name,
                     method,
@@ -377,6 +377,7 @@ impl WorkerPool {
             } else {
                 tracing::Span::none()
             };
+            process.adopt(&span);
             let body = std::pin::pin!(
                 async {
                     let started = inner.metrics.is_some().then(Instant::now);

@@ -1,7 +1,6 @@
 //! The `EventDispatcher` provider: dispatch events as this service.
 
 use std::sync::Arc;
-use tracing::Instrument;
 
 use serde::Serialize;
 
@@ -66,9 +65,9 @@ impl Dispatcher {
     /// Publishes `event_type` with `payload` as the body, and the worker's
     /// context as headers. Returns once the broker has taken it.
     pub async fn emit(&self, event_type: &str, payload: impl Serialize) -> Result<()> {
-        let body = serde_json::to_vec(&payload)?;
+        let body = crate::message::json_body(&payload)?;
         let mut headers = self.worker.headers();
-        let span = crate::telemetry::publish_span(&self.shared.exchange, event_type, &mut headers);
+        let _span = crate::telemetry::publish_span(&self.shared.exchange, event_type, &mut headers);
         let message = Message::json(body).with_headers(headers);
         self.shared
             .transport
@@ -78,7 +77,6 @@ impl Dispatcher {
                 message,
                 PublishOptions::default(),
             )
-            .instrument(span)
             .await
     }
 
