@@ -527,7 +527,15 @@ impl ServiceProxy {
 pub struct EventPublisher {
     transport: Arc<dyn Transport>,
     settings: Settings,
+    /// The event exchanges declared so far, by source (a declaration is a
+    /// broker round trip; the transport redeclares them after a
+    /// reconnection). At most [`DECLARED_SOURCES`] are remembered.
+    declared: Arc<Mutex<HashMap<String, Arc<str>, foldhash::fast::RandomState>>>,
 }
+
+/// The most sources an [`EventPublisher`] remembers having declared the
+/// exchange of; it declares others on every dispatch.
+pub const DECLARED_SOURCES: usize = 1024;
 
 impl EventPublisher {
     /// A publisher on `transport`.
@@ -535,7 +543,22 @@ impl EventPublisher {
         EventPublisher {
             transport,
             settings: settings.clone(),
+            declared: Arc::default(),
         }
+    }
+
+    /// `<source>.events`, declared once (per settings).
+    async fn exchange(&self, source: &str) -> Result<Arc<str>> {
+        if let Some(exchange) = self.declared.lock().get(source) {
+            return Ok(exchange.clone());
+        }
+        let exchange: Arc<str> = names::event_exchange(source).into();
+        declare_event_exchange(&self.transport, &self.settings, &exchange).await?;
+        let mut declared = self.declared.lock();
+        if declared.len() < DECLARED_SOURCES {
+            declared.insert(source.to_owned(), exchange.clone());
+        }
+        Ok(exchange)
     }
 
     /// Dispatches `event_type` from `source` with no context headers.
@@ -545,40 +568,27 @@ impl EventPublisher {
         event_type: &str,
         payload: &impl Serialize,
     ) -> Result<()> {
-        let body = crate::message::json_body(payload)?;
-        publish_event(
-            &self.transport,
-            &self.settings,
-            source,
-            event_type,
-            body,
-            Headers::new(),
-        )
-        .await
+        let publish = async |exchange: &str| {
+            let body = crate::message::json_body(payload)?;
+            let mut headers = Headers::new();
+            let _span = crate::telemetry::publish_span(exchange, event_type, &mut headers);
+            let message = Message::json(body).with_headers(headers);
+            self.transport
+                .publish(exchange, event_type, message, PublishOptions::default())
+                .await
+        };
+        let exchange = self.exchange(source).await?;
+        match publish(&exchange).await {
+            // Gone since (an auto-delete exchange loses its last binding):
+            // declared again, and published once more.
+            Err(Error::ExchangeNotFound(_)) if self.settings.declare_event_exchanges() => {
+                self.declared.lock().remove(source);
+                let exchange = self.exchange(source).await?;
+                publish(&exchange).await
+            }
+            other => other,
+        }
     }
-}
-
-/// Declares `<source>.events` (per settings) and publishes one event.
-pub(crate) async fn publish_event(
-    transport: &Arc<dyn Transport>,
-    settings: &Settings,
-    source: &str,
-    event_type: &str,
-    body: Vec<u8>,
-    headers: Headers,
-) -> Result<()> {
-    let exchange = names::event_exchange(source);
-    declare_event_exchange(transport, settings, &exchange).await?;
-    let mut headers = headers;
-    let _span = crate::telemetry::publish_span(&exchange, event_type, &mut headers);
-    transport
-        .publish(
-            &exchange,
-            event_type,
-            Message::json(body).with_headers(headers),
-            PublishOptions::default(),
-        )
-        .await
 }
 
 /// Declares an event exchange with the flags the settings ask for.

@@ -384,3 +384,45 @@ async fn a_failing_event_is_retried_with_backoff_then_dead_lettered() {
     );
     cluster.stop().await;
 }
+
+/// A standalone publisher declares a source's exchange once, not on every
+/// dispatch; an auto-delete exchange that went away since (its last
+/// binding gone) is declared again, and the event still goes out.
+#[tokio::test]
+async fn a_publisher_declares_once_and_again_when_the_exchange_went_away() {
+    use enoki::transport::{ConsumeOptions, QueueSpec, Transport};
+    let transport = MemoryTransport::new();
+    let settings = Settings::new().with("AUTO_DELETE_EVENT_EXCHANGES", json!(true));
+    let publisher = EventPublisher::new(transport.clone(), &settings);
+    let queue = QueueSpec {
+        exclusive: true,
+        auto_delete: true,
+        durable: false,
+        ..QueueSpec::durable("watch")
+    };
+    let watch = async |n: u64| {
+        transport.declare_queue(&queue).await.unwrap();
+        transport.bind("watch", "src.events", "#").await.unwrap();
+        let mut consumer = transport
+            .consume("watch", ConsumeOptions::default())
+            .await
+            .unwrap();
+        publisher.dispatch("src", "ping", &n).await.unwrap();
+        let delivery = consumer.next().await.expect("the event");
+        assert_eq!(&delivery.message.body[..], n.to_string().as_bytes());
+        delivery.ack().await.unwrap();
+        // The queue goes with its consumer, and the exchange with its
+        // last binding.
+        drop(consumer);
+    };
+    publisher.dispatch("src", "ping", &0).await.unwrap();
+    watch(1).await;
+    assert!(
+        !transport.exchange_exists("src.events").await.unwrap(),
+        "the auto-delete exchange went with its last binding"
+    );
+    // Declared again for this dispatch, then bound and seen.
+    publisher.dispatch("src", "ping", &2).await.unwrap();
+    assert!(transport.exchange_exists("src.events").await.unwrap());
+    watch(3).await;
+}
