@@ -1,26 +1,31 @@
 //! Gateway benchmarks, one run (`./scripts/bench-gateway`, or
 //! `cargo bench --bench gateway`):
 //!
-//! 1. HTTP, with `wrk` (same tool, same load for each): a bare axum
-//!    hello-world route (the limit), `GET /hello/{name}` routed to
-//!    `greeter.hello` on the embedded transport, the same through
-//!    RabbitMQ (when reachable; a throwaway vhost), and the incumbent: a
-//!    Python nameko 2.14.1 `@http` entrypoint making the same RPC call
-//!    (`benches/nameko/http_gateway.py`, `ENOKI_PYTHON` or `scripts/venv`).
-//!    Then `GET /users/{id}` (the `users` example on SQLite, embedded)
-//!    against a bare axum + sqlx handler doing the same query on the same
-//!    database, in three interleaved rounds (A B A B A B): best, median and
-//!    worst of the ratio.
+//! 1. HTTP, with `wrk` (same tool, same load for each), every comparison
+//!    in three interleaved rounds (A B A B A B) with the best, median and
+//!    worst ratio: `GET /hello/{name}` routed to `greeter.hello` on the
+//!    embedded transport against a bare axum hello-world route (the
+//!    limit); the same route through RabbitMQ (when reachable; a throwaway
+//!    vhost) against the incumbent, a Python nameko 2.14.1 `@http`
+//!    entrypoint making the same RPC call
+//!    (`benches/nameko/http_gateway.py`, `ENOKI_PYTHON` or `scripts/venv`);
+//!    `GET /users/{id}` (the `users` example on SQLite, embedded) against a
+//!    bare axum + sqlx handler doing the same query on the same database;
+//!    an `#[http]` entrypoint against the bare axum route.
 //! 2. WebSocket fan-out: N clients (`ENOKI_BENCH_WS_CLIENTS`, default
-//!    10000) subscribed to one event; events published at a fixed rate on
-//!    the gateway's embedded broker; deliveries per second, p99 delivery
-//!    latency, and the gateway process's memory per connection (the gateway
-//!    runs in a child process, so the clients' memory is not counted).
+//!    10000) subscribed to one event; events published on the gateway's
+//!    embedded broker, first at a fixed rate (`ENOKI_BENCH_EVENTS_PER_SEC`,
+//!    default 20: with 10,000 clients, 200,000 deliveries/s) for
+//!    `ENOKI_BENCH_EVENT_SECS` (default 5), then `ENOKI_BENCH_FLOOD_EVENTS`
+//!    (default 100) as fast as the publisher can (the gateway's capacity):
+//!    deliveries per second, p50 and p99 delivery latency, events dropped,
+//!    and the gateway process's memory per connection (the gateway runs in
+//!    a child process, so the clients' memory is not counted).
 //!
 //! Everything listens on 127.0.0.1 only. Environment: `ENOKI_BENCH_SECS`
 //! (wrk duration, default 5), `ENOKI_BENCH_CONNS` (wrk connections, 64),
-//! `ENOKI_BENCH_WS_CLIENTS`, `ENOKI_BENCH_EVENTS_PER_SEC` (default 40),
-//! `ENOKI_BENCH_EVENT_SECS` (default 5).
+//! `ENOKI_BENCH_ONLY` (`http` or `ws`: one half), and the WebSocket ones
+//! above.
 #![allow(missing_docs, unreachable_pub)]
 
 #[allow(dead_code, unreachable_pub)]
