@@ -31,6 +31,8 @@
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/greeter.rs"]
 mod greeter;
+#[path = "support/otlp.rs"]
+mod otlp;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/users.rs"]
 mod users;
@@ -68,14 +70,33 @@ fn main() {
         runtime.block_on(ws_server());
         return;
     }
-    // ENOKI_BENCH_ONLY=http or ws runs one half.
+    // ENOKI_BENCH_ONLY=http or ws runs one half; hello, only the embedded
+    // /hello comparison (what ./scripts/bench-tracing runs, tracing off and
+    // on).
     let only = std::env::var("ENOKI_BENCH_ONLY").unwrap_or_default();
+    let tracing_on = otlp::tracing_on();
     runtime.block_on(async {
-        if only != "ws" {
+        #[cfg(feature = "otel")]
+        let telemetry = if tracing_on {
+            Some(otlp::export_spans("gateway").await)
+        } else {
+            None
+        };
+        println!(
+            "gateway: tracing {}",
+            if tracing_on { "on (OTLP)" } else { "off" }
+        );
+        if only == "hello" {
+            hello_embedded().await;
+        } else if only != "ws" {
             http_benches().await;
         }
-        if only != "http" {
+        if only.is_empty() || only == "ws" {
             ws_fanout().await;
+        }
+        #[cfg(feature = "otel")]
+        if let Some(telemetry) = telemetry {
+            let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
         }
     });
 }
@@ -168,27 +189,7 @@ async fn http_benches() {
         );
         return;
     }
-    let bare = Router::new().route(
-        "/hello/{name}",
-        get(|Path(name): Path<String>| async move { axum::Json(format!("Hello, {name}!")) }),
-    );
-    let bare = serve(bare).await;
-
-    let transport: Arc<dyn Transport> = MemoryTransport::new();
-    let (state, runner) = gateway_on(transport.clone(), transport.clone()).await;
-    let addr = serve(router(state.clone())).await;
-    interleaved(
-        &format!("http://{bare}/hello/Ann"),
-        "bare axum route",
-        &format!("http://{addr}/hello/Ann"),
-        "/hello/{name} embedded",
-        "/hello/{name} embedded / bare axum",
-    )
-    .await;
-    state.close().await;
-    runner.stop().await;
-    transport.close().await;
-
+    hello_embedded().await;
     users_bench().await;
     http_entrypoint_bench().await;
 
@@ -241,6 +242,35 @@ async fn http_benches() {
                 .output();
         }
     }
+}
+
+/// `GET /hello/{name}` on the embedded transport against a bare axum
+/// route, interleaved.
+async fn hello_embedded() {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        println!("gateway http: skipped (wrk is not installed)");
+        return;
+    }
+    let bare = Router::new().route(
+        "/hello/{name}",
+        get(|Path(name): Path<String>| async move { axum::Json(format!("Hello, {name}!")) }),
+    );
+    let bare = serve(bare).await;
+
+    let transport: Arc<dyn Transport> = MemoryTransport::new();
+    let (state, runner) = gateway_on(transport.clone(), transport.clone()).await;
+    let addr = serve(router(state.clone())).await;
+    interleaved(
+        &format!("http://{bare}/hello/Ann"),
+        "bare axum route",
+        &format!("http://{addr}/hello/Ann"),
+        "/hello/{name} embedded",
+        "/hello/{name} embedded / bare axum",
+    )
+    .await;
+    state.close().await;
+    runner.stop().await;
+    transport.close().await;
 }
 
 /// `GET /users/{id}`: the `users` service behind the embedded gateway

@@ -24,6 +24,8 @@
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/greeter.rs"]
 mod greeter;
+#[path = "support/otlp.rs"]
+mod otlp;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -175,24 +177,6 @@ fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
     )
 }
 
-/// Installs an OTLP exporter to a sink in this process (tracing on).
-#[cfg(feature = "otel")]
-async fn export_spans() -> enoki::telemetry::Telemetry {
-    use tracing_subscriber::layer::SubscriberExt;
-    let sink = axum::Router::new().route("/v1/traces", axum::routing::post(|| async { "{}" }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("sink");
-    let endpoint = format!("http://{}", listener.local_addr().expect("sink address"));
-    tokio::spawn(async move { axum::serve(listener, sink).await });
-    let (layer, telemetry) = enoki::telemetry::otlp_layer("rpc_memory", Some(&endpoint))
-        .expect("endpoint")
-        .expect("exporter");
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
-        .expect("the bench's subscriber");
-    telemetry
-}
-
 fn main() {
     let threads = std::env::var("ENOKI_BENCH_THREADS")
         .ok()
@@ -205,16 +189,14 @@ fn main() {
         .expect("runtime");
     // ENOKI_BENCH_ONLY=enoki skips the baseline (for profiling).
     let only_enoki = std::env::var("ENOKI_BENCH_ONLY").is_ok_and(|only| only == "enoki");
-    let tracing_on = std::env::var("ENOKI_BENCH_TRACING").is_ok_and(|t| t == "otlp");
+    let tracing_on = otlp::tracing_on();
     let rounds: Vec<(f64, f64)> = runtime.block_on(async {
         #[cfg(feature = "otel")]
         let telemetry = if tracing_on {
-            Some(export_spans().await)
+            Some(otlp::export_spans("rpc_memory").await)
         } else {
             None
         };
-        #[cfg(not(feature = "otel"))]
-        assert!(!tracing_on, "ENOKI_BENCH_TRACING=otlp needs --features otel");
         println!("rpc_memory: tracing {}", if tracing_on { "on (OTLP)" } else { "off" });
         let (runner, client) = enoki_setup().await;
         let (tx, server) = baseline_setup();
