@@ -836,35 +836,22 @@ fn main() {
             NAMES[subject]
         );
     }
-    let cpu: Vec<String> = [ENOKI, LAPIN, ENOKI_DURABLE, LAPIN_EXCLUSIVE]
-        .into_iter()
-        .filter_map(|subject| {
-            let per_call: Vec<f64> = of(subject)
-                .iter()
-                .filter_map(|f| f.broker_us_per_call)
-                .collect();
-            (!per_call.is_empty()).then(|| format!("{} {:.0} us", NAMES[subject], median(per_call)))
-        })
-        .collect();
-    if !cpu.is_empty() {
-        println!("rpc_amqp: broker CPU per call (median): {}", cpu.join(", "));
-    }
-    let own: Vec<String> = [ENOKI, LAPIN, ENOKI_DURABLE, LAPIN_EXCLUSIVE]
-        .into_iter()
-        .filter_map(|subject| {
-            let per_call: Vec<f64> = of(subject)
-                .iter()
-                .filter_map(|f| f.process_us_per_call)
-                .collect();
-            (!per_call.is_empty()).then(|| format!("{} {:.0} us", NAMES[subject], median(per_call)))
-        })
-        .collect();
-    if !own.is_empty() {
-        println!(
-            "rpc_amqp: client+service CPU per call (median): {}",
-            own.join(", ")
-        );
-    }
+    // The median CPU per call of each Rust subject, as one line.
+    let cpu_line = |what: &str, pick: fn(&Figures) -> Option<f64>| {
+        let cpu: Vec<String> = [ENOKI, LAPIN, ENOKI_DURABLE, LAPIN_EXCLUSIVE]
+            .into_iter()
+            .filter_map(|subject| {
+                let per_call: Vec<f64> = of(subject).iter().filter_map(pick).collect();
+                (!per_call.is_empty())
+                    .then(|| format!("{} {:.0} us", NAMES[subject], median(per_call)))
+            })
+            .collect();
+        if !cpu.is_empty() {
+            println!("rpc_amqp: {what} CPU per call (median): {}", cpu.join(", "));
+        }
+    };
+    cpu_line("broker", |f| f.broker_us_per_call);
+    cpu_line("client+service", |f| f.process_us_per_call);
 
     let nameko = of(NAMEKO);
     let (nameko_rps, nameko_p50) = if nameko.is_empty() {
