@@ -46,6 +46,68 @@ proptest! {
         }
     }
 
+    /// The one-pass request parser reads what a plain parse into a JSON
+    /// value reads, and refuses what it would refuse, for the same reason.
+    #[test]
+    fn requests_parse_as_their_json_says(
+        top in json_value(2),
+        args in json_value(3),
+        kwargs in json_value(3),
+        present in 0u8..4,
+        extra in proptest::option::of(json_value(2)),
+    ) {
+        let mut object = serde_json::Map::new();
+        if present & 1 == 1 {
+            object.insert("args".into(), args);
+        }
+        if present & 2 == 2 {
+            object.insert("kwargs".into(), kwargs);
+        }
+        if let Some(extra) = extra {
+            object.insert("other".into(), extra);
+        }
+        let mut body = serde_json::Value::Object(object);
+        if present == 0 && !top.is_object() {
+            body = top;
+        }
+        let text = body.to_string();
+        let parsed = RequestBody::parse(text.as_bytes());
+        let expected: Result<(Vec<serde_json::Value>, serde_json::Map<String, serde_json::Value>), &str> =
+            match &body {
+                serde_json::Value::Object(map) => match (map.get("args"), map.get("kwargs")) {
+                    (Some(serde_json::Value::Array(a)), Some(serde_json::Value::Object(k))) => {
+                        Ok((a.clone(), k.clone()))
+                    }
+                    (Some(_), Some(serde_json::Value::Object(_))) => Err("`args` must be"),
+                    (Some(serde_json::Value::Array(_)), Some(_)) => Err("`kwargs` must be"),
+                    (Some(_), Some(_)) => Err("`args` must be"),
+                    _ => Err("missing"),
+                },
+                _ => Err("not a JSON object"),
+            };
+        match (parsed, expected) {
+            (Ok(request), Ok((args, kwargs))) => {
+                let got: Vec<serde_json::Value> = request
+                    .args
+                    .iter()
+                    .map(|raw| serde_json::from_str(raw.get()).unwrap())
+                    .collect();
+                prop_assert_eq!(got, args);
+                let got: serde_json::Map<String, serde_json::Value> = request
+                    .kwargs
+                    .iter()
+                    .map(|(k, raw)| (k.to_string(), serde_json::from_str(raw.get()).unwrap()))
+                    .collect();
+                prop_assert_eq!(got, kwargs);
+            }
+            (Err(err), Err(why)) => {
+                prop_assert_eq!(&err.exc_type, "MalformedRequest");
+                prop_assert!(err.value.contains(why), "{} does not say {}", err.value, why);
+            }
+            (got, want) => prop_assert!(false, "{text}: got {got:?}, want {want:?}"),
+        }
+    }
+
     #[test]
     fn paths_normalise_to_single_slashes(path in ".{0,64}") {
         let normal = normalize_path(&path);
@@ -90,4 +152,22 @@ proptest! {
             let _ = settings.validate();
         }
     }
+}
+
+/// Any JSON value, nested at most `depth` deep, with keys that need
+/// escaping now and then.
+fn json_value(depth: u32) -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        "[a-z\\\"\u{e9}]{0,6}".prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(depth, 24, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+            proptest::collection::btree_map("[a-c\\\"]{1,3}", inner, 0..4)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
 }
