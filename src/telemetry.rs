@@ -115,10 +115,7 @@ pub(crate) fn process_span(service: &str, method: &str, incoming: &Incoming) -> 
     {
         MessagingSpan {
             inner: otel::process(service, method, |key| {
-                incoming
-                    .get(key)
-                    .and_then(serde_json::Value::as_str)
-                    .map(str::to_owned)
+                incoming.get(key).and_then(serde_json::Value::as_str)
             }),
         }
     }
@@ -139,10 +136,7 @@ pub(crate) fn continue_http(span: &tracing::Span, headers: &axum::http::HeaderMa
     }
     #[cfg(feature = "otel")]
     otel::set_parent_from(span, |key| {
-        headers
-            .get(key)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned)
+        headers.get(key).and_then(|value| value.to_str().ok())
     });
     #[cfg(not(feature = "otel"))]
     let _ = (span, headers);
@@ -196,7 +190,8 @@ mod otel {
     }
 
     /// A publish span, child of the current `tracing` span; its context
-    /// goes into `headers`.
+    /// goes into `headers`. Named and attributed only when it is sampled
+    /// (an unsampled span costs its context and nothing more).
     pub(super) fn publish(
         exchange: &str,
         routing_key: &str,
@@ -205,10 +200,11 @@ mod otel {
         use opentelemetry::trace::{Span as _, SpanKind, Tracer as _};
         let tracer = TRACER.get()?;
         let parent = tracing::Span::current().context();
-        let builder = tracer
-            .span_builder(format!("publish {exchange}"))
-            .with_kind(SpanKind::Producer)
-            .with_attributes([
+        let builder = tracer.span_builder("publish").with_kind(SpanKind::Producer);
+        let mut span = tracer.build_with_context(builder, &parent);
+        if span.is_recording() {
+            span.update_name(format!("publish {exchange}"));
+            span.set_attributes([
                 kv("messaging.system", "rabbitmq"),
                 kv("messaging.operation.type", "send"),
                 kv("messaging.destination.name", exchange.to_owned()),
@@ -217,7 +213,7 @@ mod otel {
                     routing_key.to_owned(),
                 ),
             ]);
-        let span = tracer.build_with_context(builder, &parent);
+        }
         inject(span.span_context(), headers);
         Some(Inner::Publish {
             _span: Box::new(span),
@@ -225,25 +221,26 @@ mod otel {
     }
 
     /// A process span, child of the trace context `lookup` finds (or the
-    /// root of a new trace).
-    pub(super) fn process(
+    /// root of a new trace); named and attributed only when sampled.
+    pub(super) fn process<'a>(
         service: &str,
         method: &str,
-        lookup: impl Fn(&str) -> Option<String>,
+        lookup: impl Fn(&str) -> Option<&'a str>,
     ) -> Option<Inner> {
-        use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer as _};
+        use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer as _};
         let tracer = TRACER.get()?;
         let parent = extract(lookup).unwrap_or_default();
-        let builder = tracer
-            .span_builder(format!("process {service}.{method}"))
-            .with_kind(SpanKind::Consumer)
-            .with_attributes([
+        let builder = tracer.span_builder("process").with_kind(SpanKind::Consumer);
+        let mut span = tracer.build_with_context(builder, &parent);
+        if span.is_recording() {
+            span.update_name(format!("process {service}.{method}"));
+            span.set_attributes([
                 kv("messaging.system", "rabbitmq"),
                 kv("messaging.operation.type", "process"),
                 kv("enoki.service", service.to_owned()),
                 kv("enoki.method", method.to_owned()),
             ]);
-        let span = tracer.build_with_context(builder, &parent);
+        }
         Some(Inner::Process(parent.with_span(span)))
     }
 
@@ -388,16 +385,16 @@ mod otel {
 
     /// A W3C trace context read with `lookup` (bounded: a traceparent is
     /// 55 bytes in version 00, a tracestate at most 512).
-    struct Found {
-        traceparent: String,
-        tracestate: Option<String>,
+    struct Found<'a> {
+        traceparent: &'a str,
+        tracestate: Option<&'a str>,
     }
 
-    impl Extractor for Found {
+    impl Extractor for Found<'_> {
         fn get(&self, key: &str) -> Option<&str> {
             match key {
-                TRACEPARENT => Some(&self.traceparent),
-                TRACESTATE => self.tracestate.as_deref(),
+                TRACEPARENT => Some(self.traceparent),
+                TRACESTATE => self.tracestate,
                 _ => None,
             }
         }
@@ -408,7 +405,7 @@ mod otel {
     }
 
     /// The trace context `lookup` finds, if it is a valid one.
-    fn extract(lookup: impl Fn(&str) -> Option<String>) -> Option<opentelemetry::Context> {
+    fn extract<'a>(lookup: impl Fn(&str) -> Option<&'a str>) -> Option<opentelemetry::Context> {
         use opentelemetry::trace::TraceContextExt;
         let traceparent = lookup(TRACEPARENT).filter(|t| t.len() <= 256)?;
         let found = Found {
@@ -422,7 +419,10 @@ mod otel {
     /// Makes `span` the child of the trace context `lookup` finds; a
     /// missing or malformed one leaves `span` the root of a new trace.
     #[cfg(feature = "gateway")]
-    pub(super) fn set_parent_from(span: &tracing::Span, lookup: impl Fn(&str) -> Option<String>) {
+    pub(super) fn set_parent_from<'a>(
+        span: &tracing::Span,
+        lookup: impl Fn(&str) -> Option<&'a str>,
+    ) {
         if let Some(context) = extract(lookup) {
             let _ = span.set_parent(context);
         }

@@ -44,13 +44,17 @@ async fn one_trace_from_the_gateway_through_greeter_to_listener() {
         }
         request.send()
     };
-    // A fresh trace, a continued one, a malformed one (ignored).
+    // A fresh trace, a continued one, a malformed one (ignored), and one
+    // its caller did not sample (followed, as the default parent-based
+    // sampler does: nothing of it is exported, and it still answers).
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller_span = "00f067aa0ba902b7";
+    let unsampled_trace = "5cf92f3577b34da6a3ce929d0e0e4737";
     for traceparent in [
         None,
         Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
         Some("00-not-a-trace-01"),
+        Some("00-5cf92f3577b34da6a3ce929d0e0e4737-00f067aa0ba902b8-00"),
     ] {
         let response = get(traceparent).await.unwrap();
         assert_eq!(response.status(), 200, "{traceparent:?}");
@@ -78,6 +82,10 @@ async fn one_trace_from_the_gateway_through_greeter_to_listener() {
     };
 
     println!("{} spans exported", spans.len());
+    assert!(
+        spans.iter().all(|s| s.trace != unsampled_trace),
+        "an unsampled trace exports nothing: {spans:#?}"
+    );
     let https: Vec<&Span> = spans
         .iter()
         .filter(|s| s.name == "GET /hello/Ann")
