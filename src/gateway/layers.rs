@@ -9,21 +9,20 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, Version, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower::load_shed::LoadShedLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, Predicate};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::map_request_body::MapRequestBodyLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
@@ -31,7 +30,9 @@ use super::auth::Identity;
 use super::config::CorsConfig;
 use super::error::ApiError;
 use super::paths;
+use super::record::RecordLayer;
 use super::rpc::REQUEST_ID;
+use super::shed::ShedLayer;
 use super::state::GatewayState;
 
 pub(crate) fn apply(app: Router<GatewayState>, state: &GatewayState) -> Router<GatewayState> {
@@ -73,21 +74,19 @@ pub(crate) fn apply(app: Router<GatewayState>, state: &GatewayState) -> Router<G
         .enabled()
         .then(|| middleware::from_fn_with_state(state.clone(), authenticate));
     let stack = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
         .layer(trace)
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(middleware::from_fn_with_state(state.clone(), record))
-        .layer(middleware::map_response(json_errors))
-        // Compression's body back to axum's, which `json_errors` takes.
+        .layer(RecordLayer::new(metrics.clone()))
+        // Compression's body back to axum's, which `RecordLayer` takes.
         .map_response(IntoResponse::into_response)
         .option_layer(cors)
         .layer(compression)
-        .layer(HandleErrorLayer::new(move |err: tower::BoxError| {
-            let metrics = metrics.clone();
-            async move { overloaded(&err, &metrics, retry_after) }
-        }))
-        .layer(LoadShedLayer::new())
-        .layer(GlobalConcurrencyLimitLayer::new(config.concurrency_limit))
+        .layer(ShedLayer::new(
+            config.concurrency_limit,
+            retry_after,
+            metrics,
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
             config.request_timeout(),
@@ -104,6 +103,19 @@ pub(crate) fn apply(app: Router<GatewayState>, state: &GatewayState) -> Router<G
     app.layer(stack)
 }
 
+/// Request ids for requests that bring none: random (version 4) UUIDs,
+/// written straight into the header value.
+#[derive(Debug, Clone, Copy, Default)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+        HeaderValue::from_str(text).ok().map(RequestId::new)
+    }
+}
+
 /// A handler panicked: 500 with the JSON body, logged.
 fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let message = panic
@@ -118,30 +130,6 @@ fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
         "the request failed inside the gateway",
     )
     .into_response()
-}
-
-fn overloaded(
-    err: &tower::BoxError,
-    metrics: &super::metrics::GatewayMetrics,
-    retry_after: u64,
-) -> Response {
-    if err.is::<tower::load_shed::error::Overloaded>() {
-        metrics.request_shed();
-        let mut e = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Overloaded",
-            "too many requests in flight; retry later",
-        );
-        e.retry_after = Some(retry_after);
-        e.into_response()
-    } else {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "GatewayError",
-            err.to_string(),
-        )
-        .into_response()
-    }
 }
 
 fn cors(config: &CorsConfig) -> CorsLayer {
@@ -163,59 +151,6 @@ fn cors(config: &CorsConfig) -> CorsLayer {
         Some(secs) => layer.max_age(std::time::Duration::from_secs(secs)),
         None => layer,
     }
-}
-
-/// Counts responses by route and status.
-async fn record(State(state): State<GatewayState>, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let method = request.method().clone();
-    let response = next.run(request).await;
-    let route = route.as_ref().map_or("(static)", MatchedPath::as_str);
-    state
-        .metrics()
-        .http_request(route, method.as_str(), response.status().as_u16());
-    response
-}
-
-/// Gives every error response a JSON body, whichever layer produced it.
-async fn json_errors(response: Response) -> Response {
-    let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return response;
-    }
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
-        return response;
-    }
-    let kind = match status {
-        StatusCode::NOT_FOUND => "NotFound",
-        StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "PayloadTooLarge",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
-        StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => "RequestTimeout",
-        StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
-        StatusCode::BAD_REQUEST => "BadRequest",
-        _ => "HttpError",
-    };
-    let (parts, body) = response.into_parts();
-    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
-    let text = String::from_utf8_lossy(&text);
-    let message = if text.trim().is_empty() {
-        status.canonical_reason().unwrap_or("error").to_owned()
-    } else {
-        text.trim().to_owned()
-    };
-    let mut fresh = ApiError::new(status, kind, message).into_response();
-    for (name, value) in &parts.headers {
-        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            fresh.headers_mut().insert(name, value.clone());
-        }
-    }
-    fresh
 }
 
 /// Identifies the user and applies the route rules.

@@ -59,7 +59,7 @@ pub struct GatewayMetrics(Arc<Inner>);
 struct Inner {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
-    hasher: std::hash::RandomState,
+    hasher: foldhash::fast::RandomState,
     http: RwLock<HashMap<u64, Counter>>,
     rpc: RwLock<HashMap<u64, Histogram>>,
     /// WebSocket clients connected.
@@ -113,7 +113,7 @@ impl GatewayMetrics {
             shed: counter("enoki_gateway_requests_shed_total"),
             rate_limited: counter("enoki_gateway_requests_rate_limited_total"),
             connections_refused: counter("enoki_gateway_connections_refused_total"),
-            hasher: std::hash::RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
             http: RwLock::default(),
             rpc: RwLock::default(),
             handle,
