@@ -46,7 +46,10 @@ use crate::context::{WorkerCtx, encode_headers, new_shared_uuid, new_uuid, push_
 use crate::error::{Error, Result};
 use crate::message::{Headers, Message, ReplyBody};
 use crate::names::{self, REPLY_QUEUE_TTL_MS, STANDALONE_OWNER};
-use crate::transport::{ConsumeOptions, ExchangeSpec, PublishOptions, QueueSpec, Transport};
+use crate::transport::{
+    ConsumeOptions, DeliverFn, Delivery, ExchangeSpec, PublishOptions, QueueSpec, Transport,
+    TransportFuture,
+};
 
 /// Calls waiting for their reply, by correlation id (shared with the
 /// request's message).
@@ -179,43 +182,60 @@ impl ClusterRpcBuilder {
         spec.durable = self.reply_queue == ReplyQueue::Durable;
         transport.declare_queue(&spec).await?;
         transport.bind(&queue, &self.exchange, &uuid).await?;
-        let mut consumer = transport
-            .consume(
+        let pending: Arc<Pending> = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
+        // Each reply goes straight to its caller's waiter: on the embedded
+        // broker, from the task that published it.
+        let deliver: DeliverFn = Arc::new({
+            let pending = pending.clone();
+            let queue: Arc<str> = Arc::from(queue.as_str());
+            move |delivery: Delivery| {
+                let message = &delivery.message;
+                let waiter = message
+                    .properties
+                    .correlation_id
+                    .as_deref()
+                    .and_then(|id| pending.lock().remove(id));
+                match waiter {
+                    Some(waiter) => {
+                        let _ = waiter.send(Ok(message.clone()));
+                    }
+                    None => tracing::debug!(
+                        queue = %queue,
+                        correlation_id = ?message.properties.correlation_id,
+                        "reply for an unknown call dropped"
+                    ),
+                }
+                match delivery.ack().into_ready() {
+                    Ok(acked) => {
+                        if let Err(err) = acked {
+                            tracing::warn!(error = %err, "could not ack a reply");
+                        }
+                        TransportFuture::ready(())
+                    }
+                    Err(acking) => TransportFuture::boxed(async move {
+                        if let Err(err) = acking.await {
+                            tracing::warn!(error = %err, "could not ack a reply");
+                        }
+                    }),
+                }
+            }
+        });
+        let consuming = transport
+            .consume_with(
                 &queue,
                 ConsumeOptions {
                     prefetch: REPLY_PREFETCH,
                 },
+                deliver,
             )
             .await?;
-
-        let pending: Arc<Pending> = Arc::default();
-        let closed = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn({
             let pending = pending.clone();
             let closed = closed.clone();
             let queue = queue.clone();
             async move {
-                while let Some(delivery) = consumer.next().await {
-                    let waiter = delivery
-                        .message
-                        .properties
-                        .correlation_id
-                        .as_deref()
-                        .and_then(|id| pending.lock().remove(id));
-                    match waiter {
-                        Some(waiter) => {
-                            let _ = waiter.send(Ok(delivery.message.clone()));
-                        }
-                        None => tracing::debug!(
-                            queue = %queue,
-                            correlation_id = ?delivery.message.properties.correlation_id,
-                            "reply for an unknown call dropped"
-                        ),
-                    }
-                    if let Err(err) = delivery.ack().await {
-                        tracing::warn!(error = %err, "could not ack a reply");
-                    }
-                }
+                consuming.await;
                 // The consumer ended: the connection is gone or we closed.
                 let lost = !closed.load(Ordering::Acquire);
                 for (_, waiter) in pending.lock().drain() {

@@ -69,6 +69,7 @@ macro_rules! transport_suite {
             max_length_drops_the_oldest_or_refuses,
             dead_lettering_records_x_death,
             quorum_queues_dead_letter_past_the_delivery_limit,
+            direct_consumer_gets_deliveries_within_prefetch,
         );
     };
     (@tests $module:ident, $env:expr; $($behaviour:ident),+ $(,)?) => {

@@ -49,12 +49,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::Stream;
 use parking_lot::{Mutex, RwLock};
+use smallvec::SmallVec;
 use tokio::sync::mpsc;
 
 use super::topic;
 use super::{
-    Acker, ConsumeOptions, Consumer, Delivery, ExchangeSpec, PublishOptions, QueueSpec, Settle,
-    Transport, TransportFuture, check_name,
+    Acker, ConsumeOptions, Consumer, DeliverFn, Delivery, DirectConsumer, ExchangeSpec,
+    PublishOptions, QueueSpec, Settle, Transport, TransportFuture, check_name,
 };
 use crate::error::{Error, Result};
 use crate::message::Message;
@@ -499,13 +500,16 @@ struct Unacked {
     connection: u64,
 }
 
-#[derive(Debug)]
 struct ConsumerSlot {
     id: u64,
     connection: u64,
     prefetch: u16,
     in_flight: usize,
     tx: mpsc::UnboundedSender<Delivery>,
+    /// A direct consumer's function ([`Transport::consume_with`]): it
+    /// takes the deliveries, called once the queue lock is released; `tx`
+    /// then only tells whether the consumer is still there.
+    deliver: Option<DeliverFn>,
     /// Set when the consumer's connection closes: its stream ends at once,
     /// without handing out buffered deliveries (they have been requeued).
     ended: Arc<AtomicBool>,
@@ -518,6 +522,18 @@ impl QueueInner {
     fn requeue(&mut self, entry: Entry) {
         let at = self.ready.partition_point(|e| e.seq < entry.seq);
         self.ready.insert(at, entry);
+    }
+}
+
+impl std::fmt::Debug for ConsumerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerSlot")
+            .field("id", &self.id)
+            .field("connection", &self.connection)
+            .field("prefetch", &self.prefetch)
+            .field("in_flight", &self.in_flight)
+            .field("direct", &self.deliver.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -535,6 +551,8 @@ struct Deferred {
     senders: Vec<mpsc::UnboundedSender<Delivery>>,
     /// Messages to dead-letter, with the reason.
     dead: Vec<(Entry, &'static str)>,
+    /// Deliveries for direct consumers, in dispatch order.
+    direct: SmallVec<[(DeliverFn, Delivery); 1]>,
 }
 
 impl Queue {
@@ -581,9 +599,17 @@ impl Queue {
             deliveries,
             senders,
             dead,
+            direct,
         } = deferred;
         drop(deliveries);
         drop(senders);
+        for (deliver, delivery) in direct {
+            if let Err(pending) = deliver(delivery).into_ready()
+                && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            {
+                runtime.spawn(pending);
+            }
+        }
         if dead.is_empty() {
             return;
         }
@@ -672,7 +698,15 @@ impl Queue {
                 }),
             };
             let (consumer, connection) = (slot.id, slot.connection);
-            match slot.tx.send(delivery) {
+            let sent = match &slot.deliver {
+                Some(deliver) if !slot.tx.is_closed() => {
+                    deferred.direct.push((deliver.clone(), delivery));
+                    Ok(())
+                }
+                Some(_) => Err(mpsc::error::SendError(delivery)),
+                None => slot.tx.send(delivery),
+            };
+            match sent {
                 Ok(()) => {
                     slot.in_flight += 1;
                     inner.unacked.insert(
@@ -750,6 +784,7 @@ impl Queue {
         self: &Arc<Self>,
         connection: u64,
         prefetch: u16,
+        deliver: Option<DeliverFn>,
     ) -> Result<(u64, mpsc::UnboundedReceiver<Delivery>, Arc<AtomicBool>)> {
         if let Some(owner) = self.owner
             && owner != connection
@@ -777,6 +812,7 @@ impl Queue {
                 prefetch,
                 in_flight: 0,
                 tx,
+                deliver,
                 ended: ended.clone(),
             });
             self.dispatch(&mut inner, &mut deferred);
@@ -1113,12 +1149,36 @@ impl Transport for MemoryTransport {
     async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer> {
         self.check_open()?;
         let queue = self.broker.queue(queue)?;
-        let (id, rx, ended) = queue.add_consumer(self.connection, options.prefetch)?;
+        let (id, rx, ended) = queue.add_consumer(self.connection, options.prefetch, None)?;
         Ok(Consumer::new(MemoryConsumer {
             rx,
             queue,
             id,
             ended,
+        }))
+    }
+
+    /// Calls `deliver` on the publisher's task, once the queue's lock is
+    /// released: no task switch between a publish and its delivery.
+    async fn consume_with(
+        &self,
+        queue: &str,
+        options: ConsumeOptions,
+        deliver: DeliverFn,
+    ) -> Result<DirectConsumer> {
+        self.check_open()?;
+        let queue = self.broker.queue(queue)?;
+        let (id, rx, ended) =
+            queue.add_consumer(self.connection, options.prefetch, Some(deliver))?;
+        let mut consumer = MemoryConsumer {
+            rx,
+            queue,
+            id,
+            ended,
+        };
+        // Nothing is sent on the channel: it ends when consuming does.
+        Ok(DirectConsumer::new(async move {
+            while futures::StreamExt::next(&mut consumer).await.is_some() {}
         }))
     }
 

@@ -241,6 +241,31 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     /// Starts consuming from a queue.
     async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer>;
 
+    /// Starts consuming from a queue, handing each delivery to `deliver`
+    /// as soon as the broker has it. The embedded broker calls `deliver`
+    /// on the task that published the message, so a delivery costs no task
+    /// switch; the default (and the AMQP transport) calls it from the
+    /// returned [`DirectConsumer`], which must be polled, and awaits the
+    /// future `deliver` returns before the next delivery.
+    ///
+    /// `deliver` must be quick and must not block: it settles the delivery
+    /// (or drops it, to requeue it) and returns. The [`DirectConsumer`]
+    /// completes when consuming ends (the connection closed, the queue was
+    /// deleted); dropping it cancels the consumer.
+    async fn consume_with(
+        &self,
+        queue: &str,
+        options: ConsumeOptions,
+        deliver: DeliverFn,
+    ) -> Result<DirectConsumer> {
+        let mut consumer = self.consume(queue, options).await?;
+        Ok(DirectConsumer::new(async move {
+            while let Some(delivery) = consumer.next().await {
+                deliver(delivery).await;
+            }
+        }))
+    }
+
     /// Closes the transport: consumers end, unsettled deliveries go back to
     /// their queues, later calls fail with [`Error::TransportClosed`].
     async fn close(&self);
@@ -319,6 +344,21 @@ impl<'a, T> TransportFuture<'a, T> {
     /// A future that resolves to `value` when first polled.
     pub fn ready(value: T) -> Self {
         TransportFuture(Inner::Ready(Some(value)))
+    }
+
+    /// The value, if this future is one already there; itself otherwise.
+    ///
+    /// ```
+    /// use enoki::transport::TransportFuture;
+    ///
+    /// assert_eq!(TransportFuture::ready(1).into_ready().ok(), Some(1));
+    /// assert!(TransportFuture::boxed(async { 2 }).into_ready().is_err());
+    /// ```
+    pub fn into_ready(self) -> std::result::Result<T, Self> {
+        match self.0 {
+            Inner::Ready(Some(value)) => Ok(value),
+            other => Err(TransportFuture(other)),
+        }
     }
 
     /// A future that runs `future`.
@@ -438,6 +478,37 @@ impl Stream for Consumer {
 impl fmt::Debug for Consumer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Consumer")
+    }
+}
+
+/// What [`Transport::consume_with`] hands each delivery to: it settles
+/// the delivery, and returns what is left to wait for (often
+/// [`TransportFuture::ready`]).
+pub type DeliverFn = Arc<dyn Fn(Delivery) -> TransportFuture<'static, ()> + Send + Sync>;
+
+/// A consumer started with [`Transport::consume_with`]: a future that
+/// completes when consuming ends. Dropping it cancels the consumer.
+#[must_use = "dropping a DirectConsumer cancels it"]
+pub struct DirectConsumer(Pin<Box<dyn std::future::Future<Output = ()> + Send>>);
+
+impl DirectConsumer {
+    /// Wraps what a transport runs (or waits on) while consuming.
+    pub fn new(consuming: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        DirectConsumer(Box::pin(consuming))
+    }
+}
+
+impl std::future::Future for DirectConsumer {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for DirectConsumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DirectConsumer")
     }
 }
 

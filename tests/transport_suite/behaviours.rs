@@ -1334,3 +1334,60 @@ pub(crate) async fn quorum_queues_dead_letter_past_the_delivery_limit(env: &dyn 
     parked.ack().await.expect("ack");
     assert_silent(&mut consumer, "the poison message, again").await;
 }
+
+/// A direct consumer (`consume_with`) is handed every delivery, in
+/// publication order, within its prefetch window: past it, the next waits
+/// for an ack. When its connection closes, the consumer's future
+/// completes, and what it held unacked goes back to the queue.
+pub(crate) async fn direct_consumer_gets_deliveries_within_prefetch(env: &dyn TransportEnv) {
+    use crate::support::{ARRIVAL_TIMEOUT, SILENCE};
+    use enoki::transport::{DeliverFn, Delivery, TransportFuture};
+
+    let conn_a = env.connect().await;
+    let conn_b = env.connect().await;
+    let q = queue(&conn_b, "direct").await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Delivery>();
+    let deliver: DeliverFn = std::sync::Arc::new(move |delivery| {
+        let _ = tx.send(delivery);
+        TransportFuture::ready(())
+    });
+    let consuming = conn_a
+        .consume_with(&q, prefetch(2), deliver)
+        .await
+        .expect("consume_with");
+    let consuming = tokio::spawn(consuming);
+    for i in 0..3 {
+        publish(&conn_b, "", &q, &format!("m{i}")).await;
+    }
+    async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Delivery>) -> Delivery {
+        tokio::time::timeout(ARRIVAL_TIMEOUT, rx.recv())
+            .await
+            .expect("a direct delivery in time")
+            .expect("the deliver function is still there")
+    }
+    let m0 = next(&mut rx).await;
+    let m1 = next(&mut rx).await;
+    assert_eq!((body(&m0), body(&m1)), ("m0".into(), "m1".into()));
+    assert!(
+        tokio::time::timeout(SILENCE, rx.recv()).await.is_err(),
+        "a third delivery beyond prefetch 2 before an ack"
+    );
+    m0.ack().await.expect("ack m0");
+    let m2 = next(&mut rx).await;
+    assert_eq!(body(&m2), "m2");
+    m2.ack().await.expect("ack m2");
+
+    // m1 is still held when the connection closes.
+    conn_a.close().await;
+    tokio::time::timeout(ARRIVAL_TIMEOUT, consuming)
+        .await
+        .expect("the direct consumer ends with its connection")
+        .expect("it does not panic");
+    drop(m1);
+    let mut b = conn_b.consume(&q, prefetch(0)).await.expect("consume b");
+    let again = recv(&mut b).await;
+    assert_eq!(body(&again), "m1");
+    assert!(again.redelivered, "m1 was delivered before");
+    again.ack().await.expect("ack m1");
+    assert_silent(&mut b, "a copy of an acked message").await;
+}
