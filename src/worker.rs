@@ -119,6 +119,9 @@ struct Inner {
     max_workers: usize,
     permits: Arc<Semaphore>,
     workers: TaskTracker,
+    /// The runtime the workers run on, whichever thread spawns them (a
+    /// direct consumer spawns from the publisher's).
+    runtime: Option<tokio::runtime::Handle>,
     managed: Mutex<Vec<JoinHandle<()>>>,
     stop: CancellationToken,
     parent_calls_tracked: usize,
@@ -162,6 +165,7 @@ impl WorkerPool {
                 max_workers,
                 permits: Arc::new(Semaphore::new(max_workers)),
                 workers: TaskTracker::new(),
+                runtime: tokio::runtime::Handle::try_current().ok(),
                 managed: Mutex::new(Vec::new()),
                 stop: CancellationToken::new(),
                 parent_calls_tracked,
@@ -352,7 +356,7 @@ impl WorkerPool {
     {
         let inner = self.inner.clone();
         let kill = inner.ctx.kill_token().clone();
-        self.inner.workers.spawn(async move {
+        let task = async move {
             let _slot = slot;
             // The message's process span (none unless spans are exported),
             // child of the trace context it carried; the worker's within.
@@ -411,7 +415,11 @@ impl WorkerPool {
                 },
                 () = kill.cancelled() => span.in_scope(|| tracing::warn!("worker killed")),
             }
-        });
+        };
+        match &self.inner.runtime {
+            Some(runtime) => drop(self.inner.workers.spawn_on(task, runtime)),
+            None => drop(self.inner.workers.spawn(task)),
+        }
     }
 
     /// Spawns a task of an entrypoint (a consumer loop, a timer): the

@@ -17,7 +17,7 @@
 
 use super::poison::{RedeliveryLimit, Return, admit};
 use super::retry::Backoff;
-use super::{Entrypoint, consume_options, declare_work_queue, next_delivery, settle};
+use super::{Entrypoint, consume_direct, declare_work_queue, settle, settle_soon};
 use crate::client::declare_event_exchange;
 use crate::container_ctx::ContainerCtx;
 use crate::context::{check_headers, new_uuid};
@@ -27,8 +27,9 @@ use crate::message::Headers;
 use crate::names;
 use crate::service::{EventHandlerSpec, HandlerType};
 use crate::service_metrics::QueueMetrics;
-use crate::transport::{Delivery, QueueSpec};
-use crate::worker::WorkerPool;
+use crate::transport::{Delivery, QueueSpec, TransportFuture};
+use crate::worker::{WorkerPool, WorkerSlot};
+use std::sync::Arc;
 
 /// One `#[event_handler]`.
 #[derive(Debug)]
@@ -38,7 +39,7 @@ pub struct EventEntrypoint {
     queue: String,
     /// How a failed `requeue_on_error` event is retried (`None`: requeued
     /// at once).
-    backoff: Option<std::sync::Arc<Backoff>>,
+    backoff: Option<Arc<Backoff>>,
     /// Counts the returns of events on a classic queue.
     redelivery: Option<RedeliveryLimit>,
     /// The queue's counters, when the container records metrics.
@@ -103,61 +104,108 @@ impl Entrypoint for EventEntrypoint {
         Ok(())
     }
 
-    /// Starts consuming, in a managed task.
+    /// Starts consuming: each event's worker is spawned as soon as the
+    /// broker hands it over (on the embedded broker, by the task that
+    /// published it).
     async fn start(&mut self, workers: WorkerPool) -> Result<()> {
-        let mut consumer = workers
-            .ctx()
-            .transport()
-            .consume(&self.queue, consume_options(workers.ctx()))
-            .await?;
-        let queue = self.queue.clone();
-        let method = self.method;
-        let requeue_on_error = self.spec.requeue_on_error;
-        let backoff = self.backoff.clone();
-        let redelivery = self.redelivery.clone();
-        let metrics = self.metrics.clone();
-        let pool = workers.clone();
-        workers.spawn_managed(async move {
-            while let Some(delivery) = next_delivery(&mut consumer, &pool, &queue).await {
-                if delivery.redelivered
-                    && let Some(metrics) = &metrics
-                {
-                    metrics.redelivered();
-                }
-                let Some(delivery) = admit(redelivery.as_ref(), pool.ctx(), delivery).await else {
-                    continue;
-                };
-                let Some(context) = check(&pool, method, &delivery) else {
-                    settle(delivery.ack().await);
-                    continue;
-                };
-                let Some(slot) = pool.slot().await else {
-                    break;
-                };
-                let payload = delivery.message.clone();
-                let retry = backoff
-                    .as_ref()
-                    .map(|backoff| (backoff.clone(), pool.ctx().transport().clone()));
-                pool.spawn(slot, method, payload, context, move |outcome| async move {
-                    match &outcome {
-                        Ok(_) => settle(delivery.ack().await),
-                        Err(error) if error.is_bad_request() => {
-                            tracing::error!(%error, "event does not fit its handler; dropped");
-                            settle(delivery.ack().await);
-                        }
-                        Err(_) if requeue_on_error => match &retry {
-                            Some((backoff, transport)) => {
-                                backoff.fail(transport.as_ref(), delivery).await;
-                            }
-                            None => settle(delivery.reject(true).await),
-                        },
-                        Err(_) => settle(delivery.ack().await),
-                    }
-                    outcome
-                });
-            }
+        let intake = Arc::new(Intake {
+            pool: workers.clone(),
+            method: self.method,
+            requeue_on_error: self.spec.requeue_on_error,
+            backoff: self.backoff.clone(),
+            redelivery: self.redelivery.clone(),
+            metrics: self.metrics.clone(),
         });
-        Ok(())
+        consume_direct(&workers, &self.queue, move |delivery| intake.take(delivery)).await
+    }
+}
+
+/// What the consumer of an event handler's queue needs to take an event.
+struct Intake {
+    pool: WorkerPool,
+    method: &'static str,
+    requeue_on_error: bool,
+    backoff: Option<Arc<Backoff>>,
+    redelivery: Option<RedeliveryLimit>,
+    metrics: Option<QueueMetrics>,
+}
+
+impl Intake {
+    /// Takes one event: with a free worker slot, its worker is running
+    /// when this returns; the rest (a redelivery to count, a wait for a
+    /// slot) is the returned future.
+    fn take(self: &Arc<Self>, delivery: Delivery) -> TransportFuture<'static, ()> {
+        if delivery.redelivered
+            && let Some(metrics) = &self.metrics
+        {
+            metrics.redelivered();
+        }
+        if delivery.redelivered && self.redelivery.is_some() {
+            let intake = self.clone();
+            return TransportFuture::boxed(async move {
+                let admitted = admit(intake.redelivery.as_ref(), intake.pool.ctx(), delivery).await;
+                if let Some(delivery) = admitted {
+                    intake.run_when_free(delivery).await;
+                }
+            });
+        }
+        let Some(context) = check(&self.pool, self.method, &delivery) else {
+            return settle_soon(delivery.ack());
+        };
+        match self.pool.try_slot() {
+            Some(slot) => {
+                self.spawn(slot, delivery, context);
+                TransportFuture::ready(())
+            }
+            None => {
+                let intake = self.clone();
+                TransportFuture::boxed(async move { intake.run_when_free(delivery).await })
+            }
+        }
+    }
+
+    /// Checks an event, then runs its worker once a slot is free (dropped,
+    /// back to the queue, if the container stops first).
+    async fn run_when_free(&self, delivery: Delivery) {
+        let Some(context) = check(&self.pool, self.method, &delivery) else {
+            settle(delivery.ack().await);
+            return;
+        };
+        if let Some(slot) = self.pool.slot().await {
+            self.spawn(slot, delivery, context);
+        }
+    }
+
+    fn spawn(&self, slot: WorkerSlot, delivery: Delivery, context: Headers) {
+        let payload = delivery.message.clone();
+        let requeue_on_error = self.requeue_on_error;
+        let retry = self
+            .backoff
+            .as_ref()
+            .map(|backoff| (backoff.clone(), self.pool.ctx().transport().clone()));
+        self.pool.spawn(
+            slot,
+            self.method,
+            payload,
+            context,
+            move |outcome| async move {
+                match &outcome {
+                    Ok(_) => settle(delivery.ack().await),
+                    Err(error) if error.is_bad_request() => {
+                        tracing::error!(%error, "event does not fit its handler; dropped");
+                        settle(delivery.ack().await);
+                    }
+                    Err(_) if requeue_on_error => match &retry {
+                        Some((backoff, transport)) => {
+                            backoff.fail(transport.as_ref(), delivery).await;
+                        }
+                        None => settle(delivery.reject(true).await),
+                    },
+                    Err(_) => settle(delivery.ack().await),
+                }
+                outcome
+            },
+        );
     }
 }
 

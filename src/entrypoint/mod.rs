@@ -102,13 +102,14 @@
 //! ```
 
 use std::future::Future;
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
 use crate::config::QueueType;
 use crate::container_ctx::ContainerCtx;
 use crate::error::{Error, Result};
-use crate::transport::{ConsumeOptions, Consumer, Delivery, QueueSpec};
+use crate::transport::{ConsumeOptions, Consumer, DeliverFn, Delivery, QueueSpec, TransportFuture};
 use crate::worker::WorkerPool;
 
 pub mod cron;
@@ -225,6 +226,75 @@ pub fn consume_options(ctx: &ContainerCtx) -> ConsumeOptions {
     }
 }
 
+/// Consumes `queue` for an entrypoint with a direct consumer
+/// ([`Transport::consume_with`](crate::transport::Transport::consume_with)):
+/// `take` gets each delivery while the container runs (on the embedded
+/// broker, on the task that published it, so it must not block: it spawns
+/// the worker, or returns what is left to wait for). A managed task
+/// cancels the consumer when the container stops; what it is handed in
+/// between is held, then given back to the queue once the consumer is gone
+/// (given back at once, the embedded broker would hand it straight back).
+///
+/// ```
+/// use enoki::context::Incoming;
+/// use enoki::entrypoint::{consume_direct, settle};
+/// use enoki::transport::TransportFuture;
+/// use enoki::worker::WorkerPool;
+///
+/// /// Runs `method` for each message on `jobs`, then acks it.
+/// async fn start(workers: WorkerPool, method: &'static str) -> enoki::Result<()> {
+///     let pool = workers.clone();
+///     consume_direct(&workers, "jobs", move |delivery| {
+///         let pool = pool.clone();
+///         // Waiting for a worker slot is left to the returned future.
+///         TransportFuture::boxed(async move {
+///             if let Some(slot) = pool.slot().await {
+///                 let payload = delivery.message.clone();
+///                 pool.spawn(slot, method, payload, Incoming::default(), |outcome| async move {
+///                     settle(delivery.ack().await);
+///                     outcome
+///                 });
+///             }
+///         })
+///     })
+///     .await
+/// }
+/// ```
+pub async fn consume_direct<F>(workers: &WorkerPool, queue: &str, take: F) -> Result<()>
+where
+    F: Fn(Delivery) -> TransportFuture<'static, ()> + Send + Sync + 'static,
+{
+    let parked: Arc<parking_lot::Mutex<Vec<Delivery>>> = Arc::default();
+    let deliver: DeliverFn = Arc::new({
+        let parked = parked.clone();
+        let pool = workers.clone();
+        move |delivery| {
+            if pool.is_stopping() {
+                parked.lock().push(delivery);
+                return TransportFuture::ready(());
+            }
+            take(delivery)
+        }
+    });
+    let consuming = workers
+        .ctx()
+        .transport()
+        .consume_with(queue, consume_options(workers.ctx()), deliver)
+        .await?;
+    let queue = queue.to_owned();
+    let pool = workers.clone();
+    workers.spawn_managed(async move {
+        tokio::select! {
+            biased;
+            // Dropping the consumer cancels it.
+            () = pool.stopped() => {}
+            () = consuming => tracing::warn!(queue, "consumer ended"),
+        }
+        drop(std::mem::take(&mut *parked.lock()));
+    });
+    Ok(())
+}
+
 /// The next delivery, or `None` once the container stops or the consumer
 /// ends (logged).
 pub async fn next_delivery(
@@ -241,6 +311,18 @@ pub async fn next_delivery(
             }
             delivery
         }
+    }
+}
+
+/// Settles as [`settle`] does, at once if the transport already has (the
+/// embedded broker always has); otherwise the rest is the returned future.
+pub fn settle_soon(settling: TransportFuture<'static, Result<()>>) -> TransportFuture<'static, ()> {
+    match settling.into_ready() {
+        Ok(result) => {
+            settle(result);
+            TransportFuture::ready(())
+        }
+        Err(settling) => TransportFuture::boxed(async move { settle(settling.await) }),
     }
 }
 

@@ -15,7 +15,7 @@
 //! [`ServiceDescription`], without a worker.
 
 use super::poison::{RedeliveryLimit, Return, admit};
-use super::{Entrypoint, consume_options, declare_work_queue, next_delivery, settle};
+use super::{Entrypoint, consume_direct, declare_work_queue, settle};
 use crate::container_ctx::ContainerCtx;
 use crate::context::check_headers;
 use crate::describe::{DESCRIBE_METHOD, ServiceDescription};
@@ -24,9 +24,10 @@ use crate::message::{CONTENT_TYPE_JSON, Headers, Message, encode_reply};
 use crate::names;
 use crate::outcome::Outcome;
 use crate::service_metrics::QueueMetrics;
-use crate::transport::{Delivery, ExchangeSpec, PublishOptions, QueueSpec};
+use crate::transport::{Delivery, ExchangeSpec, PublishOptions, QueueSpec, TransportFuture};
 use crate::worker::{WorkerPool, WorkerSlot};
 use serde_json::value::RawValue;
+use std::sync::Arc;
 
 /// The RPC entrypoint of one container: serves every `#[rpc]` method.
 #[derive(Debug)]
@@ -34,7 +35,7 @@ pub struct RpcEntrypoint {
     methods: Vec<&'static str>,
     queue: String,
     description: Option<ServiceDescription>,
-    described: Option<std::sync::Arc<RawValue>>,
+    described: Option<Arc<RawValue>>,
     /// Counts the returns of requests on a classic queue.
     redelivery: Option<RedeliveryLimit>,
     /// The queue's counters, when the container records metrics.
@@ -91,40 +92,85 @@ impl Entrypoint for RpcEntrypoint {
             .await
     }
 
-    /// Starts consuming, in a managed task.
+    /// Starts consuming: each request is checked and its worker spawned as
+    /// soon as the broker hands it over (on the embedded broker, by the
+    /// task that published it); a managed task ends the consumer when the
+    /// container stops.
     async fn start(&mut self, workers: WorkerPool) -> Result<()> {
-        let mut consumer = workers
-            .ctx()
-            .transport()
-            .consume(&self.queue, consume_options(workers.ctx()))
-            .await?;
-        let queue = self.queue.clone();
-        let methods = self.methods.clone();
-        let described = self.described.clone();
-        let redelivery = self.redelivery.clone();
-        let metrics = self.metrics.clone();
-        let pool = workers.clone();
-        workers.spawn_managed(async move {
-            while let Some(delivery) = next_delivery(&mut consumer, &pool, &queue).await {
-                if delivery.redelivered
-                    && let Some(metrics) = &metrics
-                {
-                    metrics.redelivered();
-                }
-                let Some(delivery) = admit(redelivery.as_ref(), pool.ctx(), delivery).await else {
-                    continue;
-                };
-                let check = Request::check(&pool, &methods, described.as_deref(), delivery);
-                if let Some(request) = check.await {
-                    // Dropping the request (when stopping) puts it back on the queue.
-                    let Some(slot) = pool.slot().await else {
-                        break;
-                    };
-                    request.spawn(&pool, slot);
-                }
-            }
+        let intake = Arc::new(Intake {
+            pool: workers.clone(),
+            methods: self.methods.clone(),
+            described: self.described.clone(),
+            redelivery: self.redelivery.clone(),
+            metrics: self.metrics.clone(),
         });
-        Ok(())
+        consume_direct(&workers, &self.queue, move |delivery| intake.take(delivery)).await
+    }
+}
+
+/// What the consumer of `rpc-<service>` needs to take a request.
+struct Intake {
+    pool: WorkerPool,
+    methods: Vec<&'static str>,
+    described: Option<Arc<RawValue>>,
+    /// Counts the returns of requests on a classic queue.
+    redelivery: Option<RedeliveryLimit>,
+    metrics: Option<QueueMetrics>,
+}
+
+impl Intake {
+    /// Takes one request: a good one with a free worker slot is running
+    /// when this returns; the rest (a bad request to answer, a redelivery
+    /// to count, a wait for a slot) is the returned future.
+    fn take(self: &Arc<Self>, delivery: Delivery) -> TransportFuture<'static, ()> {
+        if delivery.redelivered
+            && let Some(metrics) = &self.metrics
+        {
+            metrics.redelivered();
+        }
+        if delivery.redelivered && self.redelivery.is_some() {
+            let intake = self.clone();
+            return TransportFuture::boxed(async move {
+                let admitted = admit(intake.redelivery.as_ref(), intake.pool.ctx(), delivery).await;
+                if let Some(delivery) = admitted {
+                    intake.checked(delivery).await;
+                }
+            });
+        }
+        match Request::check(
+            &self.pool,
+            &self.methods,
+            self.described.as_deref(),
+            delivery,
+        ) {
+            Checked::Run(request) => match self.pool.try_slot() {
+                Some(slot) => {
+                    request.spawn(&self.pool, slot);
+                    TransportFuture::ready(())
+                }
+                None => {
+                    let pool = self.pool.clone();
+                    TransportFuture::boxed(async move { request.spawn_when_free(&pool).await })
+                }
+            },
+            answer => {
+                let ctx = self.pool.ctx().clone();
+                TransportFuture::boxed(async move { answer.settle(&ctx).await })
+            }
+        }
+    }
+
+    /// Checks an admitted request, then runs or answers it.
+    async fn checked(&self, delivery: Delivery) {
+        match Request::check(
+            &self.pool,
+            &self.methods,
+            self.described.as_deref(),
+            delivery,
+        ) {
+            Checked::Run(request) => request.spawn_when_free(&self.pool).await,
+            answer => answer.settle(self.pool.ctx()).await,
+        }
     }
 }
 
@@ -136,14 +182,36 @@ struct Request {
     context: Headers,
 }
 
+/// What the checks made of a request.
+enum Checked {
+    /// A good request, for a worker.
+    Run(Request),
+    /// Answered without a worker (an error, or the description).
+    Answer(Delivery, Outcome),
+    /// Without `reply_to`: nobody to answer; acked and dropped.
+    Drop(Delivery),
+}
+
+impl Checked {
+    /// Answers (and acks) or drops a request that needs no worker.
+    async fn settle(self, ctx: &ContainerCtx) {
+        match self {
+            Checked::Run(_) => {}
+            Checked::Answer(delivery, outcome) => reply_and_ack(ctx, delivery, &outcome).await,
+            Checked::Drop(delivery) => settle(delivery.ack().await),
+        }
+    }
+}
+
 impl Request {
-    /// Answers (and acks) requests that are bad before any worker runs.
-    async fn check(
+    /// The checks that need no worker: what is wrong with a request is
+    /// answered with nameko's errors.
+    fn check(
         pool: &WorkerPool,
         methods: &[&'static str],
         described: Option<&RawValue>,
         delivery: Delivery,
-    ) -> Option<Request> {
+    ) -> Checked {
         let service = pool.service_name();
         let properties = &delivery.message.properties;
         if properties.reply_to.is_none() {
@@ -152,8 +220,7 @@ impl Request {
                 routing_key = %delivery.routing_key,
                 "RPC request without reply_to: cannot reply; dropped"
             );
-            settle(delivery.ack().await);
-            return None;
+            return Checked::Drop(delivery);
         }
         let rejected = if properties
             .content_type
@@ -175,9 +242,7 @@ impl Request {
         if let (None, None, Some(DESCRIBE_METHOD), Some(described)) =
             (&rejected, method, called, described)
         {
-            let outcome = Ok(described.to_owned());
-            reply_and_ack(pool.ctx(), delivery, &outcome).await;
-            return None;
+            return Checked::Answer(delivery, Ok(described.to_owned()));
         }
         let context = check_headers(&properties.headers).map(|()| properties.headers.clone());
         let error = match (rejected, method, context) {
@@ -188,7 +253,7 @@ impl Request {
             }
             (None, _, Err(error)) => error,
             (None, Some(method), Ok(context)) => {
-                return Some(Request {
+                return Checked::Run(Request {
                     delivery,
                     method,
                     context,
@@ -201,9 +266,15 @@ impl Request {
             %error,
             "bad RPC request"
         );
-        let outcome = Err(error);
-        reply_and_ack(pool.ctx(), delivery, &outcome).await;
-        None
+        Checked::Answer(delivery, Err(error))
+    }
+
+    /// Runs the request once a worker slot is free; dropped (back to the
+    /// queue) if the container stops first.
+    async fn spawn_when_free(self, pool: &WorkerPool) {
+        if let Some(slot) = pool.slot().await {
+            self.spawn(pool, slot);
+        }
     }
 
     fn spawn(self, pool: &WorkerPool, slot: WorkerSlot) {

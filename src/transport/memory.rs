@@ -509,7 +509,7 @@ struct ConsumerSlot {
     /// A direct consumer's function ([`Transport::consume_with`]): it
     /// takes the deliveries, called once the queue lock is released; `tx`
     /// then only tells whether the consumer is still there.
-    deliver: Option<DeliverFn>,
+    deliver: Option<Direct>,
     /// Set when the consumer's connection closes: its stream ends at once,
     /// without handing out buffered deliveries (they have been requeued).
     ended: Arc<AtomicBool>,
@@ -543,6 +543,58 @@ impl ConsumerSlot {
     }
 }
 
+/// A direct consumer's function, and the runtime that runs what it leaves
+/// to wait for (the publisher calling it may be on no runtime at all).
+#[derive(Clone)]
+struct Direct {
+    deliver: DeliverFn,
+    runtime: tokio::runtime::Handle,
+}
+
+thread_local! {
+    /// Direct deliveries waiting on this thread, and whether a call up the
+    /// stack is handing them out already.
+    static DIRECT: std::cell::RefCell<(bool, VecDeque<(Direct, Delivery)>)> =
+        const { std::cell::RefCell::new((false, VecDeque::new())) };
+}
+
+/// Hands direct deliveries to their consumers, one after the other. A
+/// consumer that settles inline can make the queue hand out the next
+/// message at once; those wait in a per-thread queue for this loop rather
+/// than nest a call per message (the stack stays flat whatever the
+/// backlog).
+fn deliver_direct(deliveries: SmallVec<[(Direct, Delivery); 1]>) {
+    let deliveries = DIRECT.with(|cell| {
+        let mut state = cell.borrow_mut();
+        if state.0 {
+            state.1.extend(deliveries);
+            return None;
+        }
+        state.0 = true;
+        Some(deliveries)
+    });
+    let Some(deliveries) = deliveries else {
+        return;
+    };
+    /// Lets the next call hand out deliveries, even if a consumer panics.
+    struct Done;
+    impl Drop for Done {
+        fn drop(&mut self) {
+            DIRECT.with(|cell| cell.borrow_mut().0 = false);
+        }
+    }
+    let _done = Done;
+    let deliver = |(direct, delivery): (Direct, Delivery)| {
+        if let Err(pending) = (direct.deliver)(delivery).into_ready() {
+            direct.runtime.spawn(pending);
+        }
+    };
+    deliveries.into_iter().for_each(deliver);
+    while let Some(next) = DIRECT.with(|cell| cell.borrow_mut().1.pop_front()) {
+        deliver(next);
+    }
+}
+
 /// What to drop once the queue lock is released: dropping a delivery or a
 /// consumer's sender can requeue, which takes the lock again.
 #[derive(Default)]
@@ -552,7 +604,7 @@ struct Deferred {
     /// Messages to dead-letter, with the reason.
     dead: Vec<(Entry, &'static str)>,
     /// Deliveries for direct consumers, in dispatch order.
-    direct: SmallVec<[(DeliverFn, Delivery); 1]>,
+    direct: SmallVec<[(Direct, Delivery); 1]>,
 }
 
 impl Queue {
@@ -603,12 +655,8 @@ impl Queue {
         } = deferred;
         drop(deliveries);
         drop(senders);
-        for (deliver, delivery) in direct {
-            if let Err(pending) = deliver(delivery).into_ready()
-                && let Ok(runtime) = tokio::runtime::Handle::try_current()
-            {
-                runtime.spawn(pending);
-            }
+        if !direct.is_empty() {
+            deliver_direct(direct);
         }
         if dead.is_empty() {
             return;
@@ -784,7 +832,7 @@ impl Queue {
         self: &Arc<Self>,
         connection: u64,
         prefetch: u16,
-        deliver: Option<DeliverFn>,
+        deliver: Option<Direct>,
     ) -> Result<(u64, mpsc::UnboundedReceiver<Delivery>, Arc<AtomicBool>)> {
         if let Some(owner) = self.owner
             && owner != connection
@@ -1168,8 +1216,14 @@ impl Transport for MemoryTransport {
     ) -> Result<DirectConsumer> {
         self.check_open()?;
         let queue = self.broker.queue(queue)?;
+        let direct = Direct {
+            deliver,
+            runtime: tokio::runtime::Handle::try_current().map_err(|_| {
+                Error::Invalid("a direct consumer needs a tokio runtime".to_owned())
+            })?,
+        };
         let (id, rx, ended) =
-            queue.add_consumer(self.connection, options.prefetch, Some(deliver))?;
+            queue.add_consumer(self.connection, options.prefetch, Some(direct))?;
         let mut consumer = MemoryConsumer {
             rx,
             queue,

@@ -248,8 +248,10 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     /// returned [`DirectConsumer`], which must be polled, and awaits the
     /// future `deliver` returns before the next delivery.
     ///
-    /// `deliver` must be quick and must not block: it settles the delivery
-    /// (or drops it, to requeue it) and returns. The [`DirectConsumer`]
+    /// `deliver` must be quick and must not block: it settles the delivery,
+    /// or spawns what will, or returns it as a future. A delivery it drops
+    /// is requeued, and the embedded broker may hand it straight back: hold
+    /// it instead until the consumer is gone. The [`DirectConsumer`]
     /// completes when consuming ends (the connection closed, the queue was
     /// deleted); dropping it cancels the consumer.
     async fn consume_with(
