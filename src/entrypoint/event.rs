@@ -15,7 +15,7 @@
 //! not fit the handler, a bad context header) is never requeued: it could
 //! only fail again.
 
-use super::poison::{RedeliveryLimit, Return, admit};
+use super::poison::{RedeliveryLimit, Return, admit_soon};
 use super::retry::Backoff;
 use super::{Entrypoint, consume_direct, declare_work_queue, settle, settle_soon};
 use crate::client::declare_event_exchange;
@@ -135,20 +135,18 @@ impl Intake {
     /// when this returns; the rest (a redelivery to count, a wait for a
     /// slot) is the returned future.
     fn take(self: &Arc<Self>, delivery: Delivery) -> TransportFuture<'static, ()> {
-        if delivery.redelivered
-            && let Some(metrics) = &self.metrics
-        {
-            metrics.redelivered();
-        }
-        if delivery.redelivered && self.redelivery.is_some() {
-            let intake = self.clone();
-            return TransportFuture::boxed(async move {
-                let admitted = admit(intake.redelivery.as_ref(), intake.pool.ctx(), delivery).await;
-                if let Some(delivery) = admitted {
-                    intake.run_when_free(delivery).await;
-                }
-            });
-        }
+        let intake = self.clone();
+        let admitted = admit_soon(
+            self.redelivery.as_ref(),
+            self.metrics.as_ref(),
+            self.pool.ctx(),
+            delivery,
+            move |delivery| async move { intake.run_when_free(delivery).await },
+        );
+        let delivery = match admitted {
+            Ok(delivery) => delivery,
+            Err(later) => return later,
+        };
         let Some(context) = check(&self.pool, self.method, &delivery) else {
             return settle_soon(delivery.ack());
         };

@@ -27,7 +27,38 @@ use crate::config::Settings;
 use crate::container_ctx::ContainerCtx;
 use crate::names;
 use crate::service_metrics::QueueMetrics;
-use crate::transport::{Delivery, PublishOptions, QueueSpec, death};
+use crate::transport::{Delivery, PublishOptions, QueueSpec, TransportFuture, death};
+
+/// The first step of a direct consumer's intake: a redelivery is counted
+/// in `metrics`; `delivery` goes on at once (`Ok`) unless `limit` must
+/// count its return first, which is async: then the returned future does,
+/// and runs `then` on what it admits.
+pub(crate) fn admit_soon<Fut>(
+    limit: Option<&RedeliveryLimit>,
+    metrics: Option<&QueueMetrics>,
+    ctx: &ContainerCtx,
+    delivery: Delivery,
+    then: impl FnOnce(Delivery) -> Fut + Send + 'static,
+) -> Result<Delivery, TransportFuture<'static, ()>>
+where
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    if !delivery.redelivered {
+        return Ok(delivery);
+    }
+    if let Some(metrics) = metrics {
+        metrics.redelivered();
+    }
+    let Some(limit) = limit else {
+        return Ok(delivery);
+    };
+    let (limit, ctx) = (limit.clone(), ctx.clone());
+    Err(TransportFuture::boxed(async move {
+        if let Some(delivery) = admit(Some(&limit), &ctx, delivery).await {
+            then(delivery).await;
+        }
+    }))
+}
 
 /// The delivery to run: `delivery` itself, unless `limit` is set and it
 /// is a redelivery (see [`RedeliveryLimit::admit`]).

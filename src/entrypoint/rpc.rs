@@ -14,7 +14,7 @@
 //! of that name) is answered at once with the service's
 //! [`ServiceDescription`], without a worker.
 
-use super::poison::{RedeliveryLimit, Return, admit};
+use super::poison::{RedeliveryLimit, Return, admit_soon};
 use super::{Entrypoint, consume_direct, declare_work_queue, settle};
 use crate::container_ctx::ContainerCtx;
 use crate::context::check_headers;
@@ -123,20 +123,18 @@ impl Intake {
     /// when this returns; the rest (a bad request to answer, a redelivery
     /// to count, a wait for a slot) is the returned future.
     fn take(self: &Arc<Self>, delivery: Delivery) -> TransportFuture<'static, ()> {
-        if delivery.redelivered
-            && let Some(metrics) = &self.metrics
-        {
-            metrics.redelivered();
-        }
-        if delivery.redelivered && self.redelivery.is_some() {
-            let intake = self.clone();
-            return TransportFuture::boxed(async move {
-                let admitted = admit(intake.redelivery.as_ref(), intake.pool.ctx(), delivery).await;
-                if let Some(delivery) = admitted {
-                    intake.checked(delivery).await;
-                }
-            });
-        }
+        let intake = self.clone();
+        let admitted = admit_soon(
+            self.redelivery.as_ref(),
+            self.metrics.as_ref(),
+            self.pool.ctx(),
+            delivery,
+            move |delivery| async move { intake.checked(delivery).await },
+        );
+        let delivery = match admitted {
+            Ok(delivery) => delivery,
+            Err(later) => return later,
+        };
         match Request::check(
             &self.pool,
             &self.methods,
