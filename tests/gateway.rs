@@ -748,7 +748,16 @@ async fn cors_compression_and_load_shedding() {
             .unwrap()
             .status()
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The slow call holds the gateway's one permit once its worker runs.
+    let testing = gw.runner.container("testing").expect("the testing service");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while testing.running_workers() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow call never reached its worker"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let (s, h, v) = gw
         .request(Request::get("/hello/x").body(Body::empty()).unwrap())
         .await;
