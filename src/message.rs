@@ -365,6 +365,12 @@ impl<'a> RequestBody<'a> {
         // UTF-8 checked once for the whole body, not again for each raw
         // value borrowed from it.
         let text = std::str::from_utf8(body).map_err(|err| not_an_object(&err))?;
+        if let Some(args) = Self::positional(text) {
+            return Ok(RequestBody {
+                args,
+                kwargs: KwargList::new(),
+            });
+        }
         let top: TopLevel<'a> = serde_json::from_str(text).map_err(|err| not_an_object(&err))?;
         let (Some(args), Some(kwargs)) = (top.args, top.kwargs) else {
             return Err(RemoteError::malformed_request(
@@ -382,6 +388,27 @@ impl<'a> RequestBody<'a> {
             ));
         };
         Ok(RequestBody { args, kwargs })
+    }
+}
+
+impl<'a> RequestBody<'a> {
+    /// The arguments of a request with no keyword arguments written as
+    /// enoki writes it (`{"args":[...],"kwargs":{}}`) or as nameko does
+    /// (`{"args": [...], "kwargs": {}}`), read without parsing the object
+    /// around them; `None` for any other body (the caller parses it in
+    /// full). A body this answers for is exactly that object, so the two
+    /// readings agree.
+    fn positional(text: &'a str) -> Option<ArgList<'a>> {
+        let args = [
+            (r#"{"args":"#, r#","kwargs":{}}"#),
+            (r#"{"args": "#, r#", "kwargs": {}}"#),
+        ]
+        .into_iter()
+        .find_map(|(head, tail)| text.strip_prefix(head)?.strip_suffix(tail))?;
+        match serde_json::from_str::<ArgSeq<'a>>(args) {
+            Ok(ArgSeq(Shaped::Right(args))) => Some(args),
+            _ => None,
+        }
     }
 }
 
@@ -668,7 +695,10 @@ impl<'a> ReplyBody<'a> {
     pub fn decode(body: &'a [u8]) -> Result<Result<&'a RawValue, RemoteError>, serde_json::Error> {
         // UTF-8 checked once, not again for the raw result.
         let reply: ReplyBody<'a> = match std::str::from_utf8(body) {
-            Ok(text) => serde_json::from_str(text)?,
+            Ok(text) => match Self::success(text) {
+                Some(result) => return Ok(Ok(result)),
+                None => serde_json::from_str(text)?,
+            },
             Err(_) => serde_json::from_slice(body)?,
         };
         Ok(match reply.error {
@@ -676,6 +706,22 @@ impl<'a> ReplyBody<'a> {
             Some(error) => Err(serde_json::from_value::<RemoteError>(error.clone())
                 .unwrap_or_else(|_| RemoteError::new("RemoteError", error.to_string()))),
         })
+    }
+
+    /// The result of a success written as enoki writes it
+    /// (`{"result":...,"error":null}`) or as nameko does (`{"result": ...,
+    /// "error": null}`), read without parsing the object around it; `None`
+    /// for any other body (the caller parses it in full). A body this
+    /// answers for is exactly that object with a valid result, so the two
+    /// readings agree.
+    fn success(text: &'a str) -> Option<&'a RawValue> {
+        let value = [
+            (r#"{"result":"#, r#","error":null}"#),
+            (r#"{"result": "#, r#", "error": null}"#),
+        ]
+        .into_iter()
+        .find_map(|(head, tail)| text.strip_prefix(head)?.strip_suffix(tail))?;
+        serde_json::from_str(value).ok()
     }
 }
 
@@ -691,6 +737,47 @@ mod tests {
         assert_eq!(request.args[0].get(), r#""Ann""#);
         assert_eq!(request.kwargs[0].0, "greeting");
         assert_eq!(request.kwargs[0].1.get(), r#""Hi""#);
+    }
+
+    #[test]
+    fn the_positional_shortcut_reads_what_the_full_parse_reads() {
+        let bodies = [
+            r#"{"args":["Ann",2],"kwargs":{}}"#,
+            r#"{"args": ["Ann", {"kwargs": {}}], "kwargs": {}}"#,
+            r#"{"args":[],"kwargs":{}}"#,
+            r#"{"args":[1],"kwargs":{},"kwargs":{}}"#,
+            r#"{"args":[1],"args":[2],"kwargs":{}}"#,
+            r#"{"args":{},"kwargs":{}}"#,
+            r#"{"args":[1] [2],"kwargs":{}}"#,
+            r#"{"args": [1 , 2] , "kwargs": {}}"#,
+            r#"{"args":[1,],"kwargs":{}}"#,
+        ];
+        fn read<'a>(request: RequestBody<'a>) -> (Vec<&'a str>, usize) {
+            let args = request.args.iter().map(|arg| arg.get()).collect();
+            (args, request.kwargs.len())
+        }
+        for body in bodies {
+            let fast = RequestBody::positional(body).map(|args| {
+                let args: Vec<_> = args.iter().map(|arg| arg.get()).collect();
+                (args, 0)
+            });
+            let full = serde_json::from_str::<TopLevel<'_>>(body)
+                .ok()
+                .and_then(|top| match (top.args?, top.kwargs?) {
+                    (Shaped::Right(args), Shaped::Right(kwargs)) => {
+                        Some(read(RequestBody { args, kwargs }))
+                    }
+                    _ => None,
+                });
+            if let Some(fast) = &fast {
+                assert_eq!(Some(fast), full.as_ref(), "{body}");
+            }
+            let parsed = RequestBody::parse(body.as_bytes()).ok().map(read);
+            assert_eq!(parsed, full, "{body}");
+        }
+        assert!(RequestBody::positional(bodies[0]).is_some());
+        assert!(RequestBody::positional(bodies[1]).is_some());
+        assert!(RequestBody::positional(bodies[2]).is_some());
     }
 
     #[test]
@@ -713,6 +800,40 @@ mod tests {
         assert!(err.is_ok());
         let err = RequestBody::parse(br#"{"args": {}, "kwargs": {}}"#).unwrap_err();
         assert!(err.value.contains("args"));
+    }
+
+    #[test]
+    fn the_success_shortcut_reads_what_the_full_parse_reads() {
+        let bodies = [
+            r#"{"result":"Hello, Ann!","error":null}"#,
+            r#"{"result": {"a": [1, 2]}, "error": null}"#,
+            r#"{"result":{"x":1,"error":null},"error":null}"#,
+            r#"{"result":1,"error":null,"error":null}"#,
+            r#"{"result":1,"error":null}  "#,
+            r#"{"result": 1 , "error": null}"#,
+            r#"{"result":,"error":null}"#,
+            r#"{"result":1 2,"error":null}"#,
+            r#"{"result":null,"error":{"exc_type":"X","value":"v"}}"#,
+            r#"{"result":"a","error":null"#,
+        ];
+        for body in bodies {
+            let fast = ReplyBody::success(body).map(RawValue::get);
+            let full = serde_json::from_str::<ReplyBody<'_>>(body)
+                .ok()
+                .filter(|reply| matches!(reply.error, None | Some(Value::Null)))
+                .map(|reply| reply.result.unwrap_or(RawValue::NULL).get());
+            if let Some(fast) = fast {
+                assert_eq!(Some(fast), full, "{body}");
+            }
+            let decoded = ReplyBody::decode(body.as_bytes())
+                .ok()
+                .and_then(Result::ok)
+                .map(RawValue::get);
+            assert_eq!(decoded, full, "{body}");
+        }
+        assert!(ReplyBody::success(bodies[0]).is_some());
+        assert!(ReplyBody::success(bodies[1]).is_some());
+        assert!(ReplyBody::success(bodies[2]).is_some());
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //!   [`WorkerPool::slot`] waits for one, so an entrypoint that asks for a
 //!   slot before taking the next message applies back-pressure to its
 //!   source. It answers `None` once the container stops.
-//! - **One worker** ([`WorkerPool::spawn`]): a fresh service instance with
+//! - **One worker** ([`WorkerPool::spawn`], or [`WorkerPool::worker`] for
+//!   the same worker as a future the entrypoint runs): a fresh service
+//!   instance with
 //!   its dependencies injected, the providers' `worker_setup`, the method
 //!   (a panic becomes a `WorkerPanic` error), then the entrypoint's
 //!   `on_result` callback with the outcome, where it replies, acks or
@@ -343,6 +345,48 @@ impl WorkerPool {
         }
     }
 
+    /// The worker [`spawn`](Self::spawn) would run, as a future for the
+    /// caller to run: a direct consumer returns it (see
+    /// [`consume_direct`](crate::entrypoint::consume_direct)), so that the
+    /// embedded broker runs it on the publisher's task, and a worker that
+    /// never waits needs no task of its own. It counts as running (and the
+    /// container's stop waits for it) from now on; dropped before it ends,
+    /// it is a killed worker (`on_result` does not run).
+    ///
+    /// ```
+    /// # use enoki::context::Incoming;
+    /// # use enoki::worker::WorkerPool;
+    /// # async fn run(workers: WorkerPool) {
+    /// let method = workers.method("process").expect("an #[entrypoint] method");
+    /// if let Some(slot) = workers.slot().await {
+    ///     let worker = workers.worker(slot, method, "{}", Incoming::default(), |outcome| async {
+    ///         outcome
+    ///     });
+    ///     worker.await;
+    /// }
+    /// # }
+    /// ```
+    pub fn worker<P, I, F, Fut>(
+        &self,
+        slot: WorkerSlot,
+        method: &'static str,
+        payload: P,
+        incoming: I,
+        on_result: F,
+    ) -> impl Future<Output = ()> + Send + 'static + use<P, I, F, Fut>
+    where
+        P: Into<Payload>,
+        I: Into<Incoming>,
+        F: FnOnce(Outcome) -> Fut + Send + 'static,
+        Fut: Future<Output = Outcome> + Send,
+    {
+        let invoke = self.inner.invoke.payload;
+        let payload = payload.into();
+        let call =
+            move |providers: &ProviderSet, worker| invoke(providers, worker, method, payload);
+        self.worker_call(slot, method, incoming.into(), call, on_result)
+    }
+
     fn spawn_call<F, Fut>(
         &self,
         slot: WorkerSlot,
@@ -351,6 +395,27 @@ impl WorkerPool {
         call: impl Call,
         on_result: F,
     ) where
+        F: FnOnce(Outcome) -> Fut + Send + 'static,
+        Fut: Future<Output = Outcome> + Send,
+    {
+        let task = self.worker_call(slot, method, incoming, call, on_result);
+        match &self.inner.runtime {
+            Some(runtime) => drop(runtime.spawn(task)),
+            None => drop(tokio::spawn(task)),
+        }
+    }
+
+    /// One worker's whole lifecycle, tracked as running.
+    fn worker_call<C, F, Fut>(
+        &self,
+        slot: WorkerSlot,
+        method: &'static str,
+        incoming: Incoming,
+        call: C,
+        on_result: F,
+    ) -> impl Future<Output = ()> + Send + 'static + use<C, F, Fut>
+    where
+        C: Call,
         F: FnOnce(Outcome) -> Fut + Send + 'static,
         Fut: Future<Output = Outcome> + Send,
     {
@@ -416,10 +481,7 @@ impl WorkerPool {
                 () = kill.cancelled() => span.in_scope(|| tracing::warn!("worker killed")),
             }
         };
-        match &self.inner.runtime {
-            Some(runtime) => drop(self.inner.workers.spawn_on(task, runtime)),
-            None => drop(self.inner.workers.spawn(task)),
-        }
+        self.inner.workers.track_future(task)
     }
 
     /// Spawns a task of an entrypoint (a consumer loop, a timer): the

@@ -29,6 +29,7 @@ use crate::service::{EventHandlerSpec, HandlerType};
 use crate::service_metrics::QueueMetrics;
 use crate::transport::{Delivery, QueueSpec, TransportFuture};
 use crate::worker::{WorkerPool, WorkerSlot};
+use std::future::Future;
 use std::sync::Arc;
 
 /// One `#[event_handler]`.
@@ -104,9 +105,9 @@ impl Entrypoint for EventEntrypoint {
         Ok(())
     }
 
-    /// Starts consuming: each event's worker is spawned as soon as the
-    /// broker hands it over (on the embedded broker, by the task that
-    /// published it).
+    /// Starts consuming: each event's worker is started as soon as the
+    /// broker hands it over (on the embedded broker, on the task that
+    /// published it, until the worker first waits).
     async fn start(&mut self, workers: WorkerPool) -> Result<()> {
         let intake = Arc::new(Intake {
             pool: workers.clone(),
@@ -131,9 +132,9 @@ struct Intake {
 }
 
 impl Intake {
-    /// Takes one event: with a free worker slot, its worker is running
-    /// when this returns; the rest (a redelivery to count, a wait for a
-    /// slot) is the returned future.
+    /// Takes one event: the returned future is its worker (with a free
+    /// slot), or what comes first (a redelivery to count, a wait for a
+    /// slot).
     fn take(self: &Arc<Self>, delivery: Delivery) -> TransportFuture<'static, ()> {
         let intake = self.clone();
         let admitted = admit_soon(
@@ -151,10 +152,7 @@ impl Intake {
             return settle_soon(delivery.ack());
         };
         match self.pool.try_slot() {
-            Some(slot) => {
-                self.spawn(slot, delivery, context);
-                TransportFuture::ready(())
-            }
+            Some(slot) => TransportFuture::boxed(self.worker(slot, delivery, context)),
             None => {
                 let intake = self.clone();
                 TransportFuture::boxed(async move { intake.run_when_free(delivery).await })
@@ -170,18 +168,24 @@ impl Intake {
             return;
         };
         if let Some(slot) = self.pool.slot().await {
-            self.spawn(slot, delivery, context);
+            self.worker(slot, delivery, context).await;
         }
     }
 
-    fn spawn(&self, slot: WorkerSlot, delivery: Delivery, context: Headers) {
+    /// The event's worker, which settles it.
+    fn worker(
+        &self,
+        slot: WorkerSlot,
+        delivery: Delivery,
+        context: Headers,
+    ) -> impl Future<Output = ()> + use<> {
         let payload = delivery.message.clone();
         let requeue_on_error = self.requeue_on_error;
         let retry = self
             .backoff
             .as_ref()
             .map(|backoff| (backoff.clone(), self.pool.ctx().transport().clone()));
-        self.pool.spawn(
+        self.pool.worker(
             slot,
             self.method,
             payload,
@@ -203,7 +207,7 @@ impl Intake {
                 }
                 outcome
             },
-        );
+        )
     }
 }
 

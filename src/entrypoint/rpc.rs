@@ -27,6 +27,7 @@ use crate::service_metrics::QueueMetrics;
 use crate::transport::{Delivery, ExchangeSpec, PublishOptions, QueueSpec, TransportFuture};
 use crate::worker::{WorkerPool, WorkerSlot};
 use serde_json::value::RawValue;
+use std::future::Future;
 use std::sync::Arc;
 
 /// The RPC entrypoint of one container: serves every `#[rpc]` method.
@@ -92,10 +93,10 @@ impl Entrypoint for RpcEntrypoint {
             .await
     }
 
-    /// Starts consuming: each request is checked and its worker spawned as
-    /// soon as the broker hands it over (on the embedded broker, by the
-    /// task that published it); a managed task ends the consumer when the
-    /// container stops.
+    /// Starts consuming: each request is checked and its worker started as
+    /// soon as the broker hands it over (on the embedded broker, on the
+    /// task that published it, until the worker first waits); a managed
+    /// task ends the consumer when the container stops.
     async fn start(&mut self, workers: WorkerPool) -> Result<()> {
         let intake = Arc::new(Intake {
             pool: workers.clone(),
@@ -119,9 +120,9 @@ struct Intake {
 }
 
 impl Intake {
-    /// Takes one request: a good one with a free worker slot is running
-    /// when this returns; the rest (a bad request to answer, a redelivery
-    /// to count, a wait for a slot) is the returned future.
+    /// Takes one request: the returned future is its worker (a good
+    /// request with a free slot), or what comes first (a redelivery to
+    /// count, a wait for a slot), or its answer (a bad request).
     fn take(self: &Arc<Self>, delivery: Delivery) -> TransportFuture<'static, ()> {
         let intake = self.clone();
         let admitted = admit_soon(
@@ -142,13 +143,10 @@ impl Intake {
             delivery,
         ) {
             Checked::Run(request) => match self.pool.try_slot() {
-                Some(slot) => {
-                    request.spawn(&self.pool, slot);
-                    TransportFuture::ready(())
-                }
+                Some(slot) => TransportFuture::boxed(request.worker(&self.pool, slot)),
                 None => {
                     let pool = self.pool.clone();
-                    TransportFuture::boxed(async move { request.spawn_when_free(&pool).await })
+                    TransportFuture::boxed(async move { request.run_when_free(&pool).await })
                 }
             },
             answer => {
@@ -166,7 +164,7 @@ impl Intake {
             self.described.as_deref(),
             delivery,
         ) {
-            Checked::Run(request) => request.spawn_when_free(&self.pool).await,
+            Checked::Run(request) => request.run_when_free(&self.pool).await,
             answer => answer.settle(self.pool.ctx()).await,
         }
     }
@@ -269,13 +267,14 @@ impl Request {
 
     /// Runs the request once a worker slot is free; dropped (back to the
     /// queue) if the container stops first.
-    async fn spawn_when_free(self, pool: &WorkerPool) {
+    async fn run_when_free(self, pool: &WorkerPool) {
         if let Some(slot) = pool.slot().await {
-            self.spawn(pool, slot);
+            self.worker(pool, slot).await;
         }
     }
 
-    fn spawn(self, pool: &WorkerPool, slot: WorkerSlot) {
+    /// The request's worker, which replies and acks.
+    fn worker(self, pool: &WorkerPool, slot: WorkerSlot) -> impl Future<Output = ()> + use<> {
         let Request {
             delivery,
             method,
@@ -283,10 +282,10 @@ impl Request {
         } = self;
         let payload = delivery.message.clone();
         let ctx = pool.ctx().clone();
-        pool.spawn(slot, method, payload, context, move |outcome| async move {
+        pool.worker(slot, method, payload, context, move |outcome| async move {
             reply_and_ack(&ctx, delivery, &outcome).await;
             outcome
-        });
+        })
     }
 }
 

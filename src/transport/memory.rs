@@ -55,7 +55,7 @@ use tokio::sync::mpsc;
 use super::topic;
 use super::{
     Acker, ConsumeOptions, Consumer, DeliverFn, Delivery, DirectConsumer, ExchangeSpec,
-    PublishOptions, QueueSpec, Settle, Transport, TransportFuture, check_name,
+    PublishOptions, QueueSpec, SettleByTag, Settlement, Transport, TransportFuture, check_name,
 };
 use crate::error::{Error, Result};
 use crate::message::Message;
@@ -133,6 +133,8 @@ impl Drop for MemoryTransport {
 #[derive(Debug, Default)]
 struct Broker {
     state: RwLock<State>,
+    /// The default exchange's name (`""`), shared by its deliveries.
+    default_exchange: Arc<str>,
     next_connection: AtomicU64,
     /// The bound of queues that set none.
     max_length: usize,
@@ -197,12 +199,12 @@ impl Bindings {
     /// Removes the binding of `queue` with `pattern`, if any.
     fn remove(&mut self, pattern: &str, queue: &str) {
         if let Some(queues) = self.exact.get_mut(pattern) {
-            queues.retain(|q| q.name != queue);
+            queues.retain(|q| *q.name != *queue);
             if queues.is_empty() {
                 self.exact.remove(pattern);
             }
         }
-        let unbound = |(p, q): &PatternBinding| !(&**p == pattern && q.name == queue);
+        let unbound = |(p, q): &PatternBinding| !(&**p == pattern && *q.name == *queue);
         self.wild_first.retain(unbound);
         let word = topic::first_word(pattern);
         if let Some(list) = self.by_first_word.get_mut(word) {
@@ -216,14 +218,14 @@ impl Bindings {
     /// Removes every binding of the queue `name`.
     fn remove_queue(&mut self, name: &str) {
         self.exact.retain(|_, queues| {
-            queues.retain(|q| q.name != name);
+            queues.retain(|q| *q.name != *name);
             !queues.is_empty()
         });
         self.by_first_word.retain(|_, list| {
-            list.retain(|(_, q)| q.name != name);
+            list.retain(|(_, q)| *q.name != *name);
             !list.is_empty()
         });
-        self.wild_first.retain(|(_, q)| q.name != name);
+        self.wild_first.retain(|(_, q)| *q.name != *name);
     }
 
     fn is_empty(&self) -> bool {
@@ -326,10 +328,13 @@ impl Broker {
         let (exchange_name, shared_key) = {
             let state = self.state.read();
             if exchange.is_empty() {
-                if let Some(queue) = state.queues.get(routing_key) {
-                    targets.push(queue.clone());
+                match state.queues.get(routing_key) {
+                    Some(queue) => {
+                        targets.push(queue.clone());
+                        (None, Some(queue.name.clone()))
+                    }
+                    None => (None, None),
                 }
-                (None, None)
             } else {
                 let found = state
                     .exchanges
@@ -348,7 +353,7 @@ impl Broker {
             }
             return Ok(());
         }
-        let exchange: Arc<str> = exchange_name.unwrap_or_else(|| Arc::from(""));
+        let exchange: Arc<str> = exchange_name.unwrap_or_else(|| self.default_exchange.clone());
         let routing_key: Arc<str> = shared_key.unwrap_or_else(|| Arc::from(routing_key));
         // Every queue shares the one (immutable) message.
         let expires_at = message
@@ -373,7 +378,7 @@ impl Broker {
         }
         // As RabbitMQ nacks a publish that a reject-publish queue refused.
         match full {
-            Some(queue) => Err(Error::QueueFull(queue)),
+            Some(queue) => Err(Error::QueueFull(queue.to_string())),
             None => Ok(()),
         }
     }
@@ -409,7 +414,8 @@ impl Broker {
 
 #[derive(Debug)]
 struct Queue {
-    name: String,
+    /// Its name, shared by the deliveries routed to it by name.
+    name: Arc<str>,
     spec: QueueSpec,
     owner: Option<u64>,
     broker: Weak<Broker>,
@@ -437,14 +443,6 @@ struct DeadLetterTo {
     exchange: String,
     /// `None`: the message's own routing key.
     routing_key: Option<String>,
-}
-
-/// How a delivery is settled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Settlement {
-    Ack,
-    Requeue,
-    Reject,
 }
 
 /// What a queue did with a message.
@@ -584,9 +582,16 @@ fn deliver_direct(deliveries: SmallVec<[(Direct, Delivery); 1]>) {
         }
     }
     let _done = Done;
+    // What `deliver` leaves is polled once here, on the publisher's task
+    // (in the consumer's runtime): a worker that does not wait ends here.
+    // What waits gets a task, whose first poll takes over the wakeup.
     let deliver = |(direct, delivery): (Direct, Delivery)| {
-        if let Err(pending) = (direct.deliver)(delivery).into_ready() {
-            direct.runtime.spawn(pending);
+        if let Err(mut rest) = (direct.deliver)(delivery).into_ready() {
+            let _runtime = direct.runtime.enter();
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if std::pin::Pin::new(&mut rest).poll(&mut cx).is_pending() {
+                direct.runtime.spawn(rest);
+            }
         }
     };
     deliveries.into_iter().for_each(deliver);
@@ -739,11 +744,7 @@ impl Queue {
                 routing_key: entry.routing_key.clone(),
                 redelivered: entry.redelivered,
                 message: entry.message.clone(),
-                acker: Acker::new(MemoryAck {
-                    queue: Arc::downgrade(self),
-                    tag,
-                    settled: false,
-                }),
+                acker: Acker::by_tag(Arc::downgrade(self) as Weak<dyn SettleByTag>, tag),
             };
             let (consumer, connection) = (slot.id, slot.connection);
             let sent = match &slot.deliver {
@@ -848,7 +849,7 @@ impl Queue {
         let id = {
             let mut inner = self.inner.lock();
             if inner.deleted {
-                return Err(Error::QueueNotFound(self.name.clone()));
+                return Err(Error::QueueNotFound(self.name.to_string()));
             }
             let id = inner.next_consumer_id;
             inner.next_consumer_id += 1;
@@ -944,55 +945,15 @@ impl Queue {
 
 // ===== settling =====
 
-struct MemoryAck {
-    queue: Weak<Queue>,
-    tag: u64,
-    settled: bool,
-}
-
-impl MemoryAck {
-    fn settle(&mut self, how: Settlement) -> Result<()> {
-        self.settled = true;
-        match self.queue.upgrade() {
-            Some(queue) => queue.settle(self.tag, how),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Settle for MemoryAck {
-    fn ack(mut self: Box<Self>) -> TransportFuture<'static, Result<()>> {
-        TransportFuture::ready(self.settle(Settlement::Ack))
+/// The embedded broker's deliveries are settled by tag on their queue,
+/// from a handle the [`Acker`] holds inline.
+impl SettleByTag for Queue {
+    fn settle_tag(self: Arc<Self>, tag: u64, how: Settlement) -> Result<()> {
+        self.settle(tag, how)
     }
 
-    fn reject(mut self: Box<Self>, requeue: bool) -> TransportFuture<'static, Result<()>> {
-        TransportFuture::ready(self.settle(if requeue {
-            Settlement::Requeue
-        } else {
-            Settlement::Reject
-        }))
-    }
-
-    fn is_held(&self) -> bool {
-        self.held()
-    }
-}
-
-impl MemoryAck {
-    fn held(&self) -> bool {
-        !self.settled
-            && self
-                .queue
-                .upgrade()
-                .is_some_and(|queue| queue.inner.lock().unacked.contains_key(&self.tag))
-    }
-}
-
-impl Drop for MemoryAck {
-    fn drop(&mut self) {
-        if !self.settled {
-            let _ = self.settle(Settlement::Requeue);
-        }
+    fn holds_tag(&self, tag: u64) -> bool {
+        self.inner.lock().unacked.contains_key(&tag)
     }
 }
 
@@ -1118,7 +1079,7 @@ impl Transport for MemoryTransport {
                     // As RabbitMQ, only quorum queues count deliveries.
                     delivery_limit: ms("x-delivery-limit").filter(|_| spec.is_quorum()),
                     quorum: spec.is_quorum(),
-                    name: spec.name.clone(),
+                    name: Arc::from(spec.name.as_str()),
                     spec: spec.clone(),
                     owner: spec.exclusive.then_some(self.connection),
                     broker: Arc::downgrade(&self.broker),

@@ -245,11 +245,14 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     /// as soon as the broker has it. The embedded broker calls `deliver`
     /// on the task that published the message, so a delivery costs no task
     /// switch; the default (and the AMQP transport) calls it from the
-    /// returned [`DirectConsumer`], which must be polled, and awaits the
-    /// future `deliver` returns before the next delivery.
+    /// returned [`DirectConsumer`], which must be polled.
     ///
     /// `deliver` must be quick and must not block: it settles the delivery,
-    /// or spawns what will, or returns it as a future. A delivery it drops
+    /// or returns what will as a future. That future runs alongside later
+    /// deliveries (prefetch bounds how many): the embedded broker polls it
+    /// once on the publisher's task and spawns it only if it waits, so a
+    /// handler that never waits costs no task; the default spawns it. A
+    /// delivery it drops
     /// is requeued, and the embedded broker may hand it straight back: hold
     /// it instead until the consumer is gone. The [`DirectConsumer`]
     /// completes when consuming ends (the connection closed, the queue was
@@ -263,7 +266,9 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
         let mut consumer = self.consume(queue, options).await?;
         Ok(DirectConsumer::new(async move {
             while let Some(delivery) = consumer.next().await {
-                deliver(delivery).await;
+                if let Err(rest) = deliver(delivery).into_ready() {
+                    tokio::spawn(rest);
+                }
             }
         }))
     }
@@ -414,28 +419,107 @@ pub trait Settle: Send + Sync + 'static {
 }
 
 /// Settles one delivery. Dropped unsettled, the message is requeued.
-pub struct Acker(Box<dyn Settle>);
+pub struct Acker(Settler);
+
+/// An [`Acker`]'s handle: any transport's, boxed, or a tag on a broker that
+/// settles by tag (the embedded one), held inline: a delivery then costs no
+/// allocation for it.
+enum Settler {
+    Boxed(Box<dyn Settle>),
+    ByTag(TagAck),
+}
+
+/// How a delivery is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settlement {
+    Ack,
+    Requeue,
+    Reject,
+}
+
+/// A broker that settles its deliveries by tag (the embedded one's
+/// queues).
+trait SettleByTag: Send + Sync {
+    /// Settles delivery `tag`.
+    fn settle_tag(self: Arc<Self>, tag: u64, how: Settlement) -> Result<()>;
+    /// Whether delivery `tag` is still unsettled there.
+    fn holds_tag(&self, tag: u64) -> bool;
+}
+
+/// A delivery's tag on a broker that settles by tag; requeued when dropped
+/// unsettled.
+struct TagAck {
+    broker: std::sync::Weak<dyn SettleByTag>,
+    tag: u64,
+    settled: bool,
+}
+
+impl TagAck {
+    fn settle(&mut self, how: Settlement) -> Result<()> {
+        self.settled = true;
+        match self.broker.upgrade() {
+            Some(broker) => broker.settle_tag(self.tag, how),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TagAck {
+    fn drop(&mut self) {
+        if !self.settled {
+            let _ = self.settle(Settlement::Requeue);
+        }
+    }
+}
 
 impl Acker {
     /// Wraps a transport's settle handle.
     pub fn new(settle: impl Settle) -> Self {
-        Acker(Box::new(settle))
+        Acker(Settler::Boxed(Box::new(settle)))
+    }
+
+    /// Delivery `tag` of a broker that settles by tag, held inline.
+    fn by_tag(broker: std::sync::Weak<dyn SettleByTag>, tag: u64) -> Self {
+        Acker(Settler::ByTag(TagAck {
+            broker,
+            tag,
+            settled: false,
+        }))
     }
 
     /// Acknowledges the delivery.
     pub fn ack(self) -> TransportFuture<'static, Result<()>> {
-        self.0.ack()
+        match self.0 {
+            Settler::Boxed(settle) => settle.ack(),
+            Settler::ByTag(mut ack) => TransportFuture::ready(ack.settle(Settlement::Ack)),
+        }
     }
 
     /// Rejects the delivery, requeueing it if `requeue`.
     pub fn reject(self, requeue: bool) -> TransportFuture<'static, Result<()>> {
-        self.0.reject(requeue)
+        match self.0 {
+            Settler::Boxed(settle) => settle.reject(requeue),
+            Settler::ByTag(mut ack) => TransportFuture::ready(ack.settle(if requeue {
+                Settlement::Requeue
+            } else {
+                Settlement::Reject
+            })),
+        }
     }
 
     /// Whether the broker still holds the delivery for its consumer (see
     /// [`Settle::is_held`]).
     pub fn is_held(&self) -> bool {
-        self.0.is_held()
+        match &self.0 {
+            Settler::Boxed(settle) => settle.is_held(),
+            Settler::ByTag(ack) => {
+                !ack.settled
+                    && ack
+                        .broker
+                        .upgrade()
+                        .is_some_and(|broker| broker.holds_tag(ack.tag))
+            }
+        }
     }
 }
 
