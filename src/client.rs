@@ -3,8 +3,12 @@
 //!
 //! A `ClusterRpc` owns one reply queue, `rpc.reply-<owner>-<uuid>`
 //! (`x-expires` 300000; not durable unless `RPC_REPLY_QUEUE` is `durable`,
-//! see [`ReplyQueue`]), bound to the RPC exchange with the bare uuid, which
-//! is what requests carry in `reply_to`. Many calls are in
+//! see [`ReplyQueue`]), bound to the RPC exchange under its own name, which
+//! is what requests carry in `reply_to`. A nameko service replies through
+//! the RPC exchange with that routing key (nameko's own callers send a bare
+//! uuid there; any key does); an enoki service sees that `reply_to` names
+//! a queue and replies straight to it through the default exchange, which
+//! spares the broker a topic lookup per reply. Many calls are in
 //! flight at once over it, matched by correlation id. Requests are
 //! published `mandatory`: when no queue is bound for `<service>.*` the call
 //! fails at once with [`Error::UnknownService`].
@@ -88,7 +92,8 @@ struct ReplyListener {
     transport: Arc<dyn Transport>,
     exchange: String,
     owner: String,
-    /// The reply queue's binding key: what requests carry as `reply_to`.
+    /// The reply queue's binding key, its name: what requests carry as
+    /// `reply_to`.
     routing_key: Arc<str>,
     queue: String,
     pending: Arc<Pending>,
@@ -181,7 +186,7 @@ impl ClusterRpcBuilder {
         let mut spec = QueueSpec::durable(&queue).expires_after_ms(REPLY_QUEUE_TTL_MS);
         spec.durable = self.reply_queue == ReplyQueue::Durable;
         transport.declare_queue(&spec).await?;
-        transport.bind(&queue, &self.exchange, &uuid).await?;
+        transport.bind(&queue, &self.exchange, &queue).await?;
         let pending: Arc<Pending> = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
         // Each reply goes straight to its caller's waiter: on the embedded
@@ -256,7 +261,7 @@ impl ClusterRpcBuilder {
                 transport,
                 exchange: self.exchange,
                 owner: self.owner,
-                routing_key: Arc::from(uuid),
+                routing_key: Arc::from(queue.as_str()),
                 queue,
                 pending,
                 closed,
@@ -349,17 +354,7 @@ impl ClusterRpc {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        #[derive(Serialize)]
-        struct Request<'a, A: ?Sized> {
-            args: &'a A,
-            kwargs: Empty,
-        }
-        #[derive(Serialize)]
-        struct Empty {}
-        let body = crate::message::json_body(&Request {
-            args,
-            kwargs: Empty {},
-        })?;
+        let body = crate::message::positional_request(args)?;
         self.call_decoded(service, method, body, |raw| {
             Ok(serde_json::from_str(raw.get())?)
         })

@@ -656,8 +656,46 @@ pub(crate) fn json_body<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<
     })
 }
 
+/// Encodes a request body with positional arguments only:
+/// `{"args":[...],"kwargs":{}}`, `args` serialised from a tuple or array.
+pub(crate) fn positional_request<A: Serialize + ?Sized>(args: &A) -> serde_json::Result<Vec<u8>> {
+    const HEAD: &[u8] = br#"{"args":"#;
+    const TAIL: &[u8] = br#","kwargs":{}}"#;
+    SCRATCH.with(|scratch| {
+        let Ok(mut buffer) = scratch.try_borrow_mut() else {
+            let mut body = HEAD.to_vec();
+            serde_json::to_writer(&mut body, args)?;
+            body.extend_from_slice(TAIL);
+            return Ok(body);
+        };
+        buffer.clear();
+        let encoded = serde_json::to_writer(&mut *buffer, args).map(|()| {
+            let mut body = Vec::with_capacity(HEAD.len() + buffer.len() + TAIL.len());
+            body.extend_from_slice(HEAD);
+            body.extend_from_slice(&buffer);
+            body.extend_from_slice(TAIL);
+            body
+        });
+        if buffer.capacity() > SCRATCH_KEPT {
+            *buffer = Vec::new();
+        }
+        encoded
+    })
+}
+
 /// Encodes an RPC reply body: `{"result": ..., "error": ...}`.
 pub fn encode_reply(outcome: &Outcome) -> Vec<u8> {
+    // A result is JSON already: a success is written around it.
+    if let Ok(result) = outcome {
+        const HEAD: &[u8] = br#"{"result":"#;
+        const TAIL: &[u8] = br#","error":null}"#;
+        let result = result.get().as_bytes();
+        let mut body = Vec::with_capacity(HEAD.len() + result.len() + TAIL.len());
+        body.extend_from_slice(HEAD);
+        body.extend_from_slice(result);
+        body.extend_from_slice(TAIL);
+        return body;
+    }
     #[derive(Serialize)]
     struct Reply<'a> {
         result: &'a RawValue,
@@ -834,6 +872,20 @@ mod tests {
         assert!(ReplyBody::success(bodies[0]).is_some());
         assert!(ReplyBody::success(bodies[1]).is_some());
         assert!(ReplyBody::success(bodies[2]).is_some());
+    }
+
+    #[test]
+    fn positional_requests_are_what_nameko_reads() {
+        let body = positional_request(&("Ann", 2)).unwrap();
+        assert_eq!(body, br#"{"args":["Ann",2],"kwargs":{}}"#);
+        let request = RequestBody::parse(&body).unwrap();
+        assert_eq!(request.args.len(), 2);
+        assert!(request.kwargs.is_empty());
+        // Encoded while the scratch buffer is taken: the same body.
+        SCRATCH.with(|scratch| {
+            let _taken = scratch.borrow_mut();
+            assert_eq!(positional_request(&("Ann", 2)).unwrap(), body);
+        });
     }
 
     #[test]

@@ -66,7 +66,17 @@ pub fn rpc_routing_key(service: &str, method: &str) -> String {
 
 /// `rpc.reply-<owner>-<uuid>`: a caller's reply queue.
 pub fn reply_queue(owner: &str, uuid: &str) -> String {
-    format!("rpc.reply-{owner}-{uuid}")
+    format!("{REPLY_QUEUE_PREFIX}{owner}-{uuid}")
+}
+
+const REPLY_QUEUE_PREFIX: &str = "rpc.reply-";
+
+/// Whether a request's `reply_to` names a reply queue (an enoki caller's,
+/// which is bound under its own name), rather than being a bare routing
+/// key (a nameko caller's uuid): its reply can then go straight to the
+/// queue through the default exchange.
+pub fn names_reply_queue(reply_to: &str) -> bool {
+    reply_to.starts_with(REPLY_QUEUE_PREFIX)
 }
 
 /// `<queue>.dlq`: where the broker dead-letters a quorum work queue's
@@ -135,6 +145,8 @@ mod tests {
         assert_eq!(rpc_queue("greeter"), "rpc-greeter");
         assert_eq!(rpc_binding("greeter"), "greeter.*");
         assert_eq!(reply_queue("gateway", "u"), "rpc.reply-gateway-u");
+        assert!(names_reply_queue(&reply_queue("gateway", "u")));
+        assert!(!names_reply_queue("0a1322eb-ce57-4fc3-a42a-d9d6787fed0a"));
         assert_eq!(
             service_pool_queue("greeter", "greeted", "listener", "on"),
             "evt-greeter-greeted--listener.on"

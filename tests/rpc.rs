@@ -612,3 +612,82 @@ async fn a_crashing_request_is_parked_on_rabbitmq() {
     })
     .await;
 }
+
+/// A caller whose `reply_to` names its reply queue (an enoki caller) gets
+/// its reply straight through the default exchange; one whose `reply_to`
+/// only looks like a queue name (no such queue) gets it through the RPC
+/// exchange, as nameko routes replies; so does one with a bare uuid.
+#[tokio::test]
+async fn replies_go_to_the_queue_reply_to_names_or_through_the_rpc_exchange() {
+    use enoki::message::Message;
+    use enoki::transport::{ConsumeOptions, PublishOptions, QueueSpec, Transport};
+
+    let cluster = cluster().await;
+    let transport = cluster.transport().connect();
+    assert!(
+        cluster.rpc().reply_queue().starts_with("rpc.reply-"),
+        "an enoki caller sends its queue's name as reply_to"
+    );
+    let named = "rpc.reply-test-named";
+    transport
+        .declare_queue(&QueueSpec::durable(named))
+        .await
+        .unwrap();
+    transport.bind(named, "nameko-rpc", named).await.unwrap();
+    let catcher = "catcher";
+    transport
+        .declare_queue(&QueueSpec::durable(catcher))
+        .await
+        .unwrap();
+    for key in [
+        "rpc.reply-test-absent",
+        "0a1322eb-ce57-4fc3-a42a-d9d6787fed0a",
+    ] {
+        transport.bind(catcher, "nameko-rpc", key).await.unwrap();
+    }
+    let request = |reply_to: &str| {
+        Message::json(br#"{"args":["Ann"],"kwargs":{}}"#.to_vec())
+            .with_correlation_id(reply_to)
+            .with_reply_to(reply_to)
+    };
+    let options = ConsumeOptions { prefetch: 0 };
+    let mut replies = transport.consume(named, options).await.unwrap();
+    let mut caught = transport.consume(catcher, options).await.unwrap();
+    for reply_to in [
+        named,
+        "rpc.reply-test-absent",
+        "0a1322eb-ce57-4fc3-a42a-d9d6787fed0a",
+    ] {
+        transport
+            .publish(
+                "nameko-rpc",
+                "greeter.greet",
+                request(reply_to),
+                PublishOptions::default(),
+            )
+            .await
+            .unwrap();
+        let consumer = if reply_to == named {
+            &mut replies
+        } else {
+            &mut caught
+        };
+        let reply = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("a reply in time")
+            .expect("the consumer is open");
+        let expected_exchange = if reply_to == named { "" } else { "nameko-rpc" };
+        assert_eq!(&*reply.exchange, expected_exchange, "reply_to {reply_to}");
+        assert_eq!(&*reply.routing_key, reply_to);
+        assert_eq!(
+            reply.message.properties.correlation_id.as_deref(),
+            Some(reply_to)
+        );
+        assert_eq!(
+            serde_json::from_slice::<Value>(&reply.message.body).unwrap(),
+            json!({"result": "Hello, Ann!", "error": null})
+        );
+        reply.ack().await.unwrap();
+    }
+    cluster.stop().await;
+}

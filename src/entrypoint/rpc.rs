@@ -19,7 +19,7 @@ use super::{Entrypoint, consume_direct, declare_work_queue, settle};
 use crate::container_ctx::ContainerCtx;
 use crate::context::check_headers;
 use crate::describe::{DESCRIBE_METHOD, ServiceDescription};
-use crate::error::{RemoteError, Result};
+use crate::error::{Error, RemoteError, Result};
 use crate::message::{CONTENT_TYPE_JSON, Headers, Message, encode_reply};
 use crate::names;
 use crate::outcome::Outcome;
@@ -300,14 +300,8 @@ async fn reply_and_ack(ctx: &ContainerCtx, delivery: Delivery, outcome: &Outcome
         .reply_to
         .as_deref()
         .unwrap_or_default();
-    let transport = ctx.transport();
-    let mut reply = Message::json(encode_reply(outcome));
-    reply.properties.correlation_id = delivery.message.properties.correlation_id.clone();
-    let exchange = ctx.settings().rpc_exchange();
-    match transport
-        .publish(exchange, reply_to, reply, PublishOptions::default())
-        .await
-    {
+    let correlation_id = &delivery.message.properties.correlation_id;
+    match publish_reply(ctx, reply_to, correlation_id, outcome).await {
         Ok(()) => settle(delivery.ack().await),
         Err(error) => {
             let requeue = !delivery.redelivered;
@@ -320,4 +314,33 @@ async fn reply_and_ack(ctx: &ContainerCtx, delivery: Delivery, outcome: &Outcome
             settle(delivery.reject(requeue).await);
         }
     }
+}
+
+/// Publishes a reply as nameko does, through the RPC exchange with
+/// `reply_to` as routing key; or, when `reply_to` names a reply queue (an
+/// enoki caller's), straight to that queue through the default exchange,
+/// `mandatory`, falling back to nameko's way if no queue has that name.
+async fn publish_reply(
+    ctx: &ContainerCtx,
+    reply_to: &str,
+    correlation_id: &Option<Arc<str>>,
+    outcome: &Outcome,
+) -> Result<()> {
+    let transport = ctx.transport();
+    let reply = || {
+        let mut reply = Message::json(encode_reply(outcome));
+        reply.properties.correlation_id = correlation_id.clone();
+        reply
+    };
+    let exchange = ctx.settings().rpc_exchange();
+    if names::names_reply_queue(reply_to) {
+        let direct = PublishOptions { mandatory: true };
+        match transport.publish("", reply_to, reply(), direct).await {
+            Err(Error::Unroutable { .. }) => {}
+            published => return published,
+        }
+    }
+    transport
+        .publish(exchange, reply_to, reply(), PublishOptions::default())
+        .await
 }
