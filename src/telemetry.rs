@@ -22,6 +22,12 @@
 //!   `messaging.rabbitmq.destination.routing_key`.
 //! - **Bad input**: a `traceparent` that does not parse is ignored (a new
 //!   trace starts); it never fails the call.
+//! - **Sampling** (`OTEL_TRACES_SAMPLER`): a worker whose `process` span is
+//!   not sampled gets its `worker` span on the target [`UNSAMPLED_TARGET`],
+//!   which the exporting layer does not see (so the span costs nothing
+//!   there, and nothing at all without another layer such as a log
+//!   formatter); the worker runs in its message's trace context, so what
+//!   it sends and the spans it makes stay in that (unsampled) trace.
 
 use crate::context::Incoming;
 use crate::message::Headers;
@@ -30,6 +36,10 @@ use crate::message::Headers;
 pub const TRACEPARENT: &str = "traceparent";
 /// The context-data key (and bare header) of the W3C trace state.
 pub const TRACESTATE: &str = "tracestate";
+
+/// The `tracing` target of the `worker` span of a message whose trace is
+/// not sampled: the exporting layer filters it out.
+pub const UNSAMPLED_TARGET: &str = "enoki::unsampled";
 
 /// Whether spans are being exported (an [`otlp_layer`] was made).
 pub fn active() -> bool {
@@ -77,6 +87,42 @@ impl MessagingSpan {
         }
         #[cfg(not(feature = "otel"))]
         let _ = span;
+    }
+
+    /// Whether this is a process span that is exported but not sampled:
+    /// its worker's span then goes to [`UNSAMPLED_TARGET`].
+    pub(crate) fn unsampled(&self) -> bool {
+        #[cfg(feature = "otel")]
+        {
+            self.inner.as_ref().is_some_and(otel::Inner::unsampled)
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            false
+        }
+    }
+
+    /// Runs `work` (the worker of this process span) in the span's trace
+    /// context when the span is not sampled: what the worker sends and the
+    /// spans it makes are then children of that context, without a
+    /// `worker` span that the exporter sees.
+    pub(crate) fn within<F: std::future::Future>(
+        &self,
+        work: F,
+    ) -> impl std::future::Future<Output = F::Output> {
+        #[cfg(feature = "otel")]
+        {
+            use futures::future::Either;
+            use opentelemetry::context::FutureExt as _;
+            match self.inner.as_ref().and_then(otel::Inner::unsampled_context) {
+                Some(context) => Either::Left(work.with_context(context)),
+                None => Either::Right(work),
+            }
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            work
+        }
     }
 }
 
@@ -159,7 +205,6 @@ mod otel {
     use super::{TRACEPARENT, TRACESTATE};
     use crate::error::{Error, Result};
     use crate::message::Headers;
-    use crate::names::HEADER_PREFIX;
 
     pub(super) static ACTIVE: AtomicBool = AtomicBool::new(false);
 
@@ -183,6 +228,20 @@ mod otel {
                 let _ = span.set_parent(context.clone());
             }
         }
+
+        pub(super) fn unsampled(&self) -> bool {
+            self.unsampled_context().is_some()
+        }
+
+        pub(super) fn unsampled_context(&self) -> Option<opentelemetry::Context> {
+            use opentelemetry::trace::TraceContextExt;
+            match self {
+                Inner::Process(context) if !context.span().span_context().is_sampled() => {
+                    Some(context.clone())
+                }
+                _ => None,
+            }
+        }
     }
 
     fn kv(key: &'static str, value: impl Into<opentelemetry::Value>) -> opentelemetry::KeyValue {
@@ -197,9 +256,15 @@ mod otel {
         routing_key: &str,
         headers: &mut Headers,
     ) -> Option<Inner> {
+        use opentelemetry::trace::TraceContextExt;
         use opentelemetry::trace::{Span as _, SpanKind, Tracer as _};
         let tracer = TRACER.get()?;
-        let parent = tracing::Span::current().context();
+        // The current span's context; under a worker whose span is not
+        // exported (its trace is not sampled), the worker's trace context.
+        let mut parent = tracing::Span::current().context();
+        if !parent.span().span_context().is_valid() {
+            parent = opentelemetry::Context::current();
+        }
         let builder = tracer.span_builder("publish").with_kind(SpanKind::Producer);
         let mut span = tracer.build_with_context(builder, &parent);
         if span.is_recording() {
@@ -321,13 +386,17 @@ mod otel {
         // clock reads a poll), no source location, thread or target
         // attributes, no OpenTelemetry context activation on each enter
         // (propagation reads the span's own context).
+        use tracing_subscriber::Layer as _;
         let layer = tracing_opentelemetry::layer()
             .with_tracked_inactivity(false)
             .with_location(false)
             .with_threads(false)
             .with_target(false)
             .with_context_activation(false)
-            .with_tracer(tracer);
+            .with_tracer(tracer)
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                meta.target() != super::UNSAMPLED_TARGET
+            }));
         Ok(Some((layer, Telemetry { provider })))
     }
 
@@ -363,22 +432,25 @@ mod otel {
             context.trace_flags().to_u8()
         );
         let tracestate = context.trace_state().header();
+        // The bare header and its context-data key (`HEADER_PREFIX` +
+        // the bare one; checked in the tests).
+        const KEYS: [(&str, &str); 2] = [
+            (TRACEPARENT, "nameko.traceparent"),
+            (TRACESTATE, "nameko.tracestate"),
+        ];
         let headers = &mut **headers;
-        for key in [TRACEPARENT, TRACESTATE] {
-            headers.remove(&format!("{HEADER_PREFIX}{key}"));
-            headers.remove(key);
+        for (bare, data) in KEYS {
+            headers.remove(data);
+            headers.remove(bare);
         }
-        let mut set = |key: &str, value: String| {
-            headers.insert(
-                format!("{HEADER_PREFIX}{key}"),
-                Value::String(value.clone()),
-            );
-            headers.insert(key.to_owned(), Value::String(value));
+        let mut set = |(bare, data): (&str, &str), value: String| {
+            headers.insert(data.to_owned(), Value::String(value.clone()));
+            headers.insert(bare.to_owned(), Value::String(value));
         };
         if context.is_valid() {
-            set(TRACEPARENT, traceparent);
+            set(KEYS[0], traceparent);
             if !tracestate.is_empty() {
-                set(TRACESTATE, tracestate);
+                set(KEYS[1], tracestate);
             }
         }
     }
@@ -431,6 +503,23 @@ mod otel {
     #[cfg(test)]
     mod tests {
         use super::*;
+        use crate::names::HEADER_PREFIX;
+
+        #[test]
+        fn context_data_keys_are_the_prefixed_headers() {
+            let mut headers = Headers::new();
+            let context = opentelemetry::trace::SpanContext::new(
+                opentelemetry::trace::TraceId::from(1),
+                opentelemetry::trace::SpanId::from(2),
+                opentelemetry::trace::TraceFlags::SAMPLED,
+                false,
+                opentelemetry::trace::TraceState::default(),
+            );
+            inject(&context, &mut headers);
+            let key = format!("{HEADER_PREFIX}{TRACEPARENT}");
+            assert_eq!(headers.get(&key), headers.get(TRACEPARENT));
+            assert!(headers.get(&key).is_some());
+        }
 
         #[test]
         fn endpoints_are_checked_and_get_the_traces_path() {

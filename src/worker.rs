@@ -434,19 +434,30 @@ impl WorkerPool {
                 kill.clone(),
             );
             // The call id is made when first needed: here, only for a span
-            // that someone records.
-            let span = if tracing::enabled!(tracing::Level::INFO) {
+            // that someone records. A worker of an unsampled trace gets its
+            // span on a target the exporter does not see (see `telemetry`).
+            let span = if process.unsampled() {
                 tracing::info_span!(
+                    target: crate::telemetry::UNSAMPLED_TARGET,
                     parent: None,
                     "worker",
                     service = inner.name,
                     method,
                     call_id = worker.call_id()
                 )
+            } else if tracing::enabled!(tracing::Level::INFO) {
+                let span = tracing::info_span!(
+                    parent: None,
+                    "worker",
+                    service = inner.name,
+                    method,
+                    call_id = worker.call_id()
+                );
+                process.adopt(&span);
+                span
             } else {
                 tracing::Span::none()
             };
-            process.adopt(&span);
             let body = std::pin::pin!(
                 async {
                     let started = inner.metrics.is_some().then(Instant::now);
@@ -461,9 +472,10 @@ impl WorkerPool {
                 }
                 .instrument(span.clone()),
             );
+            let body = process.within(AssertUnwindSafe(body).catch_unwind());
             tokio::select! {
                 biased;
-                outcome = AssertUnwindSafe(body).catch_unwind() => match outcome {
+                outcome = body => match outcome {
                     Ok(outcome) => {
                         if inner.records.receiver_count() > 0 {
                             let _ = inner.records.send(WorkerRecord {

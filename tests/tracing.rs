@@ -18,6 +18,24 @@ use receiver::{Span, by_id, find, receiver};
 use tracing::Instrument;
 use tracing_subscriber::layer::SubscriberExt;
 
+#[derive(Dependencies)]
+struct Relay {
+    #[dependency(EventDispatcher)]
+    dispatch: Dispatcher,
+}
+
+#[service(name = "relay")]
+impl Relay {
+    /// Waits once (so its worker gets a task of its own), then sends an
+    /// event.
+    #[rpc]
+    async fn relay(&self) -> Result<(), RemoteError> {
+        tokio::task::yield_now().await;
+        self.dispatch.emit("relayed", serde_json::json!({})).await?;
+        Ok(())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_from_the_gateway_through_greeter_to_listener() {
     let (endpoint, spans) = receiver().await;
@@ -91,6 +109,14 @@ async fn one_trace_from_the_gateway_through_greeter_to_listener() {
         .filter(|s| s.name == "GET /hello/Ann")
         .collect();
     assert_eq!(https.len(), 3, "{spans:#?}");
+    // What the unsampled request's workers sent stayed in its (unsampled)
+    // trace: no span of a trace that no HTTP request started.
+    assert!(
+        spans
+            .iter()
+            .all(|s| https.iter().any(|http| http.trace == s.trace)),
+        "every span belongs to a sampled request's trace: {spans:#?}"
+    );
     let continued: Vec<&&Span> = https.iter().filter(|s| s.trace == caller_trace).collect();
     assert_eq!(continued.len(), 1, "the caller's trace is continued");
     assert_eq!(
@@ -201,6 +227,64 @@ async fn one_trace_from_the_gateway_through_greeter_to_listener() {
         "{prefixed}"
     );
     rpc.close().await;
+    runner.stop().await;
+
+    // A worker of an unsampled trace has no span the exporter sees; what it
+    // sends after waiting (from a task of its own) stays in its trace, not
+    // sampled, rather than starting a new one.
+    let mut runner = ServiceRunner::new(transport.clone(), Settings::new());
+    runner.add(enoki::service::<Relay>());
+    runner.start().await.unwrap();
+    transport
+        .declare_queue(&QueueSpec::durable("relayed"))
+        .await
+        .unwrap();
+    transport
+        .bind("relayed", "relay.events", "relayed")
+        .await
+        .unwrap();
+    let mut relayed = transport
+        .consume("relayed", ConsumeOptions::default())
+        .await
+        .unwrap();
+    let replies = "rpc.reply-tracing-test";
+    transport
+        .declare_queue(&QueueSpec::durable(replies))
+        .await
+        .unwrap();
+    for flags in ["00", "01"] {
+        let trace = "6df92f3577b34da6a3ce929d0e0e4738";
+        let traceparent = format!("00-{trace}-00f067aa0ba902b9-{flags}");
+        let mut headers = enoki::message::Headers::new();
+        headers.insert("traceparent".into(), traceparent.clone().into());
+        let request = enoki::message::Message::json(br#"{"args":[],"kwargs":{}}"#.to_vec())
+            .with_headers(headers)
+            .with_reply_to(replies)
+            .with_correlation_id(flags);
+        transport
+            .publish(
+                "nameko-rpc",
+                "relay.relay",
+                request,
+                enoki::transport::PublishOptions::default(),
+            )
+            .await
+            .unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(10), relayed.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let sent = event.message.properties.headers["traceparent"]
+            .as_str()
+            .expect("the event's traceparent")
+            .to_owned();
+        assert!(
+            sent.starts_with(&format!("00-{trace}-")) && sent.ends_with(&format!("-{flags}")),
+            "{traceparent} -> {sent}"
+        );
+        assert_ne!(sent, traceparent, "the event's own publish span");
+        event.ack().await.unwrap();
+    }
     runner.stop().await;
 
     tokio::task::spawn_blocking(move || telemetry.shutdown())
