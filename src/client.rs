@@ -46,7 +46,7 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use crate::config::{ReplyQueue, Settings};
-use crate::context::{WorkerCtx, encode_headers, new_shared_uuid, new_uuid, push_uuid};
+use crate::context::{WorkerCtx, encode_own_headers, new_shared_uuid, new_uuid, push_uuid};
 use crate::error::{Error, Result};
 use crate::message::{Headers, Message, ReplyBody};
 use crate::names::{self, REPLY_QUEUE_TTL_MS, STANDALONE_OWNER};
@@ -104,12 +104,12 @@ struct ReplyListener {
 impl CallContext {
     /// The context of a standalone client of `owner`: `data` and a call
     /// id of its own, `<owner>.call.<uuid>`.
-    fn standalone(owner: &str, data: &Map<String, Value>) -> Self {
+    fn standalone(owner: &str, data: Map<String, Value>) -> Self {
         let mut call_id = String::with_capacity(owner.len() + 42);
         call_id.push_str(owner);
         call_id.push_str(".call.");
         push_uuid(&mut call_id);
-        CallContext::Standalone(encode_headers(data, std::slice::from_ref(&call_id)))
+        CallContext::Standalone(encode_own_headers(data, call_id))
     }
 }
 
@@ -255,7 +255,7 @@ impl ClusterRpcBuilder {
             }
         });
 
-        let context = CallContext::standalone(&self.owner, &self.context_data);
+        let context = CallContext::standalone(&self.owner, self.context_data);
         Ok(ClusterRpc {
             listener: Arc::new(ReplyListener {
                 transport,
@@ -307,7 +307,7 @@ impl ClusterRpc {
     #[must_use]
     pub fn with_context_data(&self, data: Map<String, Value>) -> Self {
         ClusterRpc {
-            context: CallContext::standalone(&self.listener.owner, &data),
+            context: CallContext::standalone(&self.listener.owner, data),
             ..self.clone()
         }
     }

@@ -107,14 +107,32 @@ fn parse_stack(value: &Value) -> Result<Vec<String>, RemoteError> {
     }
 }
 
+/// `nameko.<key>`.
+fn prefixed(key: &str) -> String {
+    let mut name = String::with_capacity(HEADER_PREFIX.len() + key.len());
+    name.push_str(HEADER_PREFIX);
+    name.push_str(key);
+    name
+}
+
+/// Encodes context data and a one-call call-id stack as `nameko.*`
+/// headers, moving what it is given (a standalone client's context).
+pub(crate) fn encode_own_headers(data: Map<String, Value>, call_id: String) -> Headers {
+    let mut headers = Headers::new();
+    for (key, value) in data {
+        if !value.is_null() {
+            headers.insert(prefixed(&key), value);
+        }
+    }
+    headers.insert(
+        prefixed(CALL_ID_STACK),
+        Value::Array(vec![Value::String(call_id)]),
+    );
+    headers
+}
+
 /// Encodes context data and a call-id stack as `nameko.*` headers.
 pub fn encode_headers(data: &Map<String, Value>, call_id_stack: &[String]) -> Headers {
-    let prefixed = |key: &str| {
-        let mut name = String::with_capacity(HEADER_PREFIX.len() + key.len());
-        name.push_str(HEADER_PREFIX);
-        name.push_str(key);
-        name
-    };
     let mut headers = Headers::new();
     for (key, value) in data {
         if !value.is_null() {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, RawPathParams, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -294,14 +294,18 @@ pub(crate) async fn routed(
             .into_response();
     }
     let result = async {
-        let params: Vec<(String, String)> = if route.params.is_empty() {
-            Vec::new()
+        // Borrowed from the router's own (percent-decoded) parameters.
+        let raw = if route.params.is_empty() {
+            None
         } else {
-            Path::<Vec<(String, String)>>::from_request_parts(&mut parts, &state)
-                .await
-                .map_err(|err| ApiError::bad_request(err.body_text()))?
-                .0
+            Some(
+                RawPathParams::from_request_parts(&mut parts, &state)
+                    .await
+                    .map_err(|err| ApiError::bad_request(err.body_text()))?,
+            )
         };
+        let params: smallvec::SmallVec<[(&str, &str); 4]> =
+            raw.iter().flat_map(RawPathParams::iter).collect();
         let query: Vec<(String, String)> = Query::try_from_uri(&parts.uri)
             .map_err(|err| ApiError::bad_request(err.body_text()))?
             .0;
@@ -336,7 +340,7 @@ pub(crate) async fn routed(
 /// Builds `args` and `kwargs` for a route from the request's parts.
 pub(crate) fn arguments(
     route: &Route,
-    params: &[(String, String)],
+    params: &[(&str, &str)],
     query: &[(String, String)],
     headers: &HeaderMap,
     body: Option<&Value>,
@@ -353,8 +357,9 @@ pub(crate) fn arguments(
                 ));
             }
         };
-        for (k, v) in query.iter().chain(params) {
-            kwargs.insert(k.clone(), Value::String(v.clone()));
+        let pairs = query.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        for (k, v) in pairs.chain(params.iter().copied()) {
+            kwargs.insert(k.to_owned(), Value::String(v.to_owned()));
         }
         return Ok((Value::Array(vec![]), kwargs));
     }
@@ -378,16 +383,16 @@ pub(crate) fn arguments(
 
 fn resolve(
     source: &Source,
-    params: &[(String, String)],
+    params: &[(&str, &str)],
     query: &[(String, String)],
     headers: &HeaderMap,
     body: Option<&Value>,
 ) -> Result<Option<Value>, ApiError> {
-    let find = |list: &[(String, String)], name: &str| {
+    fn find<K: AsRef<str>, V: AsRef<str>>(list: &[(K, V)], name: &str) -> Option<Value> {
         list.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| Value::String(v.clone()))
-    };
+            .find(|(k, _)| k.as_ref() == name)
+            .map(|(_, v)| Value::String(v.as_ref().to_owned()))
+    }
     let value = match &source.from {
         Part::Path(name) => find(params, name),
         Part::Query(name) => find(query, name),
@@ -412,43 +417,81 @@ fn resolve(
 }
 
 fn convert(value: Value, source: &Source) -> Result<Value, ApiError> {
-    let fail =
-        |what: &str| ApiError::bad_request(format!("{source}: expected {what}, got {value}"));
-    let text = value.as_str();
+    let fail = |what: &str, value: &Value| {
+        ApiError::bad_request(format!("{source}: expected {what}, got {value}"))
+    };
+    // What stays as it is is moved, not copied.
     Ok(match source.conv {
-        Conv::Keep => value.clone(),
-        Conv::Str => match &value {
-            Value::String(_) => value.clone(),
+        Conv::Keep => value,
+        Conv::Str => match value {
+            Value::String(_) => value,
             other => Value::String(other.to_string()),
         },
-        Conv::Int => match (&value, text) {
-            (Value::Number(n), _) if n.is_i64() || n.is_u64() => value.clone(),
-            (_, Some(t)) => t
+        Conv::Int => match &value {
+            Value::Number(n) if n.is_i64() || n.is_u64() => value,
+            Value::String(t) => t
                 .trim()
                 .parse::<i64>()
                 .map(Value::from)
-                .map_err(|_| fail("an integer"))?,
-            _ => return Err(fail("an integer")),
+                .map_err(|_| fail("an integer", &value))?,
+            _ => return Err(fail("an integer", &value)),
         },
-        Conv::Float => match (&value, text) {
-            (Value::Number(_), _) => value.clone(),
-            (_, Some(t)) => t
+        Conv::Float => match &value {
+            Value::Number(_) => value,
+            Value::String(t) => t
                 .trim()
                 .parse::<f64>()
                 .ok()
                 .and_then(|f| serde_json::Number::from_f64(f).map(Value::Number))
-                .ok_or_else(|| fail("a number"))?,
-            _ => return Err(fail("a number")),
+                .ok_or_else(|| fail("a number", &value))?,
+            _ => return Err(fail("a number", &value)),
         },
-        Conv::Bool => match (&value, text.map(str::to_ascii_lowercase).as_deref()) {
-            (Value::Bool(_), _) => value.clone(),
-            (_, Some("true" | "1" | "yes" | "on")) => Value::Bool(true),
-            (_, Some("false" | "0" | "no" | "off")) => Value::Bool(false),
-            _ => return Err(fail("a boolean")),
+        Conv::Bool => match &value {
+            Value::Bool(_) => value,
+            Value::String(t) => match t.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Value::Bool(true),
+                "false" | "0" | "no" | "off" => Value::Bool(false),
+                _ => return Err(fail("a boolean", &value)),
+            },
+            _ => return Err(fail("a boolean", &value)),
         },
-        Conv::Json => match text {
-            Some(t) => serde_json::from_str(t).map_err(|_| fail("JSON"))?,
-            None => value.clone(),
+        Conv::Json => match &value {
+            Value::String(t) => serde_json::from_str(t).map_err(|_| fail("JSON", &value))?,
+            _ => value,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The converted value, or `None` when the conversion refuses it.
+    fn conv(source: &str, value: Value) -> Option<Value> {
+        let source = Source::parse(source).expect("a good source");
+        convert(value, &source).ok()
+    }
+
+    #[test]
+    fn conversions_keep_convert_or_refuse() {
+        assert_eq!(conv("path.a", json!("x")), Some(json!("x")));
+        assert_eq!(conv("body.a", json!({"k": [1]})), Some(json!({"k": [1]})));
+        assert_eq!(conv("body.a:str", json!(5)), Some(json!("5")));
+        assert_eq!(conv("path.a:int", json!(" 7 ")), Some(json!(7)));
+        assert_eq!(conv("body.a:int", json!(7)), Some(json!(7)));
+        assert!(conv("body.a:int", json!(7.5)).is_none());
+        assert!(conv("path.a:int", json!("seven")).is_none());
+        assert_eq!(conv("path.a:float", json!("2.5")), Some(json!(2.5)));
+        assert_eq!(conv("body.a:float", json!(2)), Some(json!(2)));
+        assert!(conv("path.a:float", json!("NaN")).is_none());
+        assert_eq!(conv("path.a:bool", json!("YES")), Some(json!(true)));
+        assert_eq!(conv("path.a:bool", json!("off")), Some(json!(false)));
+        assert_eq!(conv("body.a:bool", json!(true)), Some(json!(true)));
+        assert!(conv("path.a:bool", json!("maybe")).is_none());
+        assert!(conv("body.a:bool", json!(1)).is_none());
+        assert_eq!(conv("path.a:json", json!("[1, 2]")), Some(json!([1, 2])));
+        assert_eq!(conv("body.a:json", json!({"a": 1})), Some(json!({"a": 1})));
+        assert!(conv("path.a:json", json!("{")).is_none());
+    }
 }
