@@ -641,39 +641,37 @@ thread_local! {
 /// `serde_json::to_vec`, into a buffer of exactly the body's size (encoded
 /// in a per-thread scratch buffer first).
 pub(crate) fn json_body<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
-    SCRATCH.with(|scratch| {
-        // A `Serialize` impl that encodes a body of its own while being
-        // encoded finds the buffer taken, and gets a fresh one.
-        let Ok(mut buffer) = scratch.try_borrow_mut() else {
-            return serde_json::to_vec(value);
-        };
-        buffer.clear();
-        let encoded = serde_json::to_writer(&mut *buffer, value).map(|()| buffer.to_vec());
-        if buffer.capacity() > SCRATCH_KEPT {
-            *buffer = Vec::new();
-        }
-        encoded
-    })
+    framed_body(b"", value, b"")
 }
 
 /// Encodes a request body with positional arguments only:
 /// `{"args":[...],"kwargs":{}}`, `args` serialised from a tuple or array.
 pub(crate) fn positional_request<A: Serialize + ?Sized>(args: &A) -> serde_json::Result<Vec<u8>> {
-    const HEAD: &[u8] = br#"{"args":"#;
-    const TAIL: &[u8] = br#","kwargs":{}}"#;
+    framed_body(br#"{"args":"#, args, br#","kwargs":{}}"#)
+}
+
+/// `value` encoded between `head` and `tail`, into a buffer of exactly
+/// that size (the value encoded in the per-thread scratch buffer first).
+fn framed_body<T: Serialize + ?Sized>(
+    head: &[u8],
+    value: &T,
+    tail: &[u8],
+) -> serde_json::Result<Vec<u8>> {
     SCRATCH.with(|scratch| {
+        // A `Serialize` impl that encodes a body of its own while being
+        // encoded finds the buffer taken, and gets a fresh one.
         let Ok(mut buffer) = scratch.try_borrow_mut() else {
-            let mut body = HEAD.to_vec();
-            serde_json::to_writer(&mut body, args)?;
-            body.extend_from_slice(TAIL);
+            let mut body = head.to_vec();
+            serde_json::to_writer(&mut body, value)?;
+            body.extend_from_slice(tail);
             return Ok(body);
         };
         buffer.clear();
-        let encoded = serde_json::to_writer(&mut *buffer, args).map(|()| {
-            let mut body = Vec::with_capacity(HEAD.len() + buffer.len() + TAIL.len());
-            body.extend_from_slice(HEAD);
+        let encoded = serde_json::to_writer(&mut *buffer, value).map(|()| {
+            let mut body = Vec::with_capacity(head.len() + buffer.len() + tail.len());
+            body.extend_from_slice(head);
             body.extend_from_slice(&buffer);
-            body.extend_from_slice(TAIL);
+            body.extend_from_slice(tail);
             body
         });
         if buffer.capacity() > SCRATCH_KEPT {

@@ -288,11 +288,7 @@ impl WorkerPool {
         F: FnOnce(Outcome) -> Fut + Send + 'static,
         Fut: Future<Output = Outcome> + Send,
     {
-        let invoke = self.inner.invoke.payload;
-        let payload = payload.into();
-        let call =
-            move |providers: &ProviderSet, worker| invoke(providers, worker, method, payload);
-        self.spawn_call(slot, method, incoming.into(), call, on_result);
+        self.spawn_task(self.worker(slot, method, payload, incoming, on_result));
     }
 
     /// Runs one worker for the `#[http]` method `method` and answers with
@@ -321,7 +317,7 @@ impl WorkerPool {
             })
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.spawn_call(slot, method, Incoming::default(), call, move |outcome| {
+        let worker = self.worker_call(slot, method, Incoming::default(), call, move |outcome| {
             let response = answer.lock().take();
             let response = match (response, &outcome) {
                 (Some(response), _) => response,
@@ -331,6 +327,7 @@ impl WorkerPool {
             let _ = tx.send(response);
             async move { outcome }
         });
+        self.spawn_task(worker);
         match rx.await {
             Ok(response) => response,
             Err(_) => crate::web::ApiError::new(
@@ -387,18 +384,8 @@ impl WorkerPool {
         self.worker_call(slot, method, incoming.into(), call, on_result)
     }
 
-    fn spawn_call<F, Fut>(
-        &self,
-        slot: WorkerSlot,
-        method: &'static str,
-        incoming: Incoming,
-        call: impl Call,
-        on_result: F,
-    ) where
-        F: FnOnce(Outcome) -> Fut + Send + 'static,
-        Fut: Future<Output = Outcome> + Send,
-    {
-        let task = self.worker_call(slot, method, incoming, call, on_result);
+    /// Spawns a worker on the container's runtime (whichever thread asks).
+    fn spawn_task(&self, task: impl Future<Output = ()> + Send + 'static) {
         match &self.inner.runtime {
             Some(runtime) => drop(runtime.spawn(task)),
             None => drop(tokio::spawn(task)),
