@@ -21,7 +21,8 @@
 //! - `rpc_echo`: an in-process RPC round trip (memory transport) to a plain
 //!   echo method, through the generated client;
 //! - `rpc_hello`: the same to `greeter.hello`, which dispatches `greeted`;
-//! - `event`: one event dispatched and handled by one handler;
+//! - `event`: one event (a typed payload, made once) dispatched and handled
+//!   by one handler that takes it typed;
 //! - `amqp_headers`: nameko's headers of a request encoded to an AMQP table
 //!   and decoded back (no socket);
 //! - `gateway_route`: `GET /hello/Ann` through the gateway's router
@@ -89,11 +90,18 @@ struct Sink;
 #[service(name = "sink")]
 impl Sink {
     #[event_handler("source", "ping")]
-    async fn on_ping(&self, _payload: serde_json::Value) -> Result<(), RemoteError> {
+    async fn on_ping(&self, ping: Ping) -> Result<(), RemoteError> {
+        assert_eq!(ping.n, 1);
         HANDLED.fetch_add(1, Ordering::Relaxed);
         HANDLED_NOTIFY.notify_one();
         Ok(())
     }
+}
+
+/// The `ping` event's payload, typed (as a Rust handler takes it).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Ping {
+    n: u64,
 }
 
 /// One operation of a scenario, set up. Run without boxing (no
@@ -101,7 +109,9 @@ impl Sink {
 enum Op {
     Echo(EchoClient),
     Hello(greeter::GreeterClient),
-    Event(EventPublisher),
+    /// The publisher and the payload it sends (made once: building it is
+    /// the harness's work, not the event's).
+    Event(EventPublisher, Ping),
     Headers(enoki::message::Headers),
     Gateway(axum::Router),
 }
@@ -117,12 +127,9 @@ impl Op {
                 let reply = greeter.hello("Ann".into()).await.unwrap();
                 assert_eq!(reply, "Hello, Ann!");
             }
-            Op::Event(publisher) => {
+            Op::Event(publisher, ping) => {
                 let before = HANDLED.load(Ordering::Relaxed);
-                publisher
-                    .dispatch("source", "ping", &json!({"n": 1}))
-                    .await
-                    .unwrap();
+                publisher.dispatch("source", "ping", ping).await.unwrap();
                 while HANDLED.load(Ordering::Relaxed) == before {
                     HANDLED_NOTIFY.notified().await;
                 }
@@ -171,7 +178,7 @@ async fn scenario(name: &str) -> Op {
             runner.add(enoki::service::<Sink>());
             runner.start().await.expect("services start");
             std::mem::forget(runner);
-            Op::Event(EventPublisher::new(transport, &settings))
+            Op::Event(EventPublisher::new(transport, &settings), Ping { n: 1 })
         }
         "amqp_headers" => {
             let headers: enoki::message::Headers = serde_json::from_value(json!({

@@ -38,15 +38,82 @@ where
 {
     fn into_outcome(self) -> Outcome {
         match self {
-            Ok(value) => {
-                serde_json::value::to_raw_value(&value).map_err(RemoteError::unserializable)
-            }
+            Ok(value) => match small(&value) {
+                Some(raw) => Ok(raw),
+                None => {
+                    serde_json::value::to_raw_value(&value).map_err(RemoteError::unserializable)
+                }
+            },
             Err(err) => Err(err.into()),
         }
     }
 }
 
+/// The longest result [`small`] encodes on the stack.
+const SMALL: usize = 64;
+
+/// `value` encoded in one allocation of its exact size, when its JSON fits
+/// in [`SMALL`] bytes (most results: a name, a number, `null`);
+/// `serde_json::value::to_raw_value` takes two (its 128-byte buffer, then
+/// the shrink to size). `None` when it is longer, or does not encode (the
+/// caller's full encoding then says why).
+fn small<T: serde::Serialize + ?Sized>(value: &T) -> Option<Box<RawValue>> {
+    let mut buf = [0u8; SMALL];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    // A full buffer is an error (`WriteZero`), which stops the encoder.
+    serde_json::to_writer(&mut cursor, value).ok()?;
+    let len = usize::try_from(cursor.position()).ok()?;
+    let text = std::str::from_utf8(buf.get(..len)?).ok()?;
+    if text == "null" {
+        return Some(RawValue::NULL.to_owned());
+    }
+    RawValue::from_string(text.to_owned()).ok()
+}
+
 /// `null`: the result of methods that return `()`.
 pub fn unit() -> Outcome {
     Ok(RawValue::NULL.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded<T: serde::Serialize>(value: T) -> String {
+        Ok::<T, RemoteError>(value)
+            .into_outcome()
+            .unwrap()
+            .get()
+            .to_owned()
+    }
+
+    #[test]
+    fn results_of_any_length_encode_as_serde_json_does() {
+        let long = "x".repeat(SMALL * 2);
+        assert_eq!(encoded(()), "null");
+        assert_eq!(encoded(None::<u8>), "null");
+        assert_eq!(encoded("Hello, Ann!"), r#""Hello, Ann!""#);
+        assert_eq!(encoded(7u64), "7");
+        for len in [SMALL - 3, SMALL - 2, SMALL - 1, SMALL, SMALL + 1] {
+            let text = "é".repeat(len / 2) + &"y".repeat(len % 2);
+            assert_eq!(encoded(&text), serde_json::to_string(&text).unwrap());
+        }
+        assert_eq!(encoded(&long), serde_json::to_string(&long).unwrap());
+        let map = serde_json::json!({"a": [1, 2, {"b": null}], "c": "d"});
+        assert_eq!(encoded(&map), map.to_string());
+    }
+
+    #[test]
+    fn a_result_that_does_not_encode_is_an_error_at_any_length() {
+        use std::collections::BTreeMap;
+        // JSON object keys must be strings.
+        let short: BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        let long: BTreeMap<(u8, u8), String> = [((1, 2), "z".repeat(SMALL * 2))].into();
+        for err in [
+            Ok::<_, RemoteError>(short).into_outcome().unwrap_err(),
+            Ok::<_, RemoteError>(long).into_outcome().unwrap_err(),
+        ] {
+            assert!(!err.exc_type.is_empty(), "{err:?}");
+        }
+    }
 }
