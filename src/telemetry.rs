@@ -172,20 +172,85 @@ pub(crate) fn process_span(service: &str, method: &str, incoming: &Incoming) -> 
     }
 }
 
-/// Makes `span` (the gateway's span of one HTTP request) the child of the
-/// request's `traceparent`, when there is a valid one and spans are
-/// exported.
+/// The `tracing` target of the gateway's `tracing` span of each HTTP
+/// request (the one logs see): the exporting layer does not see it, as the
+/// request's OpenTelemetry span is made with the SDK directly.
+pub const HTTP_TARGET: &str = "enoki::gateway::http";
+
+/// The OpenTelemetry span (server) of one HTTP request to the gateway,
+/// named `<method> <path>`: a child of the request's `traceparent` when it
+/// has a valid one, else the root of a new trace. Made with the SDK
+/// directly, like [`MessagingSpan`]s: when its trace is not sampled it
+/// costs its context and nothing more; when spans are not exported it is
+/// nothing. The request is handled in its context
+/// ([`enter`](Self::enter)), so the calls it makes are its children.
 #[cfg(feature = "gateway")]
-pub(crate) fn continue_http(span: &tracing::Span, headers: &axum::http::HeaderMap) {
-    if !active() {
-        return;
-    }
+#[must_use = "the span ends with `finish`, or when dropped"]
+pub(crate) struct HttpSpan {
     #[cfg(feature = "otel")]
-    otel::set_parent_from(span, |key| {
-        headers.get(key).and_then(|value| value.to_str().ok())
-    });
-    #[cfg(not(feature = "otel"))]
-    let _ = (span, headers);
+    context: Option<opentelemetry::Context>,
+}
+
+#[cfg(feature = "gateway")]
+impl std::fmt::Debug for HttpSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpSpan")
+    }
+}
+
+#[cfg(feature = "gateway")]
+impl HttpSpan {
+    /// The span of `request`, with its `X-Request-Id` (`request_id`).
+    pub(crate) fn start<B>(request: &axum::http::Request<B>, request_id: &str) -> HttpSpan {
+        if !active() {
+            return HttpSpan {
+                #[cfg(feature = "otel")]
+                context: None,
+            };
+        }
+        #[cfg(feature = "otel")]
+        {
+            HttpSpan {
+                context: otel::http(request, request_id),
+            }
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            let _ = (request, request_id);
+            HttpSpan {}
+        }
+    }
+
+    /// Makes the span's context the current one until the guard drops
+    /// (held over one poll of the request's future, never across one).
+    pub(crate) fn enter(&self) -> Entered {
+        Entered {
+            #[cfg(feature = "otel")]
+            _guard: self
+                .context
+                .as_ref()
+                .map(|context| context.clone().attach()),
+        }
+    }
+
+    /// Ends the span with the response's status (an error from 500 up, as
+    /// OpenTelemetry's HTTP conventions have it for servers).
+    pub(crate) fn finish(self, status: axum::http::StatusCode) {
+        #[cfg(feature = "otel")]
+        if let Some(context) = self.context {
+            otel::finish_http(&context, status);
+        }
+        #[cfg(not(feature = "otel"))]
+        let _ = status;
+    }
+}
+
+/// An [`HttpSpan`] made current ([`HttpSpan::enter`]), until dropped.
+#[cfg(feature = "gateway")]
+#[must_use = "the span is current only until this is dropped"]
+pub(crate) struct Entered {
+    #[cfg(feature = "otel")]
+    _guard: Option<opentelemetry::ContextGuard>,
 }
 
 #[cfg(feature = "otel")]
@@ -195,9 +260,7 @@ pub use otel::{Telemetry, otlp_layer};
 mod otel {
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use opentelemetry::propagation::{Extractor, TextMapPropagator};
     use opentelemetry::trace::TracerProvider as _;
-    use opentelemetry_sdk::propagation::TraceContextPropagator;
     use opentelemetry_sdk::trace::SdkTracerProvider;
     use serde_json::Value;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -395,7 +458,7 @@ mod otel {
             .with_context_activation(false)
             .with_tracer(tracer)
             .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-                meta.target() != super::UNSAMPLED_TARGET
+                meta.target() != super::UNSAMPLED_TARGET && meta.target() != super::HTTP_TARGET
             }));
         Ok(Some((layer, Telemetry { provider })))
     }
@@ -425,12 +488,7 @@ mod otel {
     /// worker's context data passed on: as nameko context data and as the
     /// bare headers.
     fn inject(context: &opentelemetry::trace::SpanContext, headers: &mut Headers) {
-        let traceparent = format!(
-            "00-{}-{}-{:02x}",
-            context.trace_id(),
-            context.span_id(),
-            context.trace_flags().to_u8()
-        );
+        let traceparent = traceparent(context);
         let tracestate = context.trace_state().header();
         // The bare header and its context-data key (`HEADER_PREFIX` +
         // the bare one; checked in the tests).
@@ -455,49 +513,137 @@ mod otel {
         }
     }
 
-    /// A W3C trace context read with `lookup` (bounded: a traceparent is
-    /// 55 bytes in version 00, a tracestate at most 512).
-    struct Found<'a> {
-        traceparent: &'a str,
-        tracestate: Option<&'a str>,
-    }
-
-    impl Extractor for Found<'_> {
-        fn get(&self, key: &str) -> Option<&str> {
-            match key {
-                TRACEPARENT => Some(self.traceparent),
-                TRACESTATE => self.tracestate,
-                _ => None,
+    /// `context` as a W3C `traceparent` (version 00):
+    /// `00-<trace id>-<parent id>-<flags>`, lowercase hex, with the
+    /// sampled flag only (as the SDK's propagator writes it; without its
+    /// formatter, which costs more than the rest of a publish span).
+    fn traceparent(context: &opentelemetry::trace::SpanContext) -> String {
+        fn hex(out: &mut String, bytes: &[u8]) {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            for byte in bytes {
+                out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+                out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
             }
         }
-
-        fn keys(&self) -> Vec<&str> {
-            vec![TRACEPARENT, TRACESTATE]
-        }
+        let flags = context.trace_flags() & opentelemetry::trace::TraceFlags::SAMPLED;
+        let mut out = String::with_capacity(TRACEPARENT_LEN);
+        out.push_str("00-");
+        hex(&mut out, &context.trace_id().to_bytes());
+        out.push('-');
+        hex(&mut out, &context.span_id().to_bytes());
+        out.push('-');
+        hex(&mut out, &[flags.to_u8()]);
+        out
     }
 
-    /// The trace context `lookup` finds, if it is a valid one.
-    fn extract<'a>(lookup: impl Fn(&str) -> Option<&'a str>) -> Option<opentelemetry::Context> {
-        use opentelemetry::trace::TraceContextExt;
-        let traceparent = lookup(TRACEPARENT).filter(|t| t.len() <= 256)?;
-        let found = Found {
-            traceparent,
-            tracestate: lookup(TRACESTATE).filter(|t| t.len() <= 512),
+    /// The length of a version 00 `traceparent`.
+    const TRACEPARENT_LEN: usize = 55;
+
+    /// Parses a W3C `traceparent`: two hex digits of version (not `ff`),
+    /// 32 of trace id and 16 of parent id (lowercase, not all zero), two of
+    /// flags (only the sampled flag is kept); version 00 has nothing after
+    /// them, a later version may (after a `-`). `None` when it is not one.
+    fn parse_traceparent(
+        text: &str,
+    ) -> Option<(
+        opentelemetry::trace::TraceId,
+        opentelemetry::trace::SpanId,
+        opentelemetry::trace::TraceFlags,
+    )> {
+        use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
+        /// `N` bytes from `2 * N` lowercase hex digits.
+        fn bytes<const N: usize>(hex: &[u8]) -> Option<[u8; N]> {
+            fn digit(c: u8) -> Option<u8> {
+                match c {
+                    b'0'..=b'9' => Some(c - b'0'),
+                    b'a'..=b'f' => Some(c - b'a' + 10),
+                    _ => None,
+                }
+            }
+            if hex.len() != 2 * N {
+                return None;
+            }
+            let mut out = [0u8; N];
+            for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+                *byte = (digit(pair[0])? << 4) | digit(pair[1])?;
+            }
+            Some(out)
+        }
+        let text = text.trim().as_bytes();
+        let (head, rest) = text.split_at_checked(TRACEPARENT_LEN)?;
+        let [version] = bytes::<1>(head.get(..2)?)?;
+        let valid_rest = match version {
+            0 => rest.is_empty(),
+            0xff => false,
+            _ => rest.is_empty() || rest.first() == Some(&b'-'),
         };
-        let context = TraceContextPropagator::new().extract(&found);
-        context.span().span_context().is_valid().then_some(context)
+        if !valid_rest || head[2] != b'-' || head[35] != b'-' || head[52] != b'-' {
+            return None;
+        }
+        let trace_id = TraceId::from_bytes(bytes::<16>(&head[3..35])?);
+        let span_id = SpanId::from_bytes(bytes::<8>(&head[36..52])?);
+        let [flags] = bytes::<1>(&head[53..55])?;
+        (trace_id != TraceId::INVALID && span_id != SpanId::INVALID).then_some((
+            trace_id,
+            span_id,
+            TraceFlags::new(flags) & TraceFlags::SAMPLED,
+        ))
     }
 
-    /// Makes `span` the child of the trace context `lookup` finds; a
-    /// missing or malformed one leaves `span` the root of a new trace.
+    /// The trace context `lookup` finds, if it is a valid one (bounded: a
+    /// traceparent is 55 bytes in version 00, a tracestate at most 512).
+    fn extract<'a>(lookup: impl Fn(&str) -> Option<&'a str>) -> Option<opentelemetry::Context> {
+        use opentelemetry::trace::{SpanContext, TraceContextExt, TraceState};
+        let traceparent = lookup(TRACEPARENT).filter(|t| t.len() <= 256)?;
+        let (trace_id, span_id, flags) = parse_traceparent(traceparent)?;
+        let state = match lookup(TRACESTATE).filter(|t| !t.is_empty() && t.len() <= 512) {
+            Some(state) => state.parse().unwrap_or_default(),
+            None => TraceState::default(),
+        };
+        let remote = SpanContext::new(trace_id, span_id, flags, true, state);
+        Some(opentelemetry::Context::new().with_remote_span_context(remote))
+    }
+
+    /// The span of one HTTP request (see
+    /// [`HttpSpan`](super::HttpSpan)), in its context; named and
+    /// attributed only when sampled.
     #[cfg(feature = "gateway")]
-    pub(super) fn set_parent_from<'a>(
-        span: &tracing::Span,
-        lookup: impl Fn(&str) -> Option<&'a str>,
-    ) {
-        if let Some(context) = extract(lookup) {
-            let _ = span.set_parent(context);
+    pub(super) fn http<B>(
+        request: &axum::http::Request<B>,
+        request_id: &str,
+    ) -> Option<opentelemetry::Context> {
+        use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer as _};
+        let tracer = TRACER.get()?;
+        let headers = request.headers();
+        let parent = extract(|key| headers.get(key).and_then(|value| value.to_str().ok()))
+            .unwrap_or_default();
+        let builder = tracer.span_builder("http").with_kind(SpanKind::Server);
+        let mut span = tracer.build_with_context(builder, &parent);
+        if span.is_recording() {
+            let method = request.method().as_str();
+            let path = request.uri().path();
+            span.update_name(format!("{method} {path}"));
+            span.set_attributes([
+                kv("http.request.method", method.to_owned()),
+                kv("url.path", path.to_owned()),
+                kv("http.request.header.x-request-id", request_id.to_owned()),
+            ]);
         }
+        Some(parent.with_span(span))
+    }
+
+    /// Ends an HTTP request's span with its response's status.
+    #[cfg(feature = "gateway")]
+    pub(super) fn finish_http(context: &opentelemetry::Context, status: axum::http::StatusCode) {
+        use opentelemetry::trace::{Status, TraceContextExt};
+        let span = context.span();
+        if span.is_recording() {
+            span.set_attribute(kv("http.response.status_code", i64::from(status.as_u16())));
+            if status.is_server_error() {
+                span.set_status(Status::error(status.to_string()));
+            }
+        }
+        span.end();
     }
 
     #[cfg(test)]
@@ -519,6 +665,124 @@ mod otel {
             let key = format!("{HEADER_PREFIX}{TRACEPARENT}");
             assert_eq!(headers.get(&key), headers.get(TRACEPARENT));
             assert!(headers.get(&key).is_some());
+        }
+
+        /// What the SDK's own W3C propagator reads from `traceparent`
+        /// (and `tracestate`), if anything.
+        fn sdk_reads(
+            traceparent: &str,
+            tracestate: Option<&str>,
+        ) -> Option<opentelemetry::trace::SpanContext> {
+            use opentelemetry::propagation::TextMapPropagator;
+            use opentelemetry::trace::TraceContextExt;
+            let mut carrier = std::collections::HashMap::new();
+            carrier.insert(TRACEPARENT.to_owned(), traceparent.to_owned());
+            if let Some(state) = tracestate {
+                carrier.insert(TRACESTATE.to_owned(), state.to_owned());
+            }
+            let context = opentelemetry_sdk::propagation::TraceContextPropagator::new()
+                .extract_with_context(&opentelemetry::Context::new(), &carrier);
+            let span = context.span().span_context().clone();
+            span.is_valid().then_some(span)
+        }
+
+        fn we_read(
+            traceparent: &str,
+            tracestate: Option<&str>,
+        ) -> Option<opentelemetry::trace::SpanContext> {
+            use opentelemetry::trace::TraceContextExt;
+            extract(|key| match key {
+                TRACEPARENT => Some(traceparent),
+                TRACESTATE => tracestate,
+                _ => None,
+            })
+            .map(|context| context.span().span_context().clone())
+        }
+
+        #[test]
+        fn traceparents_are_read_as_the_sdk_reads_them() {
+            let id = "0af7651916cd43dd8448eb211c80319c";
+            let parent = "b7ad6b7169203331";
+            let valid = [
+                format!("00-{id}-{parent}-01"),
+                format!("00-{id}-{parent}-00"),
+                // Unknown flags are dropped; the sampled one is kept.
+                format!("00-{id}-{parent}-ff"),
+                format!("00-{id}-{parent}-02"),
+                // Later versions may carry more after a dash.
+                format!("01-{id}-{parent}-01"),
+                format!("cc-{id}-{parent}-01-what-comes-next"),
+                format!("  00-{id}-{parent}-01 "),
+            ];
+            for text in &valid {
+                let ours = we_read(text, None);
+                assert!(ours.is_some(), "{text}");
+                assert_eq!(ours, sdk_reads(text, None), "{text}");
+            }
+            let state = "vendor1=opaque1,vendor2=opaque2";
+            let with_state = we_read(&valid[0], Some(state)).unwrap();
+            assert_eq!(with_state.trace_state().header(), state);
+            assert_eq!(Some(with_state), sdk_reads(&valid[0], Some(state)));
+            let malformed = [
+                String::new(),
+                "00".to_owned(),
+                format!("ff-{id}-{parent}-01"),
+                format!("00-{id}-{parent}-01-more"),
+                format!("00-{id}-{parent}-0"),
+                format!("00-{id}-{parent}-001"),
+                format!("00-{}-{parent}-01", id.to_uppercase()),
+                format!("00-{id}-{}-01", parent.to_uppercase()),
+                format!("00-{}-{parent}-01", "0".repeat(32)),
+                format!("00-{id}-{}-01", "0".repeat(16)),
+                format!("00-{}-{parent}-01", &id[1..]),
+                format!("00-{id}x-{parent}-01"),
+                format!("00_{id}-{parent}-01"),
+                format!("00-{id}-{parent}_01"),
+                format!("0g-{id}-{parent}-01"),
+                format!("00-{}g-{parent}-01", &id[1..]),
+                format!("00-+{}-{parent}-01", &id[1..]),
+                format!("01-{id}-{parent}-01x"),
+                format!("00-{id}-{parent}-é"),
+                "x".repeat(300),
+            ];
+            for text in &malformed {
+                assert_eq!(we_read(text, None), None, "{text}");
+            }
+            // The SDK accepts some of these (short ids, a `+`); none that we
+            // accept is one it refuses.
+            for text in valid.iter().chain(&malformed) {
+                if let Some(ours) = we_read(text, None) {
+                    assert_eq!(Some(ours), sdk_reads(text, None), "{text}");
+                }
+            }
+        }
+
+        #[test]
+        fn traceparents_are_written_as_the_sdk_writes_them() {
+            use opentelemetry::propagation::TextMapPropagator;
+            use opentelemetry::trace::TraceContextExt;
+            use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+            for (trace, span, flags) in [
+                (1u128, 2u64, 1u8),
+                (u128::MAX, u64::MAX, 0),
+                (0x0af7651916cd43dd8448eb211c80319c, 0xb7ad6b7169203331, 0xff),
+            ] {
+                let context = SpanContext::new(
+                    TraceId::from(trace),
+                    SpanId::from(span),
+                    TraceFlags::new(flags),
+                    false,
+                    TraceState::default(),
+                );
+                let mut carrier = std::collections::HashMap::new();
+                opentelemetry_sdk::propagation::TraceContextPropagator::new().inject_context(
+                    &opentelemetry::Context::new().with_remote_span_context(context.clone()),
+                    &mut carrier,
+                );
+                let written = traceparent(&context);
+                assert_eq!(Some(&written), carrier.get(TRACEPARENT));
+                assert_eq!(written.len(), TRACEPARENT_LEN);
+            }
         }
 
         #[test]

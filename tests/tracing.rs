@@ -131,6 +131,17 @@ async fn one_trace_from_the_gateway_through_greeter_to_listener() {
         if http_span.trace != caller_trace {
             assert!(http_span.parent.is_empty(), "a root: {http_span:?}");
         }
+        assert_eq!(http_span.kind, 2, "a server span: {http_span:?}");
+        assert_eq!(http_span.attributes["http.request.method"], "GET");
+        assert_eq!(http_span.attributes["url.path"], "/hello/Ann");
+        assert!(
+            http_span.attributes["http.response.status_code"].contains("200"),
+            "{http_span:?}"
+        );
+        assert!(
+            !http_span.attributes["http.request.header.x-request-id"].is_empty(),
+            "{http_span:?}"
+        );
         // http -> publish (the request) -> process greeter.hello -> worker
         let publish = find(&spans, trace, "publish nameko-rpc");
         assert_eq!(publish.len(), 1, "{trace}: {spans:#?}");

@@ -1,6 +1,7 @@
 //! The tower and tower-http layers around every route, configured from
 //! `GATEWAY` (outermost first): request ids (taken from `X-Request-Id` or
-//! generated, and returned), access logs through `tracing`, metrics, JSON
+//! generated, and returned), access logs through `tracing`, the request's
+//! OpenTelemetry span (when spans are exported), metrics, JSON
 //! error bodies, CORS, gzip, the concurrency limit with load shedding
 //! (503 with `Retry-After`), the request timeout (504), the body limit
 //! (413) and auth. Innermost of all, a panic in a handler becomes a 500
@@ -33,6 +34,7 @@ use super::paths;
 use super::record::RecordLayer;
 use super::rpc::REQUEST_ID;
 use super::shed::ShedLayer;
+use super::span::HttpSpanLayer;
 use super::state::GatewayState;
 
 pub(crate) fn apply(app: Router<GatewayState>, state: &GatewayState) -> Router<GatewayState> {
@@ -47,16 +49,15 @@ pub(crate) fn apply(app: Router<GatewayState>, state: &GatewayState) -> Router<G
                 .get(REQUEST_ID)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            let span = tracing::info_span!(
+            // For logs; the request's OpenTelemetry span is the
+            // `HttpSpanLayer`'s.
+            tracing::info_span!(
+                target: crate::telemetry::HTTP_TARGET,
                 "http",
-                otel.name = %format_args!("{} {}", request.method(), request.uri().path()),
-                otel.kind = "server",
                 method = %request.method(),
                 path = %request.uri().path(),
                 request_id = %id,
-            );
-            crate::telemetry::continue_http(&span, request.headers());
-            span
+            )
         })
         .on_response(DefaultOnResponse::new().level(tracing::Level::INFO));
     // One stack, applied once: `Router::layer` boxes every route again for
@@ -76,6 +77,7 @@ pub(crate) fn apply(app: Router<GatewayState>, state: &GatewayState) -> Router<G
     let stack = ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
         .layer(trace)
+        .layer(HttpSpanLayer)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(RecordLayer::new(metrics.clone()))
         // Compression's body back to axum's, which `RecordLayer` takes.

@@ -51,6 +51,7 @@ pub mod routes;
 pub mod rpc;
 pub mod serve;
 mod shed;
+mod span;
 mod sse;
 pub mod state;
 mod ws;

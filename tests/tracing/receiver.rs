@@ -14,6 +14,8 @@ pub struct Span {
     pub id: String,
     pub parent: String,
     pub name: String,
+    /// OTLP's span kind: 2 server, 3 client, 4 producer, 5 consumer.
+    pub kind: u64,
     pub attributes: HashMap<String, String>,
 }
 
@@ -51,6 +53,7 @@ pub async fn receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
                                     id: text("spanId"),
                                     parent: text("parentSpanId"),
                                     name: text("name"),
+                                    kind: span["kind"].as_u64().unwrap_or(0),
                                     attributes,
                                 });
                             }
