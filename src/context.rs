@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::RemoteError;
 use crate::message::Headers;
-use crate::names::HEADER_PREFIX;
+use crate::names::{HEADER_PREFIX, TRACEPARENT, TRACESTATE};
 
 /// The context-data key of the call-id stack.
 pub const CALL_ID_STACK: &str = "call_id_stack";
@@ -115,13 +115,22 @@ fn prefixed(key: &str) -> String {
     name
 }
 
+/// Adds context data `key` to `headers` as `nameko.<key>`; the W3C trace
+/// context also as its bare header, as each call carries it.
+fn insert_data(headers: &mut Map<String, Value>, key: &str, value: Value) {
+    if key == TRACEPARENT || key == TRACESTATE {
+        headers.insert(key.to_owned(), value.clone());
+    }
+    headers.insert(prefixed(key), value);
+}
+
 /// Encodes context data and a one-call call-id stack as `nameko.*`
 /// headers, moving what it is given (a standalone client's context).
 pub(crate) fn encode_own_headers(data: Map<String, Value>, call_id: String) -> Headers {
     let mut headers = Headers::new();
     for (key, value) in data {
         if !value.is_null() {
-            headers.insert(prefixed(&key), value);
+            insert_data(&mut headers, &key, value);
         }
     }
     headers.insert(
@@ -136,7 +145,7 @@ pub fn encode_headers(data: &Map<String, Value>, call_id_stack: &[String]) -> He
     let mut headers = Headers::new();
     for (key, value) in data {
         if !value.is_null() {
-            headers.insert(prefixed(key), value.clone());
+            insert_data(&mut headers, key, value.clone());
         }
     }
     headers.insert(
@@ -511,6 +520,25 @@ mod tests {
         let out = lazy.headers();
         assert_eq!(out["nameko.call_id_stack"][2], lazy.call_id());
         assert_eq!(out["nameko.x-kept"], true);
+    }
+
+    #[test]
+    fn the_trace_context_is_passed_on_as_context_data_and_as_bare_headers() {
+        let mut data = Map::new();
+        data.insert("traceparent".into(), json!("00-1-2-01"));
+        data.insert("tracestate".into(), json!("a=b"));
+        data.insert("language".into(), json!("en"));
+        let shared = encode_headers(&data, &["a.b.c".to_owned()]);
+        let own = encode_own_headers(data, "a.b.c".to_owned());
+        for headers in [shared, own] {
+            assert_eq!(headers["nameko.traceparent"], "00-1-2-01");
+            assert_eq!(headers["traceparent"], "00-1-2-01");
+            assert_eq!(headers["nameko.tracestate"], "a=b");
+            assert_eq!(headers["tracestate"], "a=b");
+            assert_eq!(headers["nameko.language"], "en");
+            assert!(!headers.contains_key("language"));
+            assert_eq!(headers.len(), 6, "{headers:?}");
+        }
     }
 
     #[test]

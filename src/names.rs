@@ -24,6 +24,10 @@ pub const STANDALONE_OWNER: &str = "standalone_rpc_proxy";
 pub const REPLY_QUEUE_TTL_MS: i64 = 300_000;
 /// The prefix of context-data headers (`nameko.user_id`, ...).
 pub const HEADER_PREFIX: &str = "nameko.";
+/// The context-data key (and bare header) of the W3C trace parent.
+pub const TRACEPARENT: &str = "traceparent";
+/// The context-data key (and bare header) of the W3C trace state.
+pub const TRACESTATE: &str = "tracestate";
 
 /// `rpc-<service>`: the queue of a service's RPC requests.
 pub fn rpc_queue(service: &str) -> String {

@@ -27,15 +27,17 @@
 //!   which the exporting layer does not see (so the span costs nothing
 //!   there, and nothing at all without another layer such as a log
 //!   formatter); the worker runs in its message's trace context, so what
-//!   it sends and the spans it makes stay in that (unsampled) trace.
+//!   it sends and the spans it makes stay in that (unsampled) trace. A
+//!   message sent in a trace that is not sampled keeps the trace context
+//!   its headers already carry when that is its trace, with its flag and
+//!   state (a worker's caller's, the gateway request's): nobody sees the
+//!   span ids of such a trace, and the headers, shared with the worker,
+//!   are not copied to write new ones.
 
 use crate::context::Incoming;
 use crate::message::Headers;
 
-/// The context-data key (and bare header) of the W3C trace parent.
-pub const TRACEPARENT: &str = "traceparent";
-/// The context-data key (and bare header) of the W3C trace state.
-pub const TRACESTATE: &str = "tracestate";
+pub use crate::names::{TRACEPARENT, TRACESTATE};
 
 /// The `tracing` target of the `worker` span of a message whose trace is
 /// not sampled: the exporting layer filters it out.
@@ -170,6 +172,22 @@ pub(crate) fn process_span(service: &str, method: &str, incoming: &Incoming) -> 
         let _ = (service, method, incoming);
         MessagingSpan::none()
     }
+}
+
+/// Adds the current trace context (the gateway request's) to `data`, the
+/// context data of a client made for one request, so its calls carry it
+/// from the start: a call in a trace that is not sampled then sends the
+/// client's headers as they are, without copying them to write a context
+/// of its own.
+#[cfg(feature = "gateway")]
+pub(crate) fn add_current_context(data: &mut serde_json::Map<String, serde_json::Value>) {
+    if !active() {
+        return;
+    }
+    #[cfg(feature = "otel")]
+    otel::add_current(data);
+    #[cfg(not(feature = "otel"))]
+    let _ = data;
 }
 
 /// The `tracing` target of the gateway's `tracing` span of each HTTP
@@ -342,10 +360,60 @@ mod otel {
                 ),
             ]);
         }
+        if !span.is_recording() {
+            // Nothing to end or export. The headers keep the trace context
+            // they carry when it is this one's trace, unsampled (a worker
+            // passing on its caller's, or the gateway's request): the
+            // trace and its flag are what matter in a trace nobody sees,
+            // and the shared headers are not copied to change its ids.
+            if !carried(headers, span.span_context()) {
+                inject(span.span_context(), headers);
+            }
+            return None;
+        }
         inject(span.span_context(), headers);
         Some(Inner::Publish {
             _span: Box::new(span),
         })
+    }
+
+    /// Whether `headers` carry, as context data and as the bare headers
+    /// alike, a trace context of `context`'s trace with its flags and
+    /// state.
+    fn carried(headers: &Headers, context: &opentelemetry::trace::SpanContext) -> bool {
+        use opentelemetry::trace::TraceFlags;
+        let text = |key: &str| headers.get(key).and_then(Value::as_str);
+        let (Some(data), Some(bare)) = (text(PREFIXED_TRACEPARENT), text(TRACEPARENT)) else {
+            return false;
+        };
+        let state = text(TRACESTATE).unwrap_or("");
+        data == bare
+            && text(PREFIXED_TRACESTATE).unwrap_or("") == state
+            && parse_traceparent(bare).is_some_and(|(trace_id, _, flags)| {
+                trace_id == context.trace_id()
+                    && flags == context.trace_flags() & TraceFlags::SAMPLED
+            })
+            && context.trace_state().header() == state
+    }
+
+    /// The current trace context (as a publish span's parent) as context
+    /// data, when there is a valid one.
+    #[cfg(feature = "gateway")]
+    pub(super) fn add_current(data: &mut serde_json::Map<String, Value>) {
+        use opentelemetry::trace::TraceContextExt;
+        let mut current = tracing::Span::current().context();
+        if !current.span().span_context().is_valid() {
+            current = opentelemetry::Context::current();
+        }
+        let span = current.span();
+        let context = span.span_context();
+        if context.is_valid() {
+            data.insert(TRACEPARENT.to_owned(), Value::String(traceparent(context)));
+            let state = context.trace_state().header();
+            if !state.is_empty() {
+                data.insert(TRACESTATE.to_owned(), Value::String(state));
+            }
+        }
     }
 
     /// A process span, child of the trace context `lookup` finds (or the
@@ -484,17 +552,20 @@ mod otel {
         })
     }
 
+    /// The context-data keys of the trace context (`HEADER_PREFIX` and
+    /// the bare ones; checked in the tests).
+    const PREFIXED_TRACEPARENT: &str = "nameko.traceparent";
+    const PREFIXED_TRACESTATE: &str = "nameko.tracestate";
+
     /// Puts a span's W3C trace context into `headers`, over the one the
     /// worker's context data passed on: as nameko context data and as the
     /// bare headers.
     fn inject(context: &opentelemetry::trace::SpanContext, headers: &mut Headers) {
         let traceparent = traceparent(context);
         let tracestate = context.trace_state().header();
-        // The bare header and its context-data key (`HEADER_PREFIX` +
-        // the bare one; checked in the tests).
         const KEYS: [(&str, &str); 2] = [
-            (TRACEPARENT, "nameko.traceparent"),
-            (TRACESTATE, "nameko.tracestate"),
+            (TRACEPARENT, PREFIXED_TRACEPARENT),
+            (TRACESTATE, PREFIXED_TRACESTATE),
         ];
         let headers = &mut **headers;
         for (bare, data) in KEYS {
@@ -539,6 +610,22 @@ mod otel {
     /// The length of a version 00 `traceparent`.
     const TRACEPARENT_LEN: usize = 55;
 
+    /// The value of each lowercase hex digit, by byte; `0xff` for the rest.
+    static HEX: [u8; 256] = {
+        let mut table = [0xffu8; 256];
+        let mut digit = 0u8;
+        while digit < 16 {
+            let c = if digit < 10 {
+                b'0' + digit
+            } else {
+                b'a' + digit - 10
+            };
+            table[c as usize] = digit;
+            digit += 1;
+        }
+        table
+    };
+
     /// Parses a W3C `traceparent`: two hex digits of version (not `ff`),
     /// 32 of trace id and 16 of parent id (lowercase, not all zero), two of
     /// flags (only the sampled flag is kept); version 00 has nothing after
@@ -553,21 +640,18 @@ mod otel {
         use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
         /// `N` bytes from `2 * N` lowercase hex digits.
         fn bytes<const N: usize>(hex: &[u8]) -> Option<[u8; N]> {
-            fn digit(c: u8) -> Option<u8> {
-                match c {
-                    b'0'..=b'9' => Some(c - b'0'),
-                    b'a'..=b'f' => Some(c - b'a' + 10),
-                    _ => None,
-                }
-            }
             if hex.len() != 2 * N {
                 return None;
             }
             let mut out = [0u8; N];
+            // Any byte not a digit has a high bit in its table entry.
+            let mut not_hex = 0u8;
             for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-                *byte = (digit(pair[0])? << 4) | digit(pair[1])?;
+                let (high, low) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
+                not_hex |= high | low;
+                *byte = (high << 4) | (low & 0xf);
             }
-            Some(out)
+            (not_hex & 0xf0 == 0).then_some(out)
         }
         let text = text.trim().as_bytes();
         let (head, rest) = text.split_at_checked(TRACEPARENT_LEN)?;
@@ -663,8 +747,65 @@ mod otel {
             );
             inject(&context, &mut headers);
             let key = format!("{HEADER_PREFIX}{TRACEPARENT}");
+            assert_eq!(key, PREFIXED_TRACEPARENT);
+            assert_eq!(format!("{HEADER_PREFIX}{TRACESTATE}"), PREFIXED_TRACESTATE);
             assert_eq!(headers.get(&key), headers.get(TRACEPARENT));
             assert!(headers.get(&key).is_some());
+        }
+
+        #[test]
+        fn headers_carry_a_context_only_with_its_trace_flags_and_state_in_both_forms() {
+            use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+            let unsampled = |trace: u128, state: TraceState| {
+                SpanContext::new(
+                    TraceId::from(trace),
+                    SpanId::from(9),
+                    TraceFlags::NOT_SAMPLED,
+                    false,
+                    state,
+                )
+            };
+            let state: TraceState = "a=b".parse().unwrap();
+            let mut headers = Headers::new();
+            // The caller's context: same trace, another span.
+            inject(
+                &SpanContext::new(
+                    TraceId::from(7),
+                    SpanId::from(3),
+                    TraceFlags::NOT_SAMPLED,
+                    true,
+                    state.clone(),
+                ),
+                &mut headers,
+            );
+            assert!(carried(&headers, &unsampled(7, state.clone())));
+            assert!(
+                !carried(&headers, &unsampled(8, state.clone())),
+                "another trace"
+            );
+            assert!(
+                !carried(&headers, &unsampled(7, TraceState::default())),
+                "another state"
+            );
+            let sampled = SpanContext::new(
+                TraceId::from(7),
+                SpanId::from(9),
+                TraceFlags::SAMPLED,
+                false,
+                state.clone(),
+            );
+            assert!(!carried(&headers, &sampled), "another flag");
+            // One form only, or two that differ, is not carried.
+            let mut one = headers.clone();
+            one.remove(TRACEPARENT);
+            assert!(!carried(&one, &unsampled(7, state.clone())));
+            let mut differ = headers.clone();
+            differ.insert(
+                TRACEPARENT.to_owned(),
+                Value::String(format!("00-{:032x}-{:016x}-00", 7, 4)),
+            );
+            assert!(!carried(&differ, &unsampled(7, state.clone())));
+            assert!(!carried(&Headers::new(), &unsampled(7, state)));
         }
 
         /// What the SDK's own W3C propagator reads from `traceparent`

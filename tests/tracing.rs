@@ -293,7 +293,12 @@ async fn one_trace_from_the_gateway_through_greeter_to_listener() {
             sent.starts_with(&format!("00-{trace}-")) && sent.ends_with(&format!("-{flags}")),
             "{traceparent} -> {sent}"
         );
-        assert_ne!(sent, traceparent, "the event's own publish span");
+        if flags == "01" {
+            assert_ne!(sent, traceparent, "the event's own publish span");
+        }
+        // In a trace that is not sampled no span is exported, and the
+        // worker passes on the context it was called in (its trace, its
+        // flag) without copying its headers to write new ids.
         event.ack().await.unwrap();
     }
     runner.stop().await;
