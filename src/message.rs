@@ -888,7 +888,9 @@ mod tests {
 
     #[test]
     fn reply_round_trip() {
-        let ok = encode_reply(&Ok(serde_json::value::to_raw_value("Hello, Ann!").unwrap()));
+        let ok = encode_reply(&Ok(serde_json::value::to_raw_value("Hello, Ann!")
+            .unwrap()
+            .into()));
         assert_eq!(ok, br#"{"result":"Hello, Ann!","error":null}"#);
         let decoded = ReplyBody::decode(&ok).unwrap().unwrap();
         assert_eq!(decoded.get(), r#""Hello, Ann!""#);

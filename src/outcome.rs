@@ -1,6 +1,7 @@
-//! What a worker returns: an [`Outcome`], the JSON-encoded result or the
-//! [`RemoteError`] that crosses the wire, and [`IntoOutcome`], which turns
-//! an entrypoint method's `Result<T, E>` into one.
+//! What a worker returns: an [`Outcome`], the JSON-encoded result
+//! ([`Encoded`]) or the [`RemoteError`] that crosses the wire, and
+//! [`IntoOutcome`], which turns an entrypoint method's `Result<T, E>` into
+//! one.
 
 use serde_json::value::RawValue;
 
@@ -8,7 +9,98 @@ use crate::error::RemoteError;
 
 /// What an entrypoint returns: the JSON-encoded result, or the error that
 /// crosses the wire.
-pub type Outcome = Result<Box<RawValue>, RemoteError>;
+pub type Outcome = Result<Encoded, RemoteError>;
+
+/// A result encoded as JSON; reads as a [`RawValue`] (`.get()` is its
+/// text). `null`, what methods that return `()` give, takes no
+/// allocation.
+///
+/// ```
+/// use enoki::outcome::Encoded;
+///
+/// let null = Encoded::null();
+/// assert_eq!(null.get(), "null");
+/// let raw = serde_json::value::to_raw_value(&[1, 2]).unwrap();
+/// assert_eq!(Encoded::from(raw).get(), "[1,2]");
+/// ```
+#[derive(Clone)]
+pub struct Encoded(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Null,
+    Raw(Box<RawValue>),
+}
+
+impl Encoded {
+    /// `null`.
+    pub const fn null() -> Self {
+        Encoded(Repr::Null)
+    }
+
+    /// The JSON as a boxed [`RawValue`] of its own.
+    pub fn into_raw(self) -> Box<RawValue> {
+        match self.0 {
+            Repr::Null => RawValue::NULL.to_owned(),
+            Repr::Raw(raw) => raw,
+        }
+    }
+}
+
+impl std::ops::Deref for Encoded {
+    type Target = RawValue;
+
+    fn deref(&self) -> &RawValue {
+        match &self.0 {
+            Repr::Null => RawValue::NULL,
+            Repr::Raw(raw) => raw,
+        }
+    }
+}
+
+impl AsRef<RawValue> for Encoded {
+    fn as_ref(&self) -> &RawValue {
+        self
+    }
+}
+
+impl From<Box<RawValue>> for Encoded {
+    fn from(raw: Box<RawValue>) -> Self {
+        Encoded(Repr::Raw(raw))
+    }
+}
+
+impl From<Encoded> for Box<RawValue> {
+    fn from(encoded: Encoded) -> Self {
+        encoded.into_raw()
+    }
+}
+
+impl std::fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl std::fmt::Display for Encoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.get())
+    }
+}
+
+impl PartialEq for Encoded {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for Encoded {}
+
+impl serde::Serialize for Encoded {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(serializer)
+    }
+}
 
 /// Turns what an entrypoint method returned into an [`Outcome`]: the result
 /// encoded as JSON, or the error as a [`RemoteError`].
@@ -40,9 +132,9 @@ where
         match self {
             Ok(value) => match small(&value) {
                 Some(raw) => Ok(raw),
-                None => {
-                    serde_json::value::to_raw_value(&value).map_err(RemoteError::unserializable)
-                }
+                None => serde_json::value::to_raw_value(&value)
+                    .map(Encoded::from)
+                    .map_err(RemoteError::unserializable),
             },
             Err(err) => Err(err.into()),
         }
@@ -52,12 +144,12 @@ where
 /// The longest result [`small`] encodes on the stack.
 const SMALL: usize = 64;
 
-/// `value` encoded in one allocation of its exact size, when its JSON fits
-/// in [`SMALL`] bytes (most results: a name, a number, `null`);
-/// `serde_json::value::to_raw_value` takes two (its 128-byte buffer, then
-/// the shrink to size). `None` when it is longer, or does not encode (the
-/// caller's full encoding then says why).
-fn small<T: serde::Serialize + ?Sized>(value: &T) -> Option<Box<RawValue>> {
+/// `value` encoded in one allocation of its exact size (none for `null`),
+/// when its JSON fits in [`SMALL`] bytes (most results: a name, a number,
+/// `null`); `serde_json::value::to_raw_value` takes two (its 128-byte
+/// buffer, then the shrink to size). `None` when it is longer, or does not
+/// encode (the caller's full encoding then says why).
+fn small<T: serde::Serialize + ?Sized>(value: &T) -> Option<Encoded> {
     let mut buf = [0u8; SMALL];
     let mut cursor = std::io::Cursor::new(&mut buf[..]);
     // A full buffer is an error (`WriteZero`), which stops the encoder.
@@ -65,14 +157,16 @@ fn small<T: serde::Serialize + ?Sized>(value: &T) -> Option<Box<RawValue>> {
     let len = usize::try_from(cursor.position()).ok()?;
     let text = std::str::from_utf8(buf.get(..len)?).ok()?;
     if text == "null" {
-        return Some(RawValue::NULL.to_owned());
+        return Some(Encoded::null());
     }
-    RawValue::from_string(text.to_owned()).ok()
+    RawValue::from_string(text.to_owned())
+        .ok()
+        .map(Encoded::from)
 }
 
 /// `null`: the result of methods that return `()`.
 pub fn unit() -> Outcome {
-    Ok(RawValue::NULL.to_owned())
+    Ok(Encoded::null())
 }
 
 #[cfg(test)]
@@ -101,6 +195,25 @@ mod tests {
         assert_eq!(encoded(&long), serde_json::to_string(&long).unwrap());
         let map = serde_json::json!({"a": [1, 2, {"b": null}], "c": "d"});
         assert_eq!(encoded(&map), map.to_string());
+    }
+
+    #[test]
+    fn null_results_take_no_allocation_and_read_as_null() {
+        for outcome in [
+            Ok::<(), RemoteError>(()).into_outcome(),
+            Ok::<Option<u8>, RemoteError>(None).into_outcome(),
+            unit(),
+        ] {
+            let encoded = outcome.unwrap();
+            assert!(matches!(encoded.0, Repr::Null));
+            assert_eq!(encoded.get(), "null");
+            assert_eq!(encoded.clone().into_raw().get(), "null");
+            assert_eq!(serde_json::to_string(&encoded).unwrap(), "null");
+        }
+        let seven = Ok::<u8, RemoteError>(7).into_outcome().unwrap();
+        assert!(matches!(seven.0, Repr::Raw(_)));
+        assert_eq!(seven.to_string(), "7");
+        assert_ne!(seven, Encoded::null());
     }
 
     #[test]

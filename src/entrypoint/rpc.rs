@@ -238,7 +238,7 @@ impl Request {
         if let (None, None, Some(DESCRIBE_METHOD), Some(described)) =
             (&rejected, method, called, described)
         {
-            return Checked::Answer(delivery, Ok(described.to_owned()));
+            return Checked::Answer(delivery, Ok(described.to_owned().into()));
         }
         let context = check_headers(&properties.headers).map(|()| properties.headers.clone());
         let error = match (rejected, method, context) {
