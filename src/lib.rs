@@ -173,6 +173,13 @@ pub mod __fuzz {
         crate::transport::amqp::codec::from_table(table).into()
     }
 
+    /// A W3C `traceparent` as enoki reads it: trace id, parent id and the
+    /// sampled flag, or `None`.
+    pub fn traceparent(text: &str) -> Option<([u8; 16], [u8; 8], bool)> {
+        crate::telemetry::parse_traceparent(text)
+            .map(|parsed| (parsed.trace_id, parsed.parent_id, parsed.sampled))
+    }
+
     /// Headers as an AMQP table, as enoki writes them.
     pub fn table_from_headers(
         headers: &crate::message::Headers,

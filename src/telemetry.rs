@@ -271,6 +271,80 @@ pub(crate) struct Entered {
     _guard: Option<opentelemetry::ContextGuard>,
 }
 
+/// The length of a version 00 `traceparent`.
+const TRACEPARENT_LEN: usize = 55;
+
+/// A W3C `traceparent`, read ([`parse_traceparent`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TraceParent {
+    /// The trace id (not all zero).
+    pub(crate) trace_id: [u8; 16],
+    /// The caller's span id (not all zero).
+    pub(crate) parent_id: [u8; 8],
+    /// The sampled flag (the only flag kept).
+    pub(crate) sampled: bool,
+}
+
+/// The value of each lowercase hex digit, by byte; `0xff` for the rest.
+static HEX: [u8; 256] = {
+    let mut table = [0xffu8; 256];
+    let mut digit = 0u8;
+    while digit < 16 {
+        let c = if digit < 10 {
+            b'0' + digit
+        } else {
+            b'a' + digit - 10
+        };
+        table[c as usize] = digit;
+        digit += 1;
+    }
+    table
+};
+
+/// Parses a W3C `traceparent` (from outside: an HTTP header or a
+/// message's): two hex digits of version (not `ff`), 32 of trace id and 16
+/// of parent id (lowercase, not all zero), two of flags (only the sampled
+/// flag is kept); version 00 has nothing after them, a later version may
+/// (after a `-`). Surrounding whitespace is ignored. `None` when it is not
+/// one. Fuzzed (`fuzz/fuzz_targets/traceparent.rs`).
+#[cfg_attr(not(feature = "otel"), allow(dead_code))]
+pub(crate) fn parse_traceparent(text: &str) -> Option<TraceParent> {
+    /// `N` bytes from `2 * N` lowercase hex digits.
+    fn bytes<const N: usize>(hex: &[u8]) -> Option<[u8; N]> {
+        if hex.len() != 2 * N {
+            return None;
+        }
+        let mut out = [0u8; N];
+        // Any byte not a digit has a high bit in its table entry.
+        let mut not_hex = 0u8;
+        for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+            let (high, low) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
+            not_hex |= high | low;
+            *byte = (high << 4) | (low & 0xf);
+        }
+        (not_hex & 0xf0 == 0).then_some(out)
+    }
+    let text = text.trim().as_bytes();
+    let (head, rest) = text.split_at_checked(TRACEPARENT_LEN)?;
+    let [version] = bytes::<1>(head.get(..2)?)?;
+    let valid_rest = match version {
+        0 => rest.is_empty(),
+        0xff => false,
+        _ => rest.is_empty() || rest.first() == Some(&b'-'),
+    };
+    if !valid_rest || head[2] != b'-' || head[35] != b'-' || head[52] != b'-' {
+        return None;
+    }
+    let trace_id = bytes::<16>(&head[3..35])?;
+    let parent_id = bytes::<8>(&head[36..52])?;
+    let [flags] = bytes::<1>(&head[53..55])?;
+    (trace_id != [0; 16] && parent_id != [0; 8]).then_some(TraceParent {
+        trace_id,
+        parent_id,
+        sampled: flags & 1 == 1,
+    })
+}
+
 #[cfg(feature = "otel")]
 pub use otel::{Telemetry, otlp_layer};
 
@@ -381,7 +455,6 @@ mod otel {
     /// alike, a trace context of `context`'s trace with its flags and
     /// state.
     fn carried(headers: &Headers, context: &opentelemetry::trace::SpanContext) -> bool {
-        use opentelemetry::trace::TraceFlags;
         let text = |key: &str| headers.get(key).and_then(Value::as_str);
         let (Some(data), Some(bare)) = (text(PREFIXED_TRACEPARENT), text(TRACEPARENT)) else {
             return false;
@@ -389,9 +462,9 @@ mod otel {
         let state = text(TRACESTATE).unwrap_or("");
         data == bare
             && text(PREFIXED_TRACESTATE).unwrap_or("") == state
-            && parse_traceparent(bare).is_some_and(|(trace_id, _, flags)| {
-                trace_id == context.trace_id()
-                    && flags == context.trace_flags() & TraceFlags::SAMPLED
+            && super::parse_traceparent(bare).is_some_and(|parsed| {
+                parsed.trace_id == context.trace_id().to_bytes()
+                    && parsed.sampled == context.trace_flags().is_sampled()
             })
             && context.trace_state().header() == state
     }
@@ -597,7 +670,7 @@ mod otel {
             }
         }
         let flags = context.trace_flags() & opentelemetry::trace::TraceFlags::SAMPLED;
-        let mut out = String::with_capacity(TRACEPARENT_LEN);
+        let mut out = String::with_capacity(super::TRACEPARENT_LEN);
         out.push_str("00-");
         hex(&mut out, &context.trace_id().to_bytes());
         out.push('-');
@@ -607,79 +680,16 @@ mod otel {
         out
     }
 
-    /// The length of a version 00 `traceparent`.
-    const TRACEPARENT_LEN: usize = 55;
-
-    /// The value of each lowercase hex digit, by byte; `0xff` for the rest.
-    static HEX: [u8; 256] = {
-        let mut table = [0xffu8; 256];
-        let mut digit = 0u8;
-        while digit < 16 {
-            let c = if digit < 10 {
-                b'0' + digit
-            } else {
-                b'a' + digit - 10
-            };
-            table[c as usize] = digit;
-            digit += 1;
-        }
-        table
-    };
-
-    /// Parses a W3C `traceparent`: two hex digits of version (not `ff`),
-    /// 32 of trace id and 16 of parent id (lowercase, not all zero), two of
-    /// flags (only the sampled flag is kept); version 00 has nothing after
-    /// them, a later version may (after a `-`). `None` when it is not one.
-    fn parse_traceparent(
-        text: &str,
-    ) -> Option<(
-        opentelemetry::trace::TraceId,
-        opentelemetry::trace::SpanId,
-        opentelemetry::trace::TraceFlags,
-    )> {
-        use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
-        /// `N` bytes from `2 * N` lowercase hex digits.
-        fn bytes<const N: usize>(hex: &[u8]) -> Option<[u8; N]> {
-            if hex.len() != 2 * N {
-                return None;
-            }
-            let mut out = [0u8; N];
-            // Any byte not a digit has a high bit in its table entry.
-            let mut not_hex = 0u8;
-            for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-                let (high, low) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
-                not_hex |= high | low;
-                *byte = (high << 4) | (low & 0xf);
-            }
-            (not_hex & 0xf0 == 0).then_some(out)
-        }
-        let text = text.trim().as_bytes();
-        let (head, rest) = text.split_at_checked(TRACEPARENT_LEN)?;
-        let [version] = bytes::<1>(head.get(..2)?)?;
-        let valid_rest = match version {
-            0 => rest.is_empty(),
-            0xff => false,
-            _ => rest.is_empty() || rest.first() == Some(&b'-'),
-        };
-        if !valid_rest || head[2] != b'-' || head[35] != b'-' || head[52] != b'-' {
-            return None;
-        }
-        let trace_id = TraceId::from_bytes(bytes::<16>(&head[3..35])?);
-        let span_id = SpanId::from_bytes(bytes::<8>(&head[36..52])?);
-        let [flags] = bytes::<1>(&head[53..55])?;
-        (trace_id != TraceId::INVALID && span_id != SpanId::INVALID).then_some((
-            trace_id,
-            span_id,
-            TraceFlags::new(flags) & TraceFlags::SAMPLED,
-        ))
-    }
-
     /// The trace context `lookup` finds, if it is a valid one (bounded: a
     /// traceparent is 55 bytes in version 00, a tracestate at most 512).
     fn extract<'a>(lookup: impl Fn(&str) -> Option<&'a str>) -> Option<opentelemetry::Context> {
         use opentelemetry::trace::{SpanContext, TraceContextExt, TraceState};
+        use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
         let traceparent = lookup(TRACEPARENT).filter(|t| t.len() <= 256)?;
-        let (trace_id, span_id, flags) = parse_traceparent(traceparent)?;
+        let parsed = super::parse_traceparent(traceparent)?;
+        let trace_id = TraceId::from_bytes(parsed.trace_id);
+        let span_id = SpanId::from_bytes(parsed.parent_id);
+        let flags = TraceFlags::new(u8::from(parsed.sampled));
         let state = match lookup(TRACESTATE).filter(|t| !t.is_empty() && t.len() <= 512) {
             Some(state) => state.parse().unwrap_or_default(),
             None => TraceState::default(),
@@ -922,7 +932,7 @@ mod otel {
                 );
                 let written = traceparent(&context);
                 assert_eq!(Some(&written), carrier.get(TRACEPARENT));
-                assert_eq!(written.len(), TRACEPARENT_LEN);
+                assert_eq!(written.len(), super::super::TRACEPARENT_LEN);
             }
         }
 
