@@ -78,6 +78,10 @@ async fn one_trace_from_the_gateway_through_greeter_to_listener() {
         assert_eq!(response.status(), 200, "{traceparent:?}");
         assert_eq!(response.text().await.unwrap(), r#""Hello, Ann!""#);
     }
+    // A call that fails (the service's OverflowError answers 500).
+    let overflow = "/add/9223372036854775807/1";
+    let response = http.get(format!("{base}{overflow}")).send().await.unwrap();
+    assert_eq!(response.status(), 500);
 
     // Three requests, each with its greeted event handled by the listener's
     // three handlers: wait until they are all exported.
@@ -109,12 +113,28 @@ async fn one_trace_from_the_gateway_through_greeter_to_listener() {
         .filter(|s| s.name == "GET /hello/Ann")
         .collect();
     assert_eq!(https.len(), 3, "{spans:#?}");
+    let failed: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name == format!("GET {overflow}"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{spans:#?}");
+    assert_eq!(failed[0].status, 2, "an error: {:?}", failed[0]);
+    assert!(
+        failed[0].attributes["http.response.status_code"].contains("500"),
+        "{:?}",
+        failed[0]
+    );
+    assert!(
+        https.iter().all(|s| s.status != 2),
+        "a 200 is no error: {https:?}"
+    );
     // What the unsampled request's workers sent stayed in its (unsampled)
     // trace: no span of a trace that no HTTP request started.
     assert!(
-        spans
+        spans.iter().all(|s| https
             .iter()
-            .all(|s| https.iter().any(|http| http.trace == s.trace)),
+            .chain(&failed)
+            .any(|http| http.trace == s.trace)),
         "every span belongs to a sampled request's trace: {spans:#?}"
     );
     let continued: Vec<&&Span> = https.iter().filter(|s| s.trace == caller_trace).collect();

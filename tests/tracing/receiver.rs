@@ -16,6 +16,8 @@ pub struct Span {
     pub name: String,
     /// OTLP's span kind: 2 server, 3 client, 4 producer, 5 consumer.
     pub kind: u64,
+    /// OTLP's status code: 0 unset, 1 ok, 2 error.
+    pub status: u64,
     pub attributes: HashMap<String, String>,
 }
 
@@ -54,6 +56,7 @@ pub async fn receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
                                     parent: text("parentSpanId"),
                                     name: text("name"),
                                     kind: span["kind"].as_u64().unwrap_or(0),
+                                    status: span["status"]["code"].as_u64().unwrap_or(0),
                                     attributes,
                                 });
                             }
