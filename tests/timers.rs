@@ -285,7 +285,7 @@ impl Scheduled {
 
 /// A cron timer fires at the occurrences of its expression: every two
 /// seconds here, on the even seconds of the wall clock, five times in ten
-/// seconds (virtual time).
+/// seconds (virtual time; four when start-up takes real seconds).
 #[tokio::test(start_paused = true)]
 async fn a_cron_timer_fires_on_its_schedule() {
     let runs = CronRuns::default();
@@ -299,7 +299,11 @@ async fn a_cron_timer_fires_on_its_schedule() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     cluster.stop().await;
     let runs = runs.lock().clone();
-    assert_eq!(runs.len(), 5, "{runs:?}");
+    // Five, or four when the start-up took real seconds (a loaded CI
+    // machine): the schedule follows the wall clock, which went on while
+    // virtual time stood still, and an occurrence it is late for is
+    // skipped (by design), so the first run can come one period later.
+    assert!((4..=5).contains(&runs.len()), "{runs:?}");
     for (at, _) in &runs {
         // The wall-clock time of the run, as the schedule sees it (up to
         // the few real milliseconds between this test reading the clock
