@@ -50,6 +50,7 @@ use crate::context::{WorkerCtx, encode_own_headers, new_shared_uuid, new_uuid, p
 use crate::error::{Error, Result};
 use crate::message::{Headers, Message, ReplyBody};
 use crate::names::{self, REPLY_QUEUE_TTL_MS, STANDALONE_OWNER};
+use crate::trace_context::TraceContext;
 use crate::transport::{
     ConsumeOptions, DeliverFn, Delivery, ExchangeSpec, PublishOptions, QueueSpec, Transport,
     TransportFuture,
@@ -82,8 +83,9 @@ pub struct ClusterRpc {
 enum CallContext {
     /// A standalone client: its own context data and call id (one per
     /// client, as nameko 2's `ClusterRpcProxy` has), as the headers every
-    /// call carries.
-    Standalone(Headers),
+    /// call carries, and the trace context it calls in (from its context
+    /// data's `traceparent`).
+    Standalone(Headers, Option<Arc<TraceContext>>),
     /// A client inside a worker.
     Worker(WorkerCtx),
 }
@@ -109,7 +111,16 @@ impl CallContext {
         call_id.push_str(owner);
         call_id.push_str(".call.");
         push_uuid(&mut call_id);
-        CallContext::Standalone(encode_own_headers(data, call_id))
+        let (headers, trace) = encode_own_headers(data, call_id);
+        CallContext::Standalone(headers, trace)
+    }
+
+    /// The headers and trace context of the calls made in this context.
+    fn outgoing(&self) -> (Headers, Option<&Arc<TraceContext>>) {
+        match self {
+            CallContext::Worker(worker) => (worker.headers(), worker.trace()),
+            CallContext::Standalone(headers, trace) => (headers.clone(), trace.as_ref()),
+        }
     }
 }
 
@@ -312,6 +323,16 @@ impl ClusterRpc {
         }
     }
 
+    /// The same client with its calls in trace `trace` (the gateway's
+    /// request's, when there is one), whatever its context data said.
+    #[cfg(feature = "gateway")]
+    pub(crate) fn with_trace(mut self, trace: Option<Arc<TraceContext>>) -> Self {
+        if let (Some(trace), CallContext::Standalone(_, own)) = (trace, &mut self.context) {
+            *own = Some(trace);
+        }
+        self
+    }
+
     /// The same client, calling on behalf of a worker: calls carry the
     /// worker's context data and call-id stack.
     #[must_use]
@@ -415,10 +436,12 @@ impl ClusterRpc {
 
         let routing_key = names::RoutingKey::rpc(service, method);
         let routing_key = routing_key.as_str();
-        let mut headers = self.headers();
-        let _span = crate::telemetry::publish_span(&listener.exchange, routing_key, &mut headers);
+        let (headers, carried) = self.context.outgoing();
+        let (trace, _span) =
+            crate::telemetry::publish_span(&listener.exchange, routing_key, carried);
         let message = Message::json(body)
             .with_headers(headers)
+            .with_trace(trace)
             .with_correlation_id(correlation_id.clone())
             .with_reply_to(listener.routing_key.clone())
             // Not done if nobody waits for it any more: the broker drops a
@@ -458,13 +481,6 @@ impl ClusterRpc {
             None => rx.await,
         };
         reply.unwrap_or(Err(Error::TransportClosed))
-    }
-
-    fn headers(&self) -> Headers {
-        match &self.context {
-            CallContext::Worker(worker) => worker.headers(),
-            CallContext::Standalone(headers) => headers.clone(),
-        }
     }
 
     /// Stops listening for replies; pending calls fail. The reply queue
@@ -585,9 +601,8 @@ impl EventPublisher {
     ) -> Result<()> {
         let publish = async |exchange: &str| {
             let body = crate::message::json_body(payload)?;
-            let mut headers = Headers::new();
-            let _span = crate::telemetry::publish_span(exchange, event_type, &mut headers);
-            let message = Message::json(body).with_headers(headers);
+            let (trace, _span) = crate::telemetry::publish_span(exchange, event_type, None);
+            let message = Message::json(body).with_trace(trace);
             self.transport
                 .publish(exchange, event_type, message, PublishOptions::default())
                 .await

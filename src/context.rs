@@ -6,7 +6,9 @@
 //! at most `parent_calls_tracked + 1` entries). Context data (`user_id`,
 //! `language`, `auth_token`, any other key) arrives as `nameko.<key>`
 //! headers and is passed on, unchanged, to the calls and events the worker
-//! makes.
+//! makes. The W3C trace context is read as context data too (`traceparent`,
+//! `tracestate`), but messages carry it apart, as a typed field
+//! ([`WorkerCtx::trace`], [`crate::trace_context`]).
 //!
 //! A worker reads what it received only when it needs it: its call id, its
 //! stack, its context data and the headers of the calls it makes are made
@@ -21,8 +23,9 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::RemoteError;
-use crate::message::Headers;
+use crate::message::{Headers, Properties};
 use crate::names::{HEADER_PREFIX, TRACEPARENT, TRACESTATE};
+use crate::trace_context::{TraceContext, is_trace_key};
 
 /// The context-data key of the call-id stack.
 pub const CALL_ID_STACK: &str = "call_id_stack";
@@ -125,22 +128,30 @@ fn insert_data(headers: &mut Map<String, Value>, key: &str, value: Value) {
 }
 
 /// Encodes context data and a one-call call-id stack as `nameko.*`
-/// headers, moving what it is given (a standalone client's context).
-pub(crate) fn encode_own_headers(data: Map<String, Value>, call_id: String) -> Headers {
+/// headers, moving what it is given (a standalone client's context); the
+/// trace context in it (`traceparent`, `tracestate`) is returned apart, as
+/// messages carry it.
+pub(crate) fn encode_own_headers(
+    data: Map<String, Value>,
+    call_id: String,
+) -> (Headers, Option<Arc<TraceContext>>) {
+    let trace = TraceContext::from_headers(&data).map(Arc::new);
     let mut headers = Headers::new();
     for (key, value) in data {
-        if !value.is_null() {
-            insert_data(&mut headers, &key, value);
+        if !value.is_null() && !is_trace_key(&key) {
+            headers.insert(prefixed(&key), value);
         }
     }
     headers.insert(
         prefixed(CALL_ID_STACK),
         Value::Array(vec![Value::String(call_id)]),
     );
-    headers
+    (headers, trace)
 }
 
-/// Encodes context data and a call-id stack as `nameko.*` headers.
+/// Encodes context data and a call-id stack as `nameko.*` headers; the
+/// trace context in it (`traceparent`, `tracestate`) both as context data
+/// and as the bare headers, as it goes on the wire.
 pub fn encode_headers(data: &Map<String, Value>, call_id_stack: &[String]) -> Headers {
     let mut headers = Headers::new();
     for (key, value) in data {
@@ -176,7 +187,8 @@ pub(crate) fn push_uuid(out: &mut String) {
 }
 
 /// The context a worker continues: the headers of the message that
-/// caused it (read when first needed), or context data given as such.
+/// caused it (read when first needed), or context data given as such; and
+/// the message's trace context.
 ///
 /// ```
 /// use enoki::context::{ContextData, Incoming};
@@ -185,11 +197,20 @@ pub(crate) fn push_uuid(out: &mut String) {
 ///
 /// let mut headers = Headers::new();
 /// headers.insert("nameko.language".into(), json!("en"));
-/// assert_eq!(Incoming::from(headers).get("language"), Some(&json!("en")));
+/// headers.insert(
+///     "nameko.traceparent".into(),
+///     json!("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+/// );
+/// let incoming = Incoming::from(headers);
+/// assert_eq!(incoming.get("language"), Some(&json!("en")));
+/// assert!(incoming.trace().is_some_and(|trace| trace.sampled));
 /// assert_eq!(Incoming::from(ContextData::default()).get("language"), None);
 /// ```
 #[derive(Debug, Clone)]
-pub struct Incoming(IncomingSource);
+pub struct Incoming {
+    source: IncomingSource,
+    trace: Option<Arc<TraceContext>>,
+}
 
 #[derive(Debug, Clone)]
 enum IncomingSource {
@@ -199,34 +220,63 @@ enum IncomingSource {
 
 impl Default for Incoming {
     fn default() -> Self {
-        Incoming(IncomingSource::Data(ContextData::default()))
+        Incoming {
+            source: IncomingSource::Data(ContextData::default()),
+            trace: None,
+        }
     }
 }
 
 impl From<Headers> for Incoming {
     /// A message's headers, as received: they should have passed
-    /// [`check_headers`] (a malformed call-id stack reads as none).
+    /// [`check_headers`] (a malformed call-id stack reads as none). The
+    /// trace context is read from them.
     fn from(headers: Headers) -> Self {
-        Incoming(IncomingSource::Headers(headers))
+        Incoming {
+            trace: TraceContext::from_headers(&headers).map(Arc::new),
+            source: IncomingSource::Headers(headers),
+        }
     }
 }
 
 impl From<ContextData> for Incoming {
+    /// Context data; its `traceparent` and `tracestate` are the trace
+    /// context.
     fn from(data: ContextData) -> Self {
-        Incoming(IncomingSource::Data(data))
+        Incoming {
+            trace: TraceContext::from_headers(&data.data).map(Arc::new),
+            source: IncomingSource::Data(data),
+        }
     }
 }
 
 impl Incoming {
-    /// One context-data value (`user_id`, `traceparent`, ...), without
+    /// The context of a message with these properties: its headers
+    /// (shared, not copied) and its trace context
+    /// ([`Properties::trace`]: a transport that reads messages off a wire
+    /// has taken it out of their headers).
+    pub fn from_properties(properties: &Properties) -> Self {
+        Incoming {
+            trace: properties.trace.clone(),
+            source: IncomingSource::Headers(properties.headers.clone()),
+        }
+    }
+
+    /// The trace context it continues, if any.
+    pub fn trace(&self) -> Option<&Arc<TraceContext>> {
+        self.trace.as_ref()
+    }
+
+    /// One context-data value (`user_id`, `language`, ...), without
     /// decoding the rest: from headers, `nameko.<key>` (or a bare `<key>`,
-    /// as nameko reads every header).
+    /// as nameko reads every header). Not the trace context: see
+    /// [`trace`](Self::trace).
     pub fn get(&self, key: &str) -> Option<&Value> {
-        if key == CALL_ID_STACK {
-            // Not context data: the stack.
+        if key == CALL_ID_STACK || is_trace_key(key) {
+            // Not context data of its own: the stack, the trace.
             return None;
         }
-        match &self.0 {
+        match &self.source {
             IncomingSource::Data(data) => data.data.get(key),
             IncomingSource::Headers(headers) => headers
                 .iter()
@@ -240,7 +290,7 @@ impl Incoming {
 
     /// The call-id stack it carries (none if it is malformed).
     fn stack(&self) -> Vec<String> {
-        match &self.0 {
+        match &self.source {
             IncomingSource::Data(data) => data.call_id_stack.clone(),
             IncomingSource::Headers(headers) => headers
                 .iter()
@@ -251,16 +301,47 @@ impl Incoming {
         }
     }
 
-    /// The context data it carries, decoded from headers.
-    fn decode_data(headers: &Headers) -> Map<String, Value> {
+    /// The context data it carries, decoded from headers, with the trace
+    /// context as `traceparent` and `tracestate`.
+    fn decode_data(headers: &Headers, trace: Option<&Arc<TraceContext>>) -> Map<String, Value> {
         let mut data = Map::new();
         for (key, value) in headers {
             let key = key.strip_prefix(HEADER_PREFIX).unwrap_or(key);
-            if key != CALL_ID_STACK && !value.is_null() {
+            if key != CALL_ID_STACK && !value.is_null() && !is_trace_key(key) {
                 data.insert(key.to_owned(), value.clone());
             }
         }
+        if let Some(trace) = trace {
+            trace.add_to_data(&mut data);
+        }
         data
+    }
+
+    /// The headers of the calls and events made in this context: its
+    /// context data (without the trace context, which messages carry
+    /// apart) and `call_id_stack`.
+    fn encode_outgoing(&self, call_id_stack: &[String]) -> Headers {
+        let mut out = Headers::new();
+        let mut add = |key: &str, value: &Value| {
+            if key != CALL_ID_STACK && !value.is_null() && !is_trace_key(key) {
+                out.insert(prefixed(key), value.clone());
+            }
+        };
+        match &self.source {
+            IncomingSource::Data(data) => {
+                data.data.iter().for_each(|(key, value)| add(key, value));
+            }
+            IncomingSource::Headers(headers) => {
+                for (key, value) in headers.iter() {
+                    add(key.strip_prefix(HEADER_PREFIX).unwrap_or(key), value);
+                }
+            }
+        }
+        out.insert(
+            prefixed(CALL_ID_STACK),
+            Value::Array(call_id_stack.iter().cloned().map(Value::String).collect()),
+        );
+        out
     }
 }
 
@@ -392,20 +473,33 @@ impl WorkerCtx {
         (stack.len() > 1).then(|| stack[stack.len() - 2].as_str())
     }
 
-    /// All context data (without the call-id stack).
+    /// All context data (without the call-id stack), with the trace
+    /// context as `traceparent` and `tracestate` (as a Python nameko
+    /// worker sees it).
     pub fn context_data(&self) -> &Map<String, Value> {
-        match &self.inner.incoming.0 {
+        let incoming = &self.inner.incoming;
+        match &incoming.source {
             IncomingSource::Data(data) => &data.data,
             IncomingSource::Headers(headers) => self
                 .inner
                 .data
-                .get_or_init(|| Incoming::decode_data(headers)),
+                .get_or_init(|| Incoming::decode_data(headers, incoming.trace())),
         }
     }
 
     /// One context-data value.
     pub fn get(&self, key: &str) -> Option<&Value> {
+        if is_trace_key(key) {
+            return self.context_data().get(key);
+        }
         self.inner.incoming.get(key)
+    }
+
+    /// The W3C trace context of the message this worker handles, if it
+    /// carried a valid one: what the calls and events it makes carry on
+    /// (see [`trace_context`](crate::trace_context)).
+    pub fn trace(&self) -> Option<&Arc<TraceContext>> {
+        self.inner.incoming.trace()
     }
 
     /// `user_id` context data (nameko's `UserId`).
@@ -429,11 +523,13 @@ impl WorkerCtx {
     }
 
     /// The headers that calls and events made by this worker carry (built
-    /// once, then shared by every call it makes).
+    /// once, then shared by every call it makes): its context data and its
+    /// call-id stack. The trace context is not among them: messages carry
+    /// it apart ([`trace`](Self::trace)).
     pub fn headers(&self) -> Headers {
         self.inner
             .outgoing
-            .get_or_init(|| encode_headers(self.context_data(), self.call_id_stack()))
+            .get_or_init(|| self.inner.incoming.encode_outgoing(self.call_id_stack()))
             .clone()
     }
 
@@ -522,23 +618,68 @@ mod tests {
         assert_eq!(out["nameko.x-kept"], true);
     }
 
+    const TRACEPARENT_01: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
     #[test]
-    fn the_trace_context_is_passed_on_as_context_data_and_as_bare_headers() {
+    fn encoded_headers_carry_the_trace_context_as_context_data_and_as_bare_headers() {
         let mut data = Map::new();
-        data.insert("traceparent".into(), json!("00-1-2-01"));
+        data.insert("traceparent".into(), json!(TRACEPARENT_01));
         data.insert("tracestate".into(), json!("a=b"));
         data.insert("language".into(), json!("en"));
-        let shared = encode_headers(&data, &["a.b.c".to_owned()]);
-        let own = encode_own_headers(data, "a.b.c".to_owned());
-        for headers in [shared, own] {
-            assert_eq!(headers["nameko.traceparent"], "00-1-2-01");
-            assert_eq!(headers["traceparent"], "00-1-2-01");
-            assert_eq!(headers["nameko.tracestate"], "a=b");
-            assert_eq!(headers["tracestate"], "a=b");
-            assert_eq!(headers["nameko.language"], "en");
-            assert!(!headers.contains_key("language"));
-            assert_eq!(headers.len(), 6, "{headers:?}");
-        }
+        let headers = encode_headers(&data, &["a.b.c".to_owned()]);
+        assert_eq!(headers["nameko.traceparent"], TRACEPARENT_01);
+        assert_eq!(headers["traceparent"], TRACEPARENT_01);
+        assert_eq!(headers["nameko.tracestate"], "a=b");
+        assert_eq!(headers["tracestate"], "a=b");
+        assert_eq!(headers["nameko.language"], "en");
+        assert!(!headers.contains_key("language"));
+        assert_eq!(headers.len(), 6, "{headers:?}");
+        // A client's own headers leave it to the message's trace field.
+        let (own, trace) = encode_own_headers(data, "a.b.c".to_owned());
+        assert_eq!(own.len(), 2, "{own:?}");
+        assert_eq!(own["nameko.language"], "en");
+        let trace = trace.expect("the trace context");
+        assert_eq!(trace.traceparent(), TRACEPARENT_01);
+        assert_eq!(trace.tracestate(), Some("a=b"));
+    }
+
+    #[test]
+    fn a_worker_sees_its_trace_context_as_context_data_and_passes_it_on_apart() {
+        let trace = TraceContext::parse(TRACEPARENT_01, Some("a=b")).map(Arc::new);
+        let mut message = crate::message::Message::json("{}").with_trace(trace);
+        message
+            .properties
+            .headers
+            .insert("nameko.language".into(), json!("en"));
+        let worker = WorkerCtx::new(
+            "svc",
+            "m",
+            Incoming::from_properties(&message.properties),
+            10,
+        );
+        assert_eq!(worker.trace(), message.properties.trace.as_ref());
+        assert_eq!(worker.get("traceparent"), Some(&json!(TRACEPARENT_01)));
+        assert_eq!(worker.get("tracestate"), Some(&json!("a=b")));
+        assert_eq!(worker.incoming().get("traceparent"), None);
+        assert_eq!(
+            Value::Object(worker.context_data().clone()),
+            json!({ "language": "en", "traceparent": TRACEPARENT_01, "tracestate": "a=b" })
+        );
+        let out = worker.headers();
+        assert_eq!(out.len(), 2, "context data and the stack only: {out:?}");
+        assert_eq!(out["nameko.language"], "en");
+        // Context data handed on (to a client of its own) keeps it.
+        let outgoing = Incoming::from(worker.outgoing());
+        assert_eq!(outgoing.trace(), worker.trace());
+
+        // Headers given as such (a custom entrypoint's) are read.
+        let mut headers = Headers::new();
+        headers.insert("traceparent".into(), json!(TRACEPARENT_01));
+        headers.insert("nameko.x".into(), json!(1));
+        let worker = WorkerCtx::new("svc", "m", headers, 10);
+        assert!(worker.trace().is_some_and(|trace| trace.sampled));
+        assert_eq!(worker.headers().len(), 2);
+        assert_eq!(worker.context_data().len(), 2);
     }
 
     #[test]

@@ -61,6 +61,7 @@
 //! | exceptions, `serialize(exc)` | [`Error`], [`RemoteError`] | [`error`] |
 //! | (nameko has none; nameko-prometheus) | per service and entrypoint: workers, outcomes, latencies, redeliveries, dead letters, queue depths, in Prometheus' format: [`ServiceMetrics`](service_metrics::ServiceMetrics) | [`service_metrics`] |
 //! | (nameko-opentelemetry) | W3C trace context on every request and event (`nameko.traceparent` and `traceparent`), spans for HTTP requests, publishes and workers, OTLP export (feature `otel`) | [`telemetry`] |
+//! | (nameko-opentelemetry's `traceparent` context data) | the W3C trace context a message carries, [`TraceContext`](trace_context::TraceContext): a field in process, `nameko.traceparent` and `traceparent` headers on the wire | [`trace_context`] |
 //! | `nameko run` handling SIGTERM | [`shutdown_signal`](shutdown::shutdown_signal) | [`shutdown`] |
 //! | `nameko.testing` | `worker_factory`, `entrypoint_hook`, … | `testing` (feature `testing`) |
 //! | (nameko has none) | a service's description of its entrypoints, `__describe__` | [`describe`] |
@@ -108,6 +109,7 @@ pub mod service;
 pub mod service_metrics;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace_context;
 pub mod transport;
 pub mod worker;
 
@@ -176,7 +178,7 @@ pub mod __fuzz {
     /// A W3C `traceparent` as enoki reads it: trace id, parent id and the
     /// sampled flag, or `None`.
     pub fn traceparent(text: &str) -> Option<([u8; 16], [u8; 8], bool)> {
-        crate::telemetry::parse_traceparent(text)
+        crate::trace_context::parse_traceparent(text)
             .map(|parsed| (parsed.trace_id, parsed.parent_id, parsed.sampled))
     }
 

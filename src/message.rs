@@ -17,6 +17,7 @@ use smallvec::SmallVec;
 
 use crate::error::RemoteError;
 use crate::outcome::Outcome;
+use crate::trace_context::TraceContext;
 
 /// The AMQP headers table of a message (and a queue's arguments). Values
 /// are JSON values; a transport maps them onto AMQP field types (strings →
@@ -165,6 +166,14 @@ pub struct Properties {
     /// never executed (nameko's `delivery_timeout`); nameko sends none.
     /// On the wire a string of milliseconds.
     pub expiration: Option<Duration>,
+    /// The W3C trace context the message carries (see
+    /// [`trace_context`](crate::trace_context)). On the wire it is the
+    /// `traceparent` and `tracestate` headers, bare and as `nameko.`
+    /// context data: the AMQP transport writes them from this field and
+    /// takes them out of the headers into it. In process this field is
+    /// all there is: trace headers of a message made by hand are not read
+    /// there, so set this instead.
+    pub trace: Option<Arc<TraceContext>>,
 }
 
 /// A `content_type` or `content_encoding` read off the wire: nameko's
@@ -206,6 +215,13 @@ impl Message {
     #[must_use]
     pub fn with_headers(mut self, headers: impl Into<Headers>) -> Self {
         self.properties.headers = headers.into();
+        self
+    }
+
+    /// Sets the trace context.
+    #[must_use]
+    pub fn with_trace(mut self, trace: Option<Arc<TraceContext>>) -> Self {
+        self.properties.trace = trace;
         self
     }
 

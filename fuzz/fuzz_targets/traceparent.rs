@@ -1,10 +1,12 @@
 //! The W3C `traceparent` reader (HTTP and message headers) against a
 //! plain reading of the spec (split on `-`, check each field): they must
 //! agree on every input, and a version 00 value it accepts reads back the
-//! same once written again.
+//! same once written again; `TraceContext::parse` (what a message
+//! carries) reads the same, within its bounds, and writes the same.
 #![no_main]
 
 use enoki::__fuzz::traceparent;
+use enoki::trace_context::{MAX_TRACEPARENT_LEN, MAX_TRACESTATE_LEN, TraceContext};
 use libfuzzer_sys::fuzz_target;
 
 /// `hex` as bytes, when it is exactly `len` lowercase hex digits.
@@ -45,5 +47,23 @@ fuzz_target!(|text: &str| {
     if let Some((trace, parent, sampled)) = got {
         let written = format!("00-{}-{}-0{}", hex(&trace), hex(&parent), u8::from(sampled));
         assert_eq!(traceparent(&written), got, "{written}");
+    }
+    // The message's trace context: the same reading, bounded, written as
+    // the reference writes it; the same text as a tracestate is kept only
+    // when it is short, printable ASCII.
+    let context = TraceContext::parse(text, Some(text));
+    assert_eq!(
+        context.as_ref().map(|c| (c.trace_id, c.parent_id, c.sampled)),
+        got.filter(|_| text.len() <= MAX_TRACEPARENT_LEN),
+        "{text:?}"
+    );
+    if let Some(context) = context {
+        let (trace, parent, sampled) = got.unwrap();
+        let written = format!("00-{}-{}-0{}", hex(&trace), hex(&parent), u8::from(sampled));
+        assert_eq!(context.traceparent(), written);
+        if let Some(state) = context.tracestate() {
+            assert!(!state.is_empty() && state.len() <= MAX_TRACESTATE_LEN);
+            assert!(state.bytes().all(|b| (0x20..0x7f).contains(&b)), "{state:?}");
+        }
     }
 });

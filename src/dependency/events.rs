@@ -66,9 +66,11 @@ impl Dispatcher {
     /// context as headers. Returns once the broker has taken it.
     pub async fn emit(&self, event_type: &str, payload: impl Serialize) -> Result<()> {
         let body = crate::message::json_body(&payload)?;
-        let mut headers = self.worker.headers();
-        let _span = crate::telemetry::publish_span(&self.shared.exchange, event_type, &mut headers);
-        let message = Message::json(body).with_headers(headers);
+        let (trace, _span) =
+            crate::telemetry::publish_span(&self.shared.exchange, event_type, self.worker.trace());
+        let message = Message::json(body)
+            .with_headers(self.worker.headers())
+            .with_trace(trace);
         self.shared
             .transport
             .publish(

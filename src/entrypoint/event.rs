@@ -20,10 +20,9 @@ use super::retry::Backoff;
 use super::{Entrypoint, consume_direct, declare_work_queue, settle, settle_soon};
 use crate::client::declare_event_exchange;
 use crate::container_ctx::ContainerCtx;
-use crate::context::{check_headers, new_uuid};
+use crate::context::{Incoming, check_headers, new_uuid};
 use crate::error::Result;
 use crate::message::CONTENT_TYPE_JSON;
-use crate::message::Headers;
 use crate::names;
 use crate::service::{EventHandlerSpec, HandlerType};
 use crate::service_metrics::QueueMetrics;
@@ -148,11 +147,11 @@ impl Intake {
             Ok(delivery) => delivery,
             Err(later) => return later,
         };
-        let Some(context) = check(&self.pool, self.method, &delivery) else {
+        if !check(&self.pool, self.method, &delivery) {
             return settle_soon(delivery.ack());
-        };
+        }
         match self.pool.try_slot() {
-            Some(slot) => TransportFuture::boxed(self.worker(slot, delivery, context)),
+            Some(slot) => TransportFuture::boxed(self.worker(slot, delivery)),
             None => {
                 let intake = self.clone();
                 TransportFuture::boxed(async move { intake.run_when_free(delivery).await })
@@ -163,22 +162,19 @@ impl Intake {
     /// Checks an event, then runs its worker once a slot is free (dropped,
     /// back to the queue, if the container stops first).
     async fn run_when_free(&self, delivery: Delivery) {
-        let Some(context) = check(&self.pool, self.method, &delivery) else {
+        if !check(&self.pool, self.method, &delivery) {
             settle(delivery.ack().await);
             return;
-        };
+        }
         if let Some(slot) = self.pool.slot().await {
-            self.worker(slot, delivery, context).await;
+            self.worker(slot, delivery).await;
         }
     }
 
     /// The event's worker, which settles it.
-    fn worker(
-        &self,
-        slot: WorkerSlot,
-        delivery: Delivery,
-        context: Headers,
-    ) -> impl Future<Output = ()> + use<> {
+    fn worker(&self, slot: WorkerSlot, delivery: Delivery) -> impl Future<Output = ()> + use<> {
+        // The headers were checked: the worker reads its context from them.
+        let context = Incoming::from_properties(&delivery.message.properties);
         let payload = delivery.message.clone();
         let requeue_on_error = self.requeue_on_error;
         let retry = self
@@ -211,9 +207,9 @@ impl Intake {
     }
 }
 
-/// The event's context (its headers, checked), or `None` (logged) for an
-/// event that can never be handled.
-fn check(pool: &WorkerPool, method: &str, delivery: &Delivery) -> Option<Headers> {
+/// Whether an event can be handled: `false` (logged) for one that never
+/// can (an unsupported content type, a bad context header).
+fn check(pool: &WorkerPool, method: &str, delivery: &Delivery) -> bool {
     let service = pool.service_name();
     let properties = &delivery.message.properties;
     if let Some(content_type) = properties.content_type.as_deref()
@@ -225,16 +221,16 @@ fn check(pool: &WorkerPool, method: &str, delivery: &Delivery) -> Option<Headers
             content_type,
             "event with an unsupported content type; dropped"
         );
-        return None;
+        return false;
     }
     match check_headers(&properties.headers) {
-        Ok(()) => Some(properties.headers.clone()),
+        Ok(()) => true,
         Err(error) => {
             tracing::error!(
                 service, method, %error,
                 "event with a bad context header; dropped"
             );
-            None
+            false
         }
     }
 }

@@ -17,10 +17,10 @@
 use super::poison::{RedeliveryLimit, Return, admit_soon};
 use super::{Entrypoint, consume_direct, declare_work_queue, settle};
 use crate::container_ctx::ContainerCtx;
-use crate::context::check_headers;
+use crate::context::{Incoming, check_headers};
 use crate::describe::{DESCRIBE_METHOD, ServiceDescription};
 use crate::error::{Error, RemoteError, Result};
-use crate::message::{CONTENT_TYPE_JSON, Headers, Message, encode_reply};
+use crate::message::{CONTENT_TYPE_JSON, Message, encode_reply};
 use crate::names;
 use crate::outcome::Outcome;
 use crate::service_metrics::QueueMetrics;
@@ -174,8 +174,6 @@ impl Intake {
 struct Request {
     delivery: Delivery,
     method: &'static str,
-    /// Its headers, checked: the worker reads its context from them.
-    context: Headers,
 }
 
 /// What the checks made of a request.
@@ -240,21 +238,15 @@ impl Request {
         {
             return Checked::Answer(delivery, Ok(described.to_owned().into()));
         }
-        let context = check_headers(&properties.headers).map(|()| properties.headers.clone());
-        let error = match (rejected, method, context) {
+        let headers = check_headers(&properties.headers);
+        let error = match (rejected, method, headers) {
             (Some(error), _, _) => error,
             (None, None, _) => {
                 let name = delivery.routing_key.rsplit('.').next().unwrap_or_default();
                 RemoteError::method_not_found(name)
             }
             (None, _, Err(error)) => error,
-            (None, Some(method), Ok(context)) => {
-                return Checked::Run(Request {
-                    delivery,
-                    method,
-                    context,
-                });
-            }
+            (None, Some(method), Ok(())) => return Checked::Run(Request { delivery, method }),
         };
         tracing::warn!(
             service,
@@ -275,11 +267,9 @@ impl Request {
 
     /// The request's worker, which replies and acks.
     fn worker(self, pool: &WorkerPool, slot: WorkerSlot) -> impl Future<Output = ()> + use<> {
-        let Request {
-            delivery,
-            method,
-            context,
-        } = self;
+        let Request { delivery, method } = self;
+        // The headers were checked: the worker reads its context from them.
+        let context = Incoming::from_properties(&delivery.message.properties);
         let payload = delivery.message.clone();
         let ctx = pool.ctx().clone();
         pool.worker(slot, method, payload, context, move |outcome| async move {

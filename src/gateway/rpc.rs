@@ -76,11 +76,14 @@ pub(crate) async fn call(
     method: &str,
     args: &Value,
     kwargs: &Map<String, Value>,
-    mut context: Map<String, Value>,
+    context: Map<String, Value>,
     timeout: Duration,
 ) -> Result<Box<serde_json::value::RawValue>, ApiError> {
-    crate::telemetry::add_current_context(&mut context);
-    let rpc = state.rpc().with_context_data(context).with_timeout(timeout);
+    let rpc = state
+        .rpc()
+        .with_context_data(context)
+        .with_trace(crate::telemetry::current_trace())
+        .with_timeout(timeout);
     let body = crate::message::encode_request(args, kwargs);
     let started = Instant::now();
     let result = rpc.call_raw(service, method, body).await;

@@ -53,6 +53,11 @@ pub(crate) async fn round_trip_preserves_properties_and_headers(env: &dyn Transp
             reply_to: Some("reply-routing-key".into()),
             headers: headers.as_object().expect("object").clone().into(),
             expiration: Some(std::time::Duration::from_secs(60)),
+            trace: enoki::trace_context::TraceContext::parse(
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                Some("vendor=opaque"),
+            )
+            .map(std::sync::Arc::new),
         },
         body: Bytes::from_static(br#"{"args": ["Matt"], "kwargs": {}}"#),
     };
@@ -91,6 +96,8 @@ pub(crate) async fn round_trip_preserves_properties_and_headers(env: &dyn Transp
         "headers"
     );
     assert_eq!(got.expiration, sent.properties.expiration, "expiration");
+    assert!(got.trace.is_some(), "trace");
+    assert_eq!(got.trace, sent.properties.trace, "trace");
     assert_eq!(delivery.message.body, sent.body, "body");
     delivery.ack().await.expect("ack");
 

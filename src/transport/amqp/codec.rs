@@ -18,6 +18,7 @@ use serde_json::{Map, Number, Value};
 
 use crate::error::{Error, Result};
 use crate::message::{Headers, Properties, shared_property};
+use crate::trace_context::TraceContext;
 
 /// A short string (at most 255 bytes), or a clear error naming `what`.
 pub(crate) fn short(what: &str, value: &str) -> Result<ShortString> {
@@ -115,7 +116,8 @@ pub(crate) fn from_table(table: &FieldTable) -> Map<String, Value> {
 }
 
 /// [`Properties`] as AMQP basic properties. A headers table is always sent,
-/// even when empty, as nameko does.
+/// even when empty, as nameko does; the trace context goes into it, over
+/// any headers of the same names (see [`crate::trace_context`]).
 pub(crate) fn to_basic_properties(props: &Properties) -> Result<BasicProperties> {
     let mut out = BasicProperties::default();
     if let Some(v) = &props.content_type {
@@ -124,7 +126,13 @@ pub(crate) fn to_basic_properties(props: &Properties) -> Result<BasicProperties>
     if let Some(v) = &props.content_encoding {
         out = out.with_content_encoding(short("content_encoding", v)?);
     }
-    out = out.with_headers(to_table(&props.headers)?);
+    let mut headers = to_table(&props.headers)?;
+    if let Some(trace) = &props.trace {
+        for (key, value) in trace.headers() {
+            headers.insert(ShortString::from(key), AMQPValue::LongString(value.into()));
+        }
+    }
+    out = out.with_headers(headers);
     if let Some(v) = props.delivery_mode {
         out = out.with_delivery_mode(v);
     }
@@ -146,10 +154,13 @@ pub(crate) fn to_basic_properties(props: &Properties) -> Result<BasicProperties>
     Ok(out)
 }
 
-/// AMQP basic properties as [`Properties`].
+/// AMQP basic properties as [`Properties`]; the trace context headers are
+/// taken out of the headers (see [`crate::trace_context`]).
 pub(crate) fn from_basic_properties(props: &BasicProperties) -> Properties {
     let shared = |v: &Option<ShortString>| v.as_ref().map(|s| shared_property(s.as_str()));
     let string = |v: &Option<ShortString>| v.as_ref().map(|s| Arc::from(s.as_str()));
+    let mut headers = props.headers().as_ref().map(from_table).unwrap_or_default();
+    let trace = TraceContext::take_from(&mut headers).map(Arc::new);
     Properties {
         content_type: shared(props.content_type()),
         content_encoding: shared(props.content_encoding()),
@@ -157,16 +168,13 @@ pub(crate) fn from_basic_properties(props: &BasicProperties) -> Properties {
         priority: *props.priority(),
         correlation_id: string(props.correlation_id()),
         reply_to: string(props.reply_to()),
-        headers: props
-            .headers()
-            .as_ref()
-            .map(|table| Headers::from(from_table(table)))
-            .unwrap_or_default(),
+        headers: Headers::from(headers),
         expiration: props
             .expiration()
             .as_ref()
             .and_then(|ms| ms.as_str().parse().ok())
             .map(std::time::Duration::from_millis),
+        trace,
     }
 }
 
@@ -366,6 +374,60 @@ mod tests {
     fn empty_headers_are_still_sent() {
         let props = to_basic_properties(&Properties::default()).unwrap();
         assert_eq!(props.headers(), &Some(FieldTable::default()));
+    }
+
+    #[test]
+    fn the_trace_context_travels_as_context_data_and_as_bare_headers() {
+        let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let mut props = Properties {
+            trace: TraceContext::parse(traceparent, Some("a=b")).map(Arc::new),
+            ..Properties::default()
+        };
+        props.headers.insert("nameko.language".into(), "en".into());
+        // A stale copy in the headers is written over.
+        props.headers.insert("traceparent".into(), "junk".into());
+        let encoded = to_basic_properties(&props).unwrap();
+        // As nameko-opentelemetry sends them: long strings.
+        let table = encoded.headers().clone().unwrap();
+        for (key, value) in [
+            ("traceparent", traceparent),
+            ("nameko.traceparent", traceparent),
+            ("tracestate", "a=b"),
+            ("nameko.tracestate", "a=b"),
+        ] {
+            assert_eq!(
+                table.inner().get(key),
+                Some(&AMQPValue::LongString(value.into())),
+                "{key}"
+            );
+        }
+        let decoded = from_basic_properties(&encoded);
+        assert_eq!(decoded.trace, props.trace);
+        assert_eq!(
+            Value::Object(decoded.headers.into_map()),
+            serde_json::json!({ "nameko.language": "en" }),
+            "the trace context is taken out of the headers"
+        );
+        // From Python nameko: the prefixed form only, or one that does not
+        // parse (ignored, and not passed on as context data).
+        for (headers, expected) in [
+            (
+                serde_json::json!({ "nameko.traceparent": traceparent }),
+                true,
+            ),
+            (
+                serde_json::json!({ "nameko.traceparent": "00-1-2-01" }),
+                false,
+            ),
+        ] {
+            let table = to_table(headers.as_object().unwrap()).unwrap();
+            let decoded = from_basic_properties(&BasicProperties::default().with_headers(table));
+            assert_eq!(decoded.trace.is_some(), expected, "{headers}");
+            assert!(decoded.headers.is_empty());
+        }
+        // None, and nothing is written.
+        let plain = to_basic_properties(&Properties::default()).unwrap();
+        assert_eq!(from_basic_properties(&plain).trace, None);
     }
 
     #[test]
