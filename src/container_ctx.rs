@@ -38,7 +38,9 @@ struct Inner {
     settings: Settings,
     transport: Arc<dyn Transport>,
     rpc: OnceCell<ClusterRpc>,
-    kill: CancellationToken,
+    /// Shared with every worker's context (an `Arc` clone, where cloning
+    /// the token itself takes a lock).
+    kill: Arc<CancellationToken>,
     metrics: std::sync::OnceLock<ServiceMetrics>,
     #[cfg(feature = "http")]
     web: std::sync::OnceLock<crate::web::WebServer>,
@@ -53,7 +55,7 @@ impl ContainerCtx {
                 settings,
                 transport,
                 rpc: OnceCell::new(),
-                kill: CancellationToken::new(),
+                kill: Arc::new(CancellationToken::new()),
                 metrics: std::sync::OnceLock::new(),
                 #[cfg(feature = "http")]
                 web: std::sync::OnceLock::new(),
@@ -131,7 +133,7 @@ impl ContainerCtx {
 
     /// Cancelled when the container is killed; workers see it through
     /// [`WorkerCtx::cancelled`](crate::WorkerCtx::cancelled).
-    pub(crate) fn kill_token(&self) -> &CancellationToken {
+    pub(crate) fn kill_token(&self) -> &Arc<CancellationToken> {
         &self.inner.kill
     }
 

@@ -380,7 +380,7 @@ struct Inner {
     data: OnceLock<Map<String, Value>>,
     /// The headers of the calls and events this worker makes, built once.
     outgoing: OnceLock<Headers>,
-    cancel: CancellationToken,
+    cancel: Arc<CancellationToken>,
 }
 
 impl WorkerCtx {
@@ -397,7 +397,7 @@ impl WorkerCtx {
             Cow::Owned(entrypoint.to_owned()),
             incoming.into(),
             parent_calls_tracked,
-            CancellationToken::new(),
+            Arc::default(),
         )
     }
 
@@ -406,7 +406,7 @@ impl WorkerCtx {
         entrypoint: Cow<'static, str>,
         incoming: Incoming,
         parent_calls_tracked: usize,
-        cancel: CancellationToken,
+        cancel: Arc<CancellationToken>,
     ) -> Self {
         WorkerCtx {
             inner: Arc::new(Inner {

@@ -155,10 +155,11 @@ fn small<T: serde::Serialize + ?Sized>(value: &T) -> Option<Encoded> {
     // A full buffer is an error (`WriteZero`), which stops the encoder.
     serde_json::to_writer(&mut cursor, value).ok()?;
     let len = usize::try_from(cursor.position()).ok()?;
-    let text = std::str::from_utf8(buf.get(..len)?).ok()?;
-    if text == "null" {
+    let bytes = buf.get(..len)?;
+    if bytes == b"null" {
         return Some(Encoded::null());
     }
+    let text = std::str::from_utf8(bytes).ok()?;
     RawValue::from_string(text.to_owned())
         .ok()
         .map(Encoded::from)

@@ -407,7 +407,6 @@ impl WorkerPool {
         Fut: Future<Output = Outcome> + Send,
     {
         let inner = self.inner.clone();
-        let kill = inner.ctx.kill_token().clone();
         let task = async move {
             let _slot = slot;
             // The message's process span (none unless spans are exported),
@@ -418,7 +417,7 @@ impl WorkerPool {
                 Cow::Borrowed(method),
                 incoming,
                 inner.parent_calls_tracked,
-                kill.clone(),
+                inner.ctx.kill_token().clone(),
             );
             // The call id is made when first needed: here, only for a span
             // that someone records. A worker of an unsampled trace gets its
@@ -453,8 +452,10 @@ impl WorkerPool {
                         metrics.handled(method, outcome.is_ok(), started.elapsed());
                     }
                     let outcome = on_result(outcome).await;
-                    inner.providers.worker_result(&worker, &outcome).await;
-                    inner.providers.worker_teardown(&worker).await;
+                    if !inner.providers.is_empty() {
+                        inner.providers.worker_result(&worker, &outcome).await;
+                        inner.providers.worker_teardown(&worker).await;
+                    }
                     outcome
                 }
                 .instrument(span.clone()),
@@ -477,7 +478,9 @@ impl WorkerPool {
                         "worker lifecycle panicked"
                     )),
                 },
-                () = kill.cancelled() => span.in_scope(|| tracing::warn!("worker killed")),
+                () = inner.ctx.kill_token().cancelled() => {
+                    span.in_scope(|| tracing::warn!("worker killed"));
+                }
             }
         };
         self.inner.workers.track_future(task)
@@ -548,7 +551,9 @@ async fn run_method(inner: &Inner, worker: &WorkerCtx, call: impl Call) -> Outco
     // Dependencies are injected first, before `worker_setup` (nameko's order).
     let call =
         std::panic::catch_unwind(AssertUnwindSafe(|| call(&inner.providers, worker.clone())));
-    inner.providers.worker_setup(worker).await;
+    if !inner.providers.is_empty() {
+        inner.providers.worker_setup(worker).await;
+    }
     let call = async move {
         match call {
             Ok(call) => call.await,

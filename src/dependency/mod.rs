@@ -241,6 +241,12 @@ impl ProviderSet {
         }
     }
 
+    /// Whether the service has no dependencies (its workers then skip the
+    /// worker hooks altogether).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
     pub(crate) async fn worker_setup(&self, worker: &WorkerCtx) {
         for slot in &self.slots {
             slot.provider.worker_setup(worker).await;

@@ -194,8 +194,11 @@ impl Intake {
                         settle(delivery.ack().await);
                     }
                     Err(_) if requeue_on_error => match &retry {
+                        // Boxed: a retry's future is large, and rare; kept
+                        // out of every worker's future, it is not copied
+                        // along with each of them.
                         Some((backoff, transport)) => {
-                            backoff.fail(transport.as_ref(), delivery).await;
+                            Box::pin(backoff.fail(transport.as_ref(), delivery)).await;
                         }
                         None => settle(delivery.reject(true).await),
                     },
