@@ -117,14 +117,6 @@ impl TraceContext {
         self.state.as_deref()
     }
 
-    /// Whether `self` and `other` are of the same trace with the same flag
-    /// and state (their parents may differ).
-    pub fn same_trace(&self, other: &TraceContext) -> bool {
-        self.trace_id == other.trace_id
-            && self.sampled == other.sampled
-            && self.state == other.state
-    }
-
     /// The trace context in headers (or context data): the bare
     /// `traceparent` and `tracestate` when the `traceparent` is valid, else
     /// the `nameko.`-prefixed pair.
@@ -399,22 +391,5 @@ mod tests {
             Value::Object(data),
             json!({ "traceparent": traceparent("01"), "tracestate": "a=b" })
         );
-    }
-
-    #[test]
-    fn same_trace_ignores_the_parent_only() {
-        let a = TraceContext::parse(&traceparent("00"), Some("a=b")).unwrap();
-        let mut b = a.clone();
-        b.parent_id = [7; 8];
-        assert!(a.same_trace(&b));
-        for change in [
-            |c: &mut TraceContext| c.trace_id[0] ^= 1,
-            |c: &mut TraceContext| c.sampled = true,
-            |c: &mut TraceContext| c.state = None,
-        ] {
-            let mut other = a.clone();
-            change(&mut other);
-            assert!(!a.same_trace(&other));
-        }
     }
 }
