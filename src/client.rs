@@ -242,6 +242,8 @@ impl ClusterRpcBuilder {
                 &queue,
                 ConsumeOptions {
                     prefetch: REPLY_PREFETCH,
+                    // Each reply is acked as soon as its caller has it.
+                    coalesce_acks: true,
                 },
                 deliver,
             )

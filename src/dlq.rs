@@ -106,7 +106,15 @@ fn check_limit(limit: usize) -> Result<()> {
 /// back, in order), until it has been silent for [`DRAINED_AFTER`].
 async fn take(transport: &dyn Transport, dlq: &str, limit: usize) -> Result<Vec<Delivery>> {
     let prefetch = u16::try_from(limit).unwrap_or(u16::MAX);
-    let mut consumer = transport.consume(dlq, ConsumeOptions { prefetch }).await?;
+    let mut consumer = transport
+        .consume(
+            dlq,
+            ConsumeOptions {
+                prefetch,
+                ..Default::default()
+            },
+        )
+        .await?;
     let mut taken = Vec::new();
     while taken.len() < limit {
         match tokio::time::timeout(DRAINED_AFTER, consumer.next()).await {

@@ -131,7 +131,13 @@ async fn missing_exchange_fails_and_the_transport_keeps_working() {
         "{err:?}"
     );
     let mut consumer = t
-        .consume("q", ConsumeOptions { prefetch: 0 })
+        .consume(
+            "q",
+            ConsumeOptions {
+                prefetch: 0,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let mut count = 0;
@@ -240,7 +246,13 @@ async fn consumers_survive_a_dropped_connection() {
     };
     queue(&t, "q", "#").await;
     let mut consumer = t
-        .consume("q", ConsumeOptions { prefetch: 5 })
+        .consume(
+            "q",
+            ConsumeOptions {
+                prefetch: 5,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     publish(&t, "k", b"before").await;
@@ -360,7 +372,13 @@ async fn a_failover_list_moves_to_the_next_broker() {
     assert_eq!((first.accepted(), second.accepted()), (1, 0));
     queue(&t, "q", "#").await;
     let mut consumer = t
-        .consume("q", ConsumeOptions { prefetch: 5 })
+        .consume(
+            "q",
+            ConsumeOptions {
+                prefetch: 5,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     publish(&t, "k", b"before").await;
@@ -461,6 +479,7 @@ async fn acks_made_before_close_are_never_lost() {
                 "work",
                 ConsumeOptions {
                     prefetch: SENT as u16,
+                    ..ConsumeOptions::default()
                 },
             )
             .await
@@ -484,7 +503,13 @@ async fn acks_made_before_close_are_never_lost() {
             .await
             .expect("connect");
         let mut again = left
-            .consume("work", ConsumeOptions { prefetch: 0 })
+            .consume(
+                "work",
+                ConsumeOptions {
+                    prefetch: 0,
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap();
         while let Ok(Some(delivery)) =
@@ -507,4 +532,105 @@ async fn acks_made_before_close_are_never_lost() {
         );
     }
     admin.close().await;
+}
+
+/// A consumer with `coalesce_acks` settles in any order, and every ack
+/// reaches the broker: none covers a delivery still held (a held one
+/// dropped unsettled comes back), a reject is a reject, and after the
+/// consumer is gone nothing acked is delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_acks_reach_the_broker_in_any_order() {
+    let Some((vhost, t)) = setup().await else {
+        return;
+    };
+    const SENT: usize = 40;
+    queue(&t, "q", "k").await;
+    for i in 0..SENT {
+        t.publish(
+            "ex",
+            "k",
+            Message::json(i.to_string().into_bytes()),
+            PublishOptions::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let mut consumer = t
+        .consume(
+            "q",
+            // Unbounded: a held delivery holds back the acks of every later
+            // one, and so, at a prefetch, the deliveries after them.
+            ConsumeOptions {
+                prefetch: 0,
+                coalesce_acks: true,
+            },
+        )
+        .await
+        .unwrap();
+    // Every fifth delivery is held while the later ones are acked; the
+    // held ones are settled at the end, in reverse order: message 0 rejected
+    // (dropped: no dead-letter exchange), message 5 dropped unsettled
+    // (requeued, and acked when it comes back), the rest acked.
+    let unacked = || -> u64 {
+        let listing = vhost.list_queues(&["name", "messages_unacknowledged", "messages"]);
+        let line = listing.lines().find(|l| l.starts_with("q\t")).unwrap_or("");
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    let mut held = Vec::new();
+    let mut seen = Vec::new();
+    while seen.len() < SENT {
+        let d = next(&mut consumer).await;
+        let n: usize = std::str::from_utf8(body(&d)).unwrap().parse().unwrap();
+        seen.push(n);
+        if n.is_multiple_of(5) {
+            held.push((n, d));
+        } else {
+            d.ack().await.unwrap();
+        }
+    }
+    async fn settle(n: usize, d: Delivery) {
+        match n {
+            0 => d.reject(false).await.unwrap(),
+            5 => drop(d),
+            _ => d.ack().await.unwrap(),
+        }
+    }
+    while let Some((n, d)) = held.pop() {
+        settle(n, d).await;
+    }
+    // Message 5 comes back (dropped unsettled: requeued), redelivered.
+    let again = next(&mut consumer).await;
+    assert_eq!(body(&again), b"5");
+    assert!(again.redelivered);
+    again.ack().await.unwrap();
+    // Waiting for a next delivery sends what is unsent.
+    let nothing = tokio::time::timeout(Duration::from_millis(300), consumer.next()).await;
+    assert!(
+        nothing.is_err(),
+        "no delivery is left: {:?}",
+        nothing.map(|d| d.map(|d| d.message.body.clone()))
+    );
+    let deadline = Instant::now() + WAIT;
+    while unacked() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "acks never reached the broker: {}",
+            vhost.list_queues(&["name", "messages_unacknowledged", "messages"])
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(consumer);
+    t.close().await;
+    // Nothing acked or rejected comes back to a new consumer.
+    let t = AmqpTransport::connect(&vhost.uri, AmqpOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = t.consume("q", ConsumeOptions::default()).await.unwrap();
+    let back = tokio::time::timeout(Duration::from_millis(500), consumer.next()).await;
+    assert!(back.is_err(), "a settled message came back");
+    assert_eq!(seen.len(), SENT);
+    t.close().await;
 }

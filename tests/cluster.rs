@@ -344,7 +344,13 @@ async fn replay_an_rpc_request(transport: &std::sync::Arc<AmqpTransport>) {
         .await
         .unwrap();
     let mut consumer = transport
-        .consume(replies, enoki::transport::ConsumeOptions { prefetch: 1 })
+        .consume(
+            replies,
+            enoki::transport::ConsumeOptions {
+                prefetch: 1,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let death = json!([{

@@ -41,6 +41,7 @@ impl Entrypoint for QueueConsumer {
         })?;
         let options = ConsumeOptions {
             prefetch: workers.max_workers() as u16,
+            ..ConsumeOptions::default()
         };
         let mut consumer = workers
             .ctx()

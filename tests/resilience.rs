@@ -421,7 +421,13 @@ async fn a_cut_transport_replays_its_topology_and_resumes_its_consumers() {
     t.bind("mine", "ex", "gone.*").await.unwrap();
     t.unbind("mine", "ex", "gone.*").await.unwrap();
     let mut consumer = t
-        .consume("mine", ConsumeOptions { prefetch: 2 })
+        .consume(
+            "mine",
+            ConsumeOptions {
+                prefetch: 2,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     send("a.1", b"1", true).await.unwrap();
@@ -649,7 +655,13 @@ async fn poison_requests_are_answered_or_dropped_and_the_service_keeps_serving()
         .await
         .unwrap();
     let mut replies = transport
-        .consume("poison-replies", ConsumeOptions { prefetch: 0 })
+        .consume(
+            "poison-replies",
+            ConsumeOptions {
+                prefetch: 0,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
 

@@ -666,7 +666,10 @@ async fn replies_go_to_the_queue_reply_to_names_or_through_the_rpc_exchange() {
             .with_correlation_id(reply_to)
             .with_reply_to(reply_to)
     };
-    let options = ConsumeOptions { prefetch: 0 };
+    let options = ConsumeOptions {
+        prefetch: 0,
+        ..Default::default()
+    };
     let mut replies = transport.consume(named, options).await.unwrap();
     let mut caught = transport.consume(catcher, options).await.unwrap();
     for reply_to in [

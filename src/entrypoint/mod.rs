@@ -50,7 +50,10 @@
 //!         let method = workers.method(self.method).ok_or_else(|| {
 //!             enoki::Error::Lifecycle(format!("no entrypoint method `{}`", self.method))
 //!         })?;
-//!         let options = ConsumeOptions { prefetch: workers.max_workers() as u16 };
+//!         let options = ConsumeOptions {
+//!             prefetch: workers.max_workers() as u16,
+//!             ..ConsumeOptions::default()
+//!         };
 //!         let mut consumer = workers.ctx().transport().consume(self.queue, options).await?;
 //!         let pool = workers.clone();
 //!         workers.spawn_managed(async move {
@@ -223,6 +226,8 @@ pub async fn declare_dead_letter_queue(ctx: &ContainerCtx, queue: &str) -> Resul
 pub fn consume_options(ctx: &ContainerCtx) -> ConsumeOptions {
     ConsumeOptions {
         prefetch: ctx.settings().prefetch_count(),
+        // Workers finish in any order, and may take long.
+        coalesce_acks: false,
     }
 }
 

@@ -239,7 +239,13 @@ impl Entrypoint for TimerEntrypoint {
                 let transport = workers.ctx().transport();
                 // Room for the kept token and one more, to ack.
                 let consumer = transport
-                    .consume(queue, ConsumeOptions { prefetch: 2 })
+                    .consume(
+                        queue,
+                        ConsumeOptions {
+                            prefetch: 2,
+                            ..Default::default()
+                        },
+                    )
                     .await?;
                 transport
                     .publish(

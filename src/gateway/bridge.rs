@@ -328,6 +328,8 @@ impl EventBridge {
                 &inner.queue,
                 ConsumeOptions {
                     prefetch: BRIDGE_PREFETCH,
+                    // Each event is acked, in order, once fanned out.
+                    coalesce_acks: true,
                 },
             )
             .await?;
@@ -397,6 +399,8 @@ impl EventBridge {
                 &self.0.queue,
                 ConsumeOptions {
                     prefetch: BRIDGE_PREFETCH,
+                    // Each event is acked, in order, once fanned out.
+                    coalesce_acks: true,
                 },
             )
             .await?;

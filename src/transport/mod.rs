@@ -191,6 +191,20 @@ pub struct PublishOptions {
 pub struct ConsumeOptions {
     /// Maximum unsettled deliveries for this consumer; 0 is unlimited.
     pub prefetch: u16,
+    /// The consumer settles each delivery promptly and in the order it got
+    /// them (an RPC client's replies, the gateway's events), so the
+    /// transport may confirm several acks at once. On AMQP the acks settled
+    /// so far go as one `basic.ack` with `multiple` when the consumer asks
+    /// for its next delivery and none is waiting (or once half its prefetch
+    /// is settled, or when it lets go), which saves the broker and the
+    /// client a frame and a round of bookkeeping per message; rejects go at
+    /// once. Should the connection be lost first, the broker delivers those
+    /// messages again, as any unacked delivery. An ack never covers a
+    /// delivery still held, so settling out of order loses nothing, but a
+    /// held delivery holds back the acks of every later one (and, at the
+    /// prefetch, further deliveries): not for workers that may run long.
+    /// The embedded broker has nothing to save and ignores it.
+    pub coalesce_acks: bool,
 }
 
 /// The broker, in AMQP's terms. See the [module docs](self) for the

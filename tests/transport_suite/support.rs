@@ -103,7 +103,10 @@ pub(crate) const NOT_MANDATORY: PublishOptions = PublishOptions { mandatory: fal
 
 /// Consuming options with a prefetch window (0 is unlimited).
 pub(crate) fn prefetch(n: u16) -> ConsumeOptions {
-    ConsumeOptions { prefetch: n }
+    ConsumeOptions {
+        prefetch: n,
+        ..Default::default()
+    }
 }
 
 /// A durable topic exchange, declared.

@@ -12,7 +12,9 @@
 //! ([`ConsumerChannel`]); a delivery dropped unsettled is rejected. None of
 //! it may meet the connection closing.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,6 +24,7 @@ use lapin::options::{
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, ConnectionStatus};
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use super::link::{Link, Live, Owner, Shared, guarded};
@@ -80,6 +83,120 @@ struct Active {
     channel: Arc<ConsumerChannel>,
     connection: ConnectionStatus,
     generation: u64,
+    /// The channel's settled, unsent acks, for a consumer that coalesces
+    /// them ([`ConsumeOptions::coalesce_acks`]).
+    batch: Option<Arc<AckBatch>>,
+}
+
+/// The acks of one channel's deliveries that were settled but not sent
+/// yet, for a consumer that coalesces them: they go as one `basic.ack`
+/// with `multiple`, which covers every delivery up to its tag.
+struct AckBatch {
+    run: Mutex<SettledRun<lapin::Acker>>,
+}
+
+impl AckBatch {
+    fn new(prefetch: u16) -> Self {
+        AckBatch {
+            run: Mutex::new(SettledRun::new(if prefetch == 0 {
+                256
+            } else {
+                (u64::from(prefetch) / 2).max(1)
+            })),
+        }
+    }
+
+    /// Delivery `tag` is settled: acked with `acker`, or (`None`) rejected,
+    /// the reject sent. True when the batch is to be sent now.
+    fn settled(&self, tag: u64, acker: Option<lapin::Acker>) -> bool {
+        self.run.lock().settled(tag, acker)
+    }
+
+    /// Sends the acks settled so far (a lost connection loses them: the
+    /// broker delivers those messages again).
+    async fn flush(&self, connection: &ConnectionStatus) {
+        let Some(acker) = self.run.lock().take() else {
+            return;
+        };
+        let ack = acker.ack(BasicAckOptions { multiple: true });
+        if let Err(err) = guarded(connection, ack).await {
+            tracing::debug!(error = %err, "could not send coalesced acks; the broker redelivers");
+        }
+    }
+}
+
+/// The bookkeeping of coalesced acks on one channel, whose delivery tags
+/// start at 1: the run of settled deliveries from the first tag on, and
+/// the acker (`A`) of its last one while some of the run is unsent. A
+/// delivery settled while an earlier one is held waits for it: an ack
+/// with `multiple` covers only settled deliveries.
+#[derive(Debug)]
+struct SettledRun<A> {
+    /// The lowest tag not known to be settled.
+    next: u64,
+    /// Settled while an earlier tag was held: tag → its acker (`None`: it
+    /// was rejected, the reject sent). At most the prefetch many.
+    early: BTreeMap<u64, Option<A>>,
+    /// The acker of the run's last acked tag, while acks are unsent.
+    last: Option<A>,
+    /// How many acks `last` would send.
+    unsent: u64,
+    /// Sent once this many acks wait, even while deliveries keep coming (a
+    /// consumer at its prefetch would get nothing more).
+    limit: u64,
+    /// The consumer waits for a delivery (nothing will send the run when
+    /// it next looks), or has let go: a settlement is sent at once.
+    idle: bool,
+}
+
+impl<A> SettledRun<A> {
+    fn new(limit: u64) -> Self {
+        SettledRun {
+            next: 1,
+            early: BTreeMap::new(),
+            last: None,
+            unsent: 0,
+            limit,
+            idle: false,
+        }
+    }
+
+    /// Records `tag` as settled; true when the unsent acks are to be sent
+    /// now.
+    fn settled(&mut self, tag: u64, acker: Option<A>) -> bool {
+        if tag != self.next {
+            if tag > self.next {
+                self.early.insert(tag, acker);
+            }
+            return false;
+        }
+        let mut acker = acker;
+        loop {
+            self.next += 1;
+            if let Some(acker) = acker.take() {
+                self.last = Some(acker);
+                self.unsent += 1;
+            }
+            match self.early.remove(&self.next) {
+                Some(early) => acker = early,
+                None => break,
+            }
+        }
+        self.last.is_some() && (self.idle || self.unsent >= self.limit)
+    }
+
+    /// The acker that acks the run so far, if any of it is unsent.
+    fn take(&mut self) -> Option<A> {
+        self.unsent = 0;
+        self.last.take()
+    }
+
+    /// The consumer is about to wait: false (and still busy) if acks are
+    /// unsent, which it sends first.
+    fn start_waiting(&mut self) -> bool {
+        self.idle = self.last.is_none();
+        self.idle
+    }
 }
 
 pub(super) struct ConsumerState {
@@ -133,6 +250,9 @@ async fn open_on(
         }),
         connection: live.conn.status().clone(),
         generation: live.generation,
+        batch: options
+            .coalesce_acks
+            .then(|| Arc::new(AckBatch::new(options.prefetch))),
     })
 }
 
@@ -267,6 +387,7 @@ impl ConsumerState {
         &self,
         channel: &Arc<ConsumerChannel>,
         connection: &ConnectionStatus,
+        batch: Option<&Arc<AckBatch>>,
         delivery: lapin::message::Delivery,
     ) -> Delivery {
         let message = Message {
@@ -280,6 +401,7 @@ impl ConsumerState {
             message: Arc::new(message),
             acker: Acker::new(AmqpAck {
                 acker: delivery.acker,
+                batch: batch.map(|batch| (batch.clone(), delivery.delivery_tag)),
                 channel: Some(channel.clone()),
                 connection: connection.clone(),
                 shared: self.shared.clone(),
@@ -303,19 +425,38 @@ pub(super) async fn next_delivery(mut state: ConsumerState) -> Option<(Delivery,
             continue;
         };
         let generation = active.generation;
-        // The supervisor moving on from this connection also interrupts the
-        // wait, should lapin not end the consumer itself.
-        let moved_on = state
-            .link
-            .wait_for(|link| !matches!(link, Link::Up(live) if live.generation == generation));
-        let next = tokio::select! {
-            biased;
-            next = active.consumer.next() => next,
-            _ = moved_on => Some(Err(lapin::Error::from(std::io::Error::new(
-                std::io::ErrorKind::ConnectionAborted,
-                "the connection was replaced",
-            )))),
+        // Coalesced acks go out when no delivery is waiting; while the
+        // consumer waits, each settlement is sent as it comes.
+        let mut ready = None;
+        if let Some(batch) = &active.batch {
+            while !batch.run.lock().start_waiting() {
+                match futures::poll!(active.consumer.next()) {
+                    Poll::Ready(next) => {
+                        ready = Some(next);
+                        break;
+                    }
+                    Poll::Pending => batch.flush(&active.connection).await,
+                }
+            }
+        }
+        let next = match ready {
+            Some(next) => next,
+            // The supervisor moving on from this connection also interrupts
+            // the wait, should lapin not end the consumer itself.
+            None => tokio::select! {
+                biased;
+                next = active.consumer.next() => next,
+                _ = state.link.wait_for(
+                    |link| !matches!(link, Link::Up(live) if live.generation == generation),
+                ) => Some(Err(lapin::Error::from(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "the connection was replaced",
+                )))),
+            },
         };
+        if let Some(batch) = &active.batch {
+            batch.run.lock().idle = false;
+        }
         match next {
             Some(Ok(delivery)) => {
                 if state.shared.is_closed() {
@@ -328,7 +469,8 @@ pub(super) async fn next_delivery(mut state: ConsumerState) -> Option<(Delivery,
                     continue;
                 }
                 let (channel, connection) = (active.channel.clone(), active.connection.clone());
-                let delivery = state.convert(&channel, &connection, delivery);
+                let batch = active.batch.clone();
+                let delivery = state.convert(&channel, &connection, batch.as_ref(), delivery);
                 return Some((delivery, state));
             }
             Some(Err(err)) => {
@@ -351,6 +493,7 @@ impl Drop for ConsumerState {
             mut consumer,
             channel,
             connection,
+            batch,
             ..
         }) = self.active.take()
         else {
@@ -360,6 +503,11 @@ impl Drop for ConsumerState {
         self.shared.spawn_settling(async move {
             if !channel.channel.status().connected() {
                 return;
+            }
+            if let Some(batch) = batch {
+                // From now on each settlement is sent as it comes.
+                batch.run.lock().idle = true;
+                batch.flush(&connection).await;
             }
             let cancel = channel
                 .channel
@@ -384,6 +532,9 @@ impl Drop for ConsumerState {
 
 struct AmqpAck {
     acker: lapin::Acker,
+    /// The channel's batch and this delivery's tag, when acks are
+    /// coalesced.
+    batch: Option<(Arc<AckBatch>, u64)>,
     /// Keeps the channel open until this delivery is settled.
     channel: Option<Arc<ConsumerChannel>>,
     connection: ConnectionStatus,
@@ -403,6 +554,11 @@ impl AmqpAck {
                 guarded(&self.connection, reject).await
             }
         };
+        if let (Ok(true), Some((batch, tag))) = (&result, &self.batch)
+            && batch.settled(*tag, None)
+        {
+            batch.flush(&self.connection).await;
+        }
         match result {
             Ok(true) => Ok(()),
             _ if self.shared.is_closed() => Err(Error::TransportClosed),
@@ -420,6 +576,21 @@ impl AmqpAck {
 
 impl Settle for AmqpAck {
     fn ack(mut self: Box<Self>) -> TransportFuture<'static, Result<()>> {
+        if let Some((batch, tag)) = &self.batch
+            && self.acker.usable()
+        {
+            // Recorded, sent with the batch (or now, if the batch is full).
+            self.settled = true;
+            if !batch.settled(*tag, Some(self.acker.clone())) {
+                return TransportFuture::ready(Ok(()));
+            }
+            return TransportFuture::boxed(async move {
+                if let Some((batch, _)) = &self.batch {
+                    batch.flush(&self.connection).await;
+                }
+                Ok(())
+            });
+        }
         TransportFuture::boxed(async move { self.settle(None).await })
     }
 
@@ -446,10 +617,75 @@ impl Drop for AmqpAck {
         let acker = self.acker.clone();
         let channel = self.channel.take();
         let connection = self.connection.clone();
+        let batch = self.batch.take();
         self.shared.spawn_settling(async move {
             let reject = acker.reject(BasicRejectOptions { requeue: true });
-            let _ = guarded(&connection, reject).await;
+            let rejected = guarded(&connection, reject).await;
+            if let (Ok(true), Some((batch, tag))) = (rejected, batch)
+                && batch.settled(tag, None)
+            {
+                batch.flush(&connection).await;
+            }
             drop(channel);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SettledRun;
+
+    #[test]
+    fn in_order_acks_wait_for_the_limit_then_go_as_one() {
+        let mut run = SettledRun::new(3);
+        assert!(!run.settled(1, Some("a1")));
+        assert!(!run.settled(2, Some("a2")));
+        assert!(run.settled(3, Some("a3")), "the limit sends the batch");
+        assert_eq!(run.take(), Some("a3"), "one ack, with multiple, up to 3");
+        assert_eq!(run.take(), None, "nothing left to send");
+        assert!(!run.settled(4, Some("a4")));
+        assert_eq!(run.take(), Some("a4"));
+    }
+
+    #[test]
+    fn an_ack_never_covers_a_delivery_still_held() {
+        let mut run = SettledRun::new(100);
+        // 1 is held; 2 and 3 are settled: nothing may be sent for them.
+        assert!(!run.settled(2, Some("a2")));
+        assert!(!run.settled(3, Some("a3")));
+        assert_eq!(run.take(), None);
+        // 1 settles: the run reaches 3.
+        run.settled(1, Some("a1"));
+        assert_eq!(run.take(), Some("a3"));
+        assert!(run.early.is_empty());
+    }
+
+    #[test]
+    fn a_rejected_delivery_continues_the_run_without_an_ack_of_its_own() {
+        let mut run = SettledRun::new(100);
+        run.settled(1, Some("a1"));
+        run.settled(2, None);
+        assert_eq!(run.take(), Some("a1"), "the reject is sent already");
+        run.settled(3, None);
+        assert_eq!(run.take(), None, "nothing acked since");
+        run.settled(4, Some("a4"));
+        assert_eq!(run.take(), Some("a4"));
+        assert_eq!(run.next, 5);
+    }
+
+    #[test]
+    fn while_the_consumer_waits_a_settlement_is_sent_at_once() {
+        let mut run = SettledRun::new(100);
+        run.settled(1, Some("a1"));
+        assert!(!run.start_waiting(), "unsent acks go before waiting");
+        assert_eq!(run.take(), Some("a1"));
+        assert!(run.start_waiting());
+        assert!(
+            run.settled(2, Some("a2")),
+            "settled while waiting: sent now"
+        );
+        assert!(!run.settled(4, Some("a4")), "3 is held: nothing to send");
+        assert!(run.settled(3, Some("a3")));
+        assert_eq!(run.take(), Some("a4"));
     }
 }
