@@ -12,9 +12,12 @@
 //!    `GET /users/{id}` (the `users` example on SQLite, embedded) against a
 //!    bare axum + sqlx handler doing the same query on the same database;
 //!    an `#[http]` entrypoint against the bare axum route.
-//! 2. WebSocket fan-out: N clients (`ENOKI_BENCH_WS_CLIENTS`, default
-//!    10000) subscribed to one event; events published on the gateway's
-//!    embedded broker, first at a fixed rate (`ENOKI_BENCH_EVENTS_PER_SEC`,
+//! 2. WebSocket fan-out, against a bare axum WebSocket server doing the
+//!    same fan-out (a `tokio::sync::broadcast`), interleaved round by
+//!    round, each server in a fresh child process with fresh clients: N
+//!    clients (`ENOKI_BENCH_WS_CLIENTS`, default 10000) subscribed to one
+//!    event; events published on the gateway's embedded broker, first at
+//!    a fixed rate (`ENOKI_BENCH_EVENTS_PER_SEC`,
 //!    default 20: with 10,000 clients, 200,000 deliveries/s) for
 //!    `ENOKI_BENCH_EVENT_SECS` (default 5), then `ENOKI_BENCH_FLOOD_EVENTS`
 //!    (default 100) as fast as the publisher can (the gateway's capacity),
@@ -67,9 +70,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    if std::env::var("ENOKI_BENCH_ROLE").as_deref() == Ok("ws-server") {
-        runtime.block_on(ws_server());
-        return;
+    match std::env::var("ENOKI_BENCH_ROLE").as_deref() {
+        Ok("ws-server") => return runtime.block_on(ws_server()),
+        Ok("ws-bare") => return runtime.block_on(ws_bare_server()),
+        _ => {}
     }
     // ENOKI_BENCH_ONLY=http or ws runs one half; hello, only the embedded
     // /hello comparison (what ./scripts/bench-tracing runs, tracing off and
@@ -545,36 +549,19 @@ async fn ws_server() {
     let addr = serve(router(state.clone())).await;
     println!("ADDR {addr}");
     let publisher = EventPublisher::new(transport.clone(), &Settings::new());
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    while let Some(line) = rx.recv().await {
+    let mut lines = stdin_lines();
+    while let Some(line) = lines.recv().await {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["rss"] => println!("RSS {}", rss_kib()),
             ["burst", count, rate] => {
-                // Rate 0: as fast as the publisher can (the capacity run).
-                let (count, rate): (u64, u64) = (count.parse().unwrap(), rate.parse().unwrap());
-                let mut tick = (rate > 0)
-                    .then(|| tokio::time::interval(Duration::from_micros(1_000_000 / rate)));
-                for n in 0..count {
-                    match &mut tick {
-                        Some(tick) => {
-                            tick.tick().await;
-                        }
-                        None => tokio::task::yield_now().await,
-                    }
+                burst(count, rate, async |n| {
                     publisher
                         .dispatch("bench", "tick", &json!({ "n": n, "t": now_micros() }))
                         .await
                         .unwrap();
-                }
-                println!("SENT {count}");
+                })
+                .await;
             }
             ["metrics"] => {
                 let text = state.metrics().render();
@@ -592,6 +579,109 @@ async fn ws_server() {
     }
 }
 
+/// The baseline's child: a bare axum WebSocket server doing the same
+/// fan-out as plainly as axum's docs suggest (each event encoded once, a
+/// `tokio::sync::broadcast` to every connection, which sends each frame
+/// as it comes), without the framework: what the same machine, clients
+/// included, gives a plain server.
+async fn ws_bare_server() {
+    use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+    let (events, _) = tokio::sync::broadcast::channel::<Utf8Bytes>(1024);
+    let upgrade = {
+        let events = events.clone();
+        move |ws: WebSocketUpgrade| {
+            let mut rx = events.subscribe();
+            async move {
+                // The gateway's buffer sizes.
+                ws.read_buffer_size(2048)
+                    .write_buffer_size(8 * 1024)
+                    .on_upgrade(async move |mut socket: WebSocket| {
+                        // The client's subscribe frame, answered.
+                        if !matches!(socket.recv().await, Some(Ok(Message::Text(_)))) {
+                            return;
+                        }
+                        let ok = Message::text(r#"{"type":"subscribed","events":["bench.tick"]}"#);
+                        if socket.send(ok).await.is_err() {
+                            return;
+                        }
+                        loop {
+                            tokio::select! {
+                                event = rx.recv() => match event {
+                                    Ok(frame) => {
+                                        if socket.send(Message::Text(frame)).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                                    Err(_) => return,
+                                },
+                                message = socket.recv() => if !matches!(message, Some(Ok(_))) {
+                                    return;
+                                },
+                            }
+                        }
+                    })
+            }
+        }
+    };
+    let addr = serve(Router::new().route("/ws", get(upgrade))).await;
+    println!("ADDR {addr}");
+    let mut lines = stdin_lines();
+    while let Some(line) = lines.recv().await {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["rss"] => println!("RSS {}", rss_kib()),
+            ["burst", count, rate] => {
+                burst(count, rate, async |n| {
+                    let frame = json!({
+                        "type": "event",
+                        "service": "bench",
+                        "event_type": "tick",
+                        "payload": { "n": n, "t": now_micros() },
+                    })
+                    .to_string();
+                    let _ = events.send(Utf8Bytes::from(frame));
+                })
+                .await;
+            }
+            ["metrics"] => println!("END"),
+            _ => break,
+        }
+        let _ = std::io::stdout().flush();
+    }
+}
+
+/// The parent's commands, line by line, read on a thread of their own.
+fn stdin_lines() -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// `burst COUNT RATE`: publishes COUNT events, RATE a second (0: as fast
+/// as the publisher can, the capacity run); then says `SENT COUNT`.
+async fn burst(count: &str, rate: &str, mut publish: impl AsyncFnMut(u64)) {
+    let (count, rate): (u64, u64) = (count.parse().unwrap(), rate.parse().unwrap());
+    let mut tick =
+        (rate > 0).then(|| tokio::time::interval(Duration::from_micros(1_000_000 / rate)));
+    for n in 0..count {
+        match &mut tick {
+            Some(tick) => {
+                tick.tick().await;
+            }
+            None => tokio::task::yield_now().await,
+        }
+        publish(n).await;
+    }
+    println!("SENT {count}");
+}
+
 /// One WebSocket fan-out run's figures.
 struct WsRound {
     /// Deliveries per second.
@@ -600,121 +690,143 @@ struct WsRound {
     p99_ms: f64,
 }
 
-async fn ws_fanout() {
-    let clients = env_or("ENOKI_BENCH_WS_CLIENTS", 10_000) as usize;
-    let rate = env_or("ENOKI_BENCH_EVENTS_PER_SEC", 20);
-    let secs = env_or("ENOKI_BENCH_EVENT_SECS", 5);
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env("ENOKI_BENCH_ROLE", "ws-server")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut read = move |prefix: &str| -> String {
+/// A WebSocket server in a child process (so its memory is its own), with
+/// its clients in this one.
+struct WsTarget {
+    name: &'static str,
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+    received: Arc<AtomicU64>,
+    last: Arc<AtomicU64>,
+    latencies: Arc<Vec<AtomicU64>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl WsTarget {
+    /// Starts the child in `role` and connects `clients` subscribed clients.
+    async fn start(name: &'static str, role: &str, clients: usize) -> WsTarget {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .env("ENOKI_BENCH_ROLE", role)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut target = WsTarget {
+            name,
+            stdin: child.stdin.take().unwrap(),
+            stdout: BufReader::new(child.stdout.take().unwrap()),
+            child,
+            received: Arc::new(AtomicU64::new(0)),
+            last: Arc::new(AtomicU64::new(0)),
+            latencies: Arc::new((0..BUCKETS).map(|_| AtomicU64::new(0)).collect()),
+            tasks: Vec::with_capacity(clients),
+        };
+        let addr: SocketAddr = target.read("ADDR ").parse().unwrap();
+        let rss_before: u64 = target.ask("rss", "RSS ").parse().unwrap();
+        let started = Instant::now();
+        let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(clients.max(1));
+        let gate = Arc::new(tokio::sync::Semaphore::new(256));
+        for _ in 0..clients {
+            let (received, last, latencies, ready_tx, gate) = (
+                target.received.clone(),
+                target.last.clone(),
+                target.latencies.clone(),
+                ready_tx.clone(),
+                gate.clone(),
+            );
+            target.tasks.push(tokio::spawn(async move {
+                let mut permit = Some(gate.acquire_owned().await.unwrap());
+                let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                    .read_buffer_size(4096)
+                    .write_buffer_size(0);
+                let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
+                    format!("ws://{addr}/ws"),
+                    Some(config),
+                    true,
+                )
+                .await
+                .expect("ws connects");
+                ws.send(tokio_tungstenite::tungstenite::Message::text(
+                    r#"{"type":"subscribe","events":["bench.tick"]}"#,
+                ))
+                .await
+                .unwrap();
+                while let Some(Ok(msg)) = ws.next().await {
+                    let tokio_tungstenite::tungstenite::Message::Text(text) = msg else {
+                        continue;
+                    };
+                    let text = text.as_str();
+                    if text.contains(r#""type":"subscribed""#) {
+                        permit.take();
+                        let _ = ready_tx.send(()).await;
+                        continue;
+                    }
+                    assert!(
+                        !text.contains(r#""type":"error""#),
+                        "the gateway refused the subscription: {text}"
+                    );
+                    if let Some(at) = text.find(r#""t":"#) {
+                        let digits: String = text[at + 4..]
+                            .chars()
+                            .take_while(char::is_ascii_digit)
+                            .collect();
+                        if let Ok(t) = digits.parse::<u64>() {
+                            let now = now_micros();
+                            let bucket = (now.saturating_sub(t) / BUCKET_MICROS) as usize;
+                            latencies[bucket.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+                            received.fetch_add(1, Ordering::Relaxed);
+                            last.fetch_max(now, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }));
+        }
+        drop(ready_tx);
+        for _ in 0..clients {
+            ready_rx.recv().await.expect("every client subscribes");
+        }
+        let connect_secs = started.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss_after: u64 = target.ask("rss", "RSS ").parse().unwrap();
+        let per_conn = (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / clients as f64;
+        println!(
+            "gateway ws: {name}: {clients} clients connected and subscribed in {connect_secs:.1} s; server RSS {} MiB -> {} MiB: {:.1} KiB per connection",
+            rss_before / 1024,
+            rss_after / 1024,
+            per_conn / 1024.0
+        );
+        target
+    }
+
+    /// The child's next line that starts with `prefix`, without it.
+    fn read(&mut self, prefix: &str) -> String {
         let mut line = String::new();
         loop {
             line.clear();
-            stdout.read_line(&mut line).unwrap();
+            self.stdout.read_line(&mut line).unwrap();
             if let Some(rest) = line.strip_prefix(prefix) {
                 return rest.trim().to_owned();
             }
         }
-    };
-    let addr: SocketAddr = read("ADDR ").parse().unwrap();
-    writeln!(stdin, "rss").unwrap();
-    let rss_before: u64 = read("RSS ").parse().unwrap();
-
-    let received = Arc::new(AtomicU64::new(0));
-    let last = Arc::new(AtomicU64::new(0));
-    let latencies: Arc<Vec<AtomicU64>> =
-        Arc::new((0..BUCKETS).map(|_| AtomicU64::new(0)).collect());
-    let started = Instant::now();
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(clients.max(1));
-    let gate = Arc::new(tokio::sync::Semaphore::new(256));
-    let mut tasks = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        let (received, last, latencies, ready_tx, gate) = (
-            received.clone(),
-            last.clone(),
-            latencies.clone(),
-            ready_tx.clone(),
-            gate.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut permit = Some(gate.acquire_owned().await.unwrap());
-            let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-                .read_buffer_size(4096)
-                .write_buffer_size(0);
-            let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
-                format!("ws://{addr}/ws"),
-                Some(config),
-                true,
-            )
-            .await
-            .expect("ws connects");
-            ws.send(tokio_tungstenite::tungstenite::Message::text(
-                r#"{"type":"subscribe","events":["bench.tick"]}"#,
-            ))
-            .await
-            .unwrap();
-            while let Some(Ok(msg)) = ws.next().await {
-                let tokio_tungstenite::tungstenite::Message::Text(text) = msg else {
-                    continue;
-                };
-                let text = text.as_str();
-                if text.contains(r#""type":"subscribed""#) {
-                    permit.take();
-                    let _ = ready_tx.send(()).await;
-                    continue;
-                }
-                assert!(
-                    !text.contains(r#""type":"error""#),
-                    "the gateway refused the subscription: {text}"
-                );
-                if let Some(at) = text.find(r#""t":"#) {
-                    let digits: String = text[at + 4..]
-                        .chars()
-                        .take_while(char::is_ascii_digit)
-                        .collect();
-                    if let Ok(t) = digits.parse::<u64>() {
-                        let now = now_micros();
-                        let bucket = (now.saturating_sub(t) / BUCKET_MICROS) as usize;
-                        latencies[bucket.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
-                        received.fetch_add(1, Ordering::Relaxed);
-                        last.fetch_max(now, Ordering::Relaxed);
-                    }
-                }
-            }
-        }));
     }
-    drop(ready_tx);
-    for _ in 0..clients {
-        ready_rx.recv().await.expect("every client subscribes");
-    }
-    let connect_secs = started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    writeln!(stdin, "rss").unwrap();
-    let rss_after: u64 = read("RSS ").parse().unwrap();
-    let per_conn = (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / clients as f64;
-    println!(
-        "gateway ws: {clients} clients connected and subscribed in {connect_secs:.1} s; gateway RSS {} MiB -> {} MiB: {:.1} KiB per connection",
-        rss_before / 1024,
-        rss_after / 1024,
-        per_conn / 1024.0
-    );
 
-    let mut run = async |count: u64, rate: u64, label: &str| {
-        for counter in latencies.iter() {
+    fn ask(&mut self, command: &str, prefix: &str) -> String {
+        writeln!(self.stdin, "{command}").unwrap();
+        self.read(prefix)
+    }
+
+    /// Publishes `count` events at `rate` a second (0: unthrottled) and
+    /// measures their delivery to every client.
+    async fn run(&mut self, clients: usize, count: u64, rate: u64, label: &str) -> WsRound {
+        for counter in self.latencies.iter() {
             counter.store(0, Ordering::Relaxed);
         }
-        received.store(0, Ordering::Relaxed);
-        last.store(0, Ordering::Relaxed);
+        self.received.store(0, Ordering::Relaxed);
+        self.last.store(0, Ordering::Relaxed);
         let sent_at = now_micros();
-        writeln!(stdin, "burst {count} {rate}").unwrap();
-        let _ = read("SENT ");
+        let _ = self.ask(&format!("burst {count} {rate}"), "SENT ");
         let expected = count * clients as u64;
         // Done when every delivery is in, or nothing more came for a second
         // (what a capacity run dropped never comes).
@@ -722,7 +834,7 @@ async fn ws_fanout() {
         let mut seen = (0, Instant::now());
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let got = received.load(Ordering::Relaxed);
+            let got = self.received.load(Ordering::Relaxed);
             if got >= expected || Instant::now() > deadline {
                 break;
             }
@@ -732,12 +844,12 @@ async fn ws_fanout() {
                 break;
             }
         }
-        let got = received.load(Ordering::Relaxed);
-        let span = (last.load(Ordering::Relaxed).saturating_sub(sent_at)) as f64 / 1e6;
-        writeln!(stdin, "metrics").unwrap();
+        let got = self.received.load(Ordering::Relaxed);
+        let span = (self.last.load(Ordering::Relaxed).saturating_sub(sent_at)) as f64 / 1e6;
+        writeln!(self.stdin, "metrics").unwrap();
         let mut dropped = String::from("0");
         loop {
-            let line = read("");
+            let line = self.read("");
             if line == "END" {
                 break;
             }
@@ -745,7 +857,8 @@ async fn ws_fanout() {
                 dropped = line.rsplit(' ').next().unwrap_or("0").to_owned();
             }
         }
-        let counts: Vec<u64> = latencies
+        let counts: Vec<u64> = self
+            .latencies
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
             .collect();
@@ -767,74 +880,101 @@ async fn ws_fanout() {
             p99_ms: pct(0.99) / 1000.0,
         };
         println!(
-            "gateway ws: {label}: {count} events x {clients} clients: {got}/{expected} delivered in {span:.2} s = {:.0} deliveries/s; latency p50 {:.1} ms, p99 {:.1} ms; dropped (all runs) {dropped}",
-            figures.rate, figures.p50_ms, figures.p99_ms,
+            "gateway ws: {}: {label}: {count} events x {clients} clients: {got}/{expected} delivered in {span:.2} s = {:.0} deliveries/s; latency p50 {:.1} ms, p99 {:.1} ms; dropped (all runs) {dropped}",
+            self.name, figures.rate, figures.p50_ms, figures.p99_ms,
         );
         figures
-    };
-    // What is offered (the target: 200,000 deliveries/s to 10,000 clients
-    // is 20 events/s), then what the gateway can deliver: events published
-    // as fast as the publisher can, deliveries counted as they arrive.
-    // Three rounds of each, interleaved.
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Best, median and worst of `rounds`' `figure`.
+fn summary(rounds: &[f64], lower_is_better: bool) -> (f64, f64, f64) {
+    let mut values = rounds.to_vec();
+    values.sort_by(f64::total_cmp);
+    let (low, median, high) = (
+        values[0],
+        values[values.len() / 2],
+        values[values.len() - 1],
+    );
+    if lower_is_better {
+        (low, median, high)
+    } else {
+        (high, median, low)
+    }
+}
+
+async fn ws_fanout() {
+    let clients = env_or("ENOKI_BENCH_WS_CLIENTS", 10_000) as usize;
+    let rate = env_or("ENOKI_BENCH_EVENTS_PER_SEC", 20);
+    let secs = env_or("ENOKI_BENCH_EVENT_SECS", 5);
     let flood = env_or("ENOKI_BENCH_FLOOD_EVENTS", 100);
+    // What is offered (the target: 200,000 deliveries/s to 10,000 clients
+    // is 20 events/s), then what each can deliver: events published as
+    // fast as the publisher can, deliveries counted as they arrive. Three
+    // rounds, interleaved: the bare server, then enoki, each started afresh
+    // with its clients (two sets of 10,000 clients at once would pass the
+    // open-file limit here).
     let offered_label = format!(
         "offered {rate} events/s ({} deliveries/s)",
         rate * clients as u64
     );
     let (mut offered, mut capacity) = (Vec::new(), Vec::new());
+    let (mut bare_offered, mut bare_capacity) = (Vec::new(), Vec::new());
     for round in 1..=3 {
-        offered.push(
-            run(
-                rate * secs,
-                rate,
-                &format!("round {round}: {offered_label}"),
-            )
-            .await,
-        );
-        capacity.push(
-            run(
-                flood,
-                0,
-                &format!("round {round}: capacity (unthrottled publisher)"),
-            )
-            .await,
-        );
-    }
-    let summary = |rounds: &[WsRound], figure: fn(&WsRound) -> f64, lower_is_better: bool| {
-        let mut values: Vec<f64> = rounds.iter().map(figure).collect();
-        values.sort_by(f64::total_cmp);
-        if lower_is_better {
-            (
-                values[0],
-                values[values.len() / 2],
-                values[values.len() - 1],
-            )
-        } else {
-            (
-                values[values.len() - 1],
-                values[values.len() / 2],
-                values[0],
-            )
+        for (name, role) in [("bare axum", "ws-bare"), ("enoki", "ws-server")] {
+            let (offered, capacity) = if role == "ws-bare" {
+                (&mut bare_offered, &mut bare_capacity)
+            } else {
+                (&mut offered, &mut capacity)
+            };
+            let mut target = WsTarget::start(name, role, clients).await;
+            let label = format!("round {round}: {offered_label}");
+            offered.push(target.run(clients, rate * secs, rate, &label).await);
+            let label = format!("round {round}: capacity (unthrottled publisher)");
+            capacity.push(target.run(clients, flood, 0, &label).await);
+            target.stop().await;
         }
+    }
+    let figures = |rounds: &[WsRound], figure: fn(&WsRound) -> f64| -> Vec<f64> {
+        rounds.iter().map(figure).collect()
     };
-    let (best, median, worst) = summary(&offered, |r| r.p99_ms, true);
-    println!(
-        "gateway ws: {offered_label}: p99 latency best {best:.1} ms, median {median:.1} ms, worst {worst:.1} ms"
-    );
-    let (best, median, worst) = summary(&offered, |r| r.p50_ms, true);
-    println!(
-        "gateway ws: {offered_label}: p50 latency best {best:.1} ms, median {median:.1} ms, worst {worst:.1} ms"
-    );
-    let (best, median, worst) = summary(&capacity, |r| r.rate, false);
-    println!(
-        "gateway ws: capacity: best {best:.0}, median {median:.0}, worst {worst:.0} deliveries/s"
-    );
-    let _ = child.kill();
-    let _ = child.wait();
-    for task in &tasks {
-        task.abort();
+    for (name, offered, capacity) in [
+        ("enoki", &offered, &capacity),
+        ("bare axum", &bare_offered, &bare_capacity),
+    ] {
+        let (best, median, worst) = summary(&figures(offered, |r| r.p99_ms), true);
+        println!(
+            "gateway ws: {name}: {offered_label}: p99 latency best {best:.1} ms, median {median:.1} ms, worst {worst:.1} ms"
+        );
+        let (best, median, worst) = summary(&figures(offered, |r| r.p50_ms), true);
+        println!(
+            "gateway ws: {name}: {offered_label}: p50 latency best {best:.1} ms, median {median:.1} ms, worst {worst:.1} ms"
+        );
+        let (best, median, worst) = summary(&figures(capacity, |r| r.rate), false);
+        println!(
+            "gateway ws: {name}: capacity: best {best:.0}, median {median:.0}, worst {worst:.0} deliveries/s"
+        );
     }
-    for task in tasks {
-        let _ = task.await;
-    }
+    // Per round, enoki's p99 over the bare server's (below 1: enoki's
+    // deliveries arrive sooner).
+    let ratios: Vec<f64> = offered
+        .iter()
+        .zip(&bare_offered)
+        .map(|(e, b)| e.p99_ms / b.p99_ms.max(1e-9))
+        .collect();
+    let (best, median, worst) = summary(&ratios, true);
+    println!(
+        "gateway ws: {offered_label}: p99 enoki / bare axum, per round: best {best:.2}, median {median:.2}, worst {worst:.2}"
+    );
 }
