@@ -710,3 +710,64 @@ async fn replies_go_to_the_queue_reply_to_names_or_through_the_rpc_exchange() {
     }
     cluster.stop().await;
 }
+
+/// On RabbitMQ a client acks its replies several at a time (one
+/// `basic.ack` with `multiple`): every reply of a burst of calls is acked
+/// once the burst is over, none is left unacknowledged on the reply queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_calls_on_rabbitmq_leaves_no_reply_unacked() {
+    let Some(vhost) = common::amqp::TestVhost::create() else {
+        return;
+    };
+    let transport = enoki::transport::AmqpTransport::connect(&vhost.uri, Default::default())
+        .await
+        .expect("connects");
+    let settings = Settings::new().with("max_workers", json!(32));
+    let mut runner = ServiceRunner::new(transport.clone(), settings.clone());
+    runner.add(enoki::service::<Backlog>());
+    runner.start().await.expect("starts");
+    let rpc = ClusterRpc::connect(transport.clone(), &settings)
+        .await
+        .expect("client");
+    let key = uuid::Uuid::new_v4().to_string();
+    let calls = (0..300).map(|i| {
+        let (rpc, key) = (rpc.clone(), key.clone());
+        async move {
+            rpc.service("backlog")
+                .call("mark", json!([key, i.to_string()]))
+                .await
+                .unwrap()
+        }
+    });
+    let replies = futures::future::join_all(calls).await;
+    assert_eq!(
+        replies,
+        (0..300).map(|i| json!(i.to_string())).collect::<Vec<_>>()
+    );
+    // The reply queue: name, unacknowledged, ready.
+    let reply_queue = || -> Vec<String> {
+        vhost
+            .list_queues(&["name", "messages_unacknowledged", "messages_ready"])
+            .lines()
+            .find(|l| l.starts_with(rpc.reply_queue()))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = reply_queue();
+        if listed.get(1..) == Some(&["0".to_owned(), "0".to_owned()][..]) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replies left unacked on the reply queue: {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rpc.close().await;
+    runner.stop().await;
+    enoki::transport::Transport::close(&*transport).await;
+}
