@@ -634,3 +634,69 @@ async fn coalesced_acks_reach_the_broker_in_any_order() {
     assert_eq!(seen.len(), SENT);
     t.close().await;
 }
+
+/// Coalesced acks settled from many tasks at once (each flush racing the
+/// others and the consumer's own) still reach the broker in tag order: an
+/// ack for a tag an earlier one covered would close the channel, and its
+/// messages would come back, redelivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_acks_settled_from_many_tasks_go_out_in_order() {
+    let Some((vhost, t)) = setup().await else {
+        return;
+    };
+    const SENT: usize = 600;
+    queue(&t, "q", "k").await;
+    for i in 0..SENT {
+        publish_numbered(&t, i).await;
+    }
+    let mut consumer = t
+        .consume(
+            "q",
+            // A small prefetch: a flush every second settlement.
+            ConsumeOptions {
+                prefetch: 4,
+                coalesce_acks: true,
+            },
+        )
+        .await
+        .unwrap();
+    let mut acks = Vec::with_capacity(SENT);
+    for _ in 0..SENT {
+        let d = next(&mut consumer).await;
+        assert!(!d.redelivered, "a delivery came back: the channel failed");
+        acks.push(tokio::spawn(async move { d.ack().await }));
+    }
+    for ack in acks {
+        ack.await.unwrap().expect("an ack on an open channel");
+    }
+    let nothing = tokio::time::timeout(Duration::from_millis(300), consumer.next()).await;
+    assert!(nothing.is_err(), "no delivery is left");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let listing = vhost.list_queues(&["name", "messages_unacknowledged", "messages"]);
+        if listing
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["q", "0", "0"])
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "acks never reached the broker: {listing}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(consumer);
+    t.close().await;
+}
+
+async fn publish_numbered(t: &AmqpTransport, i: usize) {
+    t.publish(
+        "ex",
+        "k",
+        Message::json(i.to_string().into_bytes()),
+        PublishOptions::default(),
+    )
+    .await
+    .unwrap();
+}

@@ -92,12 +92,18 @@ struct Active {
 /// yet, for a consumer that coalesces them: they go as one `basic.ack`
 /// with `multiple`, which covers every delivery up to its tag.
 struct AckBatch {
-    run: Mutex<SettledRun<lapin::Acker>>,
+    /// The run of settled tags; its "acker" is the tag itself.
+    run: Mutex<SettledRun<u64>>,
+    /// The consumer's channel: acks go on it directly, in order (a
+    /// delivery's `lapin::Acker` hands its ack to a task of its own, and
+    /// two such acks can overtake each other).
+    channel: Channel,
 }
 
 impl AckBatch {
-    fn new(prefetch: u16) -> Self {
+    fn new(channel: Channel, prefetch: u16) -> Self {
         AckBatch {
+            channel,
             run: Mutex::new(SettledRun::new(if prefetch == 0 {
                 256
             } else {
@@ -106,20 +112,42 @@ impl AckBatch {
         }
     }
 
-    /// Delivery `tag` is settled: acked with `acker`, or (`None`) rejected,
-    /// the reject sent. True when the batch is to be sent now.
-    fn settled(&self, tag: u64, acker: Option<lapin::Acker>) -> bool {
-        self.run.lock().settled(tag, acker)
+    /// Delivery `tag` is settled: acked, or rejected (the reject sent).
+    /// True when the batch is to be sent now.
+    fn settled(&self, tag: u64, acked: bool) -> bool {
+        self.run.lock().settled(tag, acked.then_some(tag))
     }
 
     /// Sends the acks settled so far (a lost connection loses them: the
     /// broker delivers those messages again).
     async fn flush(&self, connection: &ConnectionStatus) {
-        let Some(acker) = self.run.lock().take() else {
-            return;
+        let sending = {
+            let mut run = self.run.lock();
+            let Some(tag) = run.take() else {
+                return;
+            };
+            // Queued on the channel (by the first poll) before the lock is
+            // released, so acks go out in tag order whoever flushes: an
+            // ack with `multiple` for a tag that an earlier one already
+            // covered would be an unknown tag to the broker, which closes
+            // the channel.
+            let channel = self.channel.clone();
+            let mut ack = Box::pin(async move {
+                channel
+                    .basic_ack(tag, BasicAckOptions { multiple: true })
+                    .await
+            });
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            match ack.as_mut().poll(&mut cx) {
+                Poll::Ready(sent) => Err(sent),
+                Poll::Pending => Ok(ack),
+            }
         };
-        let ack = acker.ack(BasicAckOptions { multiple: true });
-        if let Err(err) = guarded(connection, ack).await {
+        let sent = match sending {
+            Ok(ack) => guarded(connection, ack).await,
+            Err(sent) => sent,
+        };
+        if let Err(err) = sent {
             tracing::debug!(error = %err, "could not send coalesced acks; the broker redelivers");
         }
     }
@@ -234,8 +262,12 @@ async fn open_on(
         FieldTable::default(),
     );
     let consumer = guarded(status, consume).await?;
+    let batch = options
+        .coalesce_acks
+        .then(|| Arc::new(AckBatch::new(channel.clone(), options.prefetch)));
     Ok(Active {
         consumer,
+        batch,
         channel: Arc::new(ConsumerChannel {
             channel,
             connection: status.clone(),
@@ -250,9 +282,6 @@ async fn open_on(
         }),
         connection: live.conn.status().clone(),
         generation: live.generation,
-        batch: options
-            .coalesce_acks
-            .then(|| Arc::new(AckBatch::new(options.prefetch))),
     })
 }
 
@@ -555,7 +584,7 @@ impl AmqpAck {
             }
         };
         if let (Ok(true), Some((batch, tag))) = (&result, &self.batch)
-            && batch.settled(*tag, None)
+            && batch.settled(*tag, false)
         {
             batch.flush(&self.connection).await;
         }
@@ -581,7 +610,7 @@ impl Settle for AmqpAck {
         {
             // Recorded, sent with the batch (or now, if the batch is full).
             self.settled = true;
-            if !batch.settled(*tag, Some(self.acker.clone())) {
+            if !batch.settled(*tag, true) {
                 return TransportFuture::ready(Ok(()));
             }
             return TransportFuture::boxed(async move {
@@ -622,7 +651,7 @@ impl Drop for AmqpAck {
             let reject = acker.reject(BasicRejectOptions { requeue: true });
             let rejected = guarded(&connection, reject).await;
             if let (Ok(true), Some((batch, tag))) = (rejected, batch)
-                && batch.settled(tag, None)
+                && batch.settled(tag, false)
             {
                 batch.flush(&connection).await;
             }
