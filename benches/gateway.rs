@@ -549,34 +549,24 @@ async fn ws_server() {
     let addr = serve(router(state.clone())).await;
     println!("ADDR {addr}");
     let publisher = EventPublisher::new(transport.clone(), &Settings::new());
-    let mut lines = stdin_lines();
-    while let Some(line) = lines.recv().await {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["rss"] => println!("RSS {}", rss_kib()),
-            ["burst", count, rate] => {
-                burst(count, rate, async |n| {
-                    publisher
-                        .dispatch("bench", "tick", &json!({ "n": n, "t": now_micros() }))
-                        .await
-                        .unwrap();
-                })
-                .await;
+    commands(
+        async |n| {
+            publisher
+                .dispatch("bench", "tick", &json!({ "n": n, "t": now_micros() }))
+                .await
+                .unwrap();
+        },
+        || {
+            let text = state.metrics().render();
+            for line in text
+                .lines()
+                .filter(|l| l.starts_with("enoki_gateway_events"))
+            {
+                println!("M {line}");
             }
-            ["metrics"] => {
-                let text = state.metrics().render();
-                for line in text
-                    .lines()
-                    .filter(|l| l.starts_with("enoki_gateway_events"))
-                {
-                    println!("M {line}");
-                }
-                println!("END");
-            }
-            _ => break,
-        }
-        let _ = std::io::stdout().flush();
-    }
+        },
+    )
+    .await;
 }
 
 /// The baseline's child: a bare axum WebSocket server doing the same
@@ -626,25 +616,36 @@ async fn ws_bare_server() {
     };
     let addr = serve(Router::new().route("/ws", get(upgrade))).await;
     println!("ADDR {addr}");
+    commands(
+        async |n| {
+            let frame = json!({
+                "type": "event",
+                "service": "bench",
+                "event_type": "tick",
+                "payload": { "n": n, "t": now_micros() },
+            })
+            .to_string();
+            let _ = events.send(Utf8Bytes::from(frame));
+        },
+        || {},
+    )
+    .await;
+}
+
+/// A child's command loop: `rss` (its memory), `burst COUNT RATE` (events
+/// published with `publish`, then `SENT COUNT`), `metrics` (lines from
+/// `metrics`, then `END`); anything else ends it.
+async fn commands(mut publish: impl AsyncFnMut(u64), metrics: impl Fn()) {
     let mut lines = stdin_lines();
     while let Some(line) = lines.recv().await {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["rss"] => println!("RSS {}", rss_kib()),
-            ["burst", count, rate] => {
-                burst(count, rate, async |n| {
-                    let frame = json!({
-                        "type": "event",
-                        "service": "bench",
-                        "event_type": "tick",
-                        "payload": { "n": n, "t": now_micros() },
-                    })
-                    .to_string();
-                    let _ = events.send(Utf8Bytes::from(frame));
-                })
-                .await;
+            ["burst", count, rate] => burst(count, rate, &mut publish).await,
+            ["metrics"] => {
+                metrics();
+                println!("END");
             }
-            ["metrics"] => println!("END"),
             _ => break,
         }
         let _ = std::io::stdout().flush();
@@ -666,7 +667,7 @@ fn stdin_lines() -> tokio::sync::mpsc::UnboundedReceiver<String> {
 
 /// `burst COUNT RATE`: publishes COUNT events, RATE a second (0: as fast
 /// as the publisher can, the capacity run); then says `SENT COUNT`.
-async fn burst(count: &str, rate: &str, mut publish: impl AsyncFnMut(u64)) {
+async fn burst(count: &str, rate: &str, publish: &mut impl AsyncFnMut(u64)) {
     let (count, rate): (u64, u64) = (count.parse().unwrap(), rate.parse().unwrap());
     let mut tick =
         (rate > 0).then(|| tokio::time::interval(Duration::from_micros(1_000_000 / rate)));

@@ -546,14 +546,7 @@ async fn coalesced_acks_reach_the_broker_in_any_order() {
     const SENT: usize = 40;
     queue(&t, "q", "k").await;
     for i in 0..SENT {
-        t.publish(
-            "ex",
-            "k",
-            Message::json(i.to_string().into_bytes()),
-            PublishOptions::default(),
-        )
-        .await
-        .unwrap();
+        publish_numbered(&t, i).await;
     }
     let mut consumer = t
         .consume(
@@ -571,14 +564,6 @@ async fn coalesced_acks_reach_the_broker_in_any_order() {
     // held ones are settled at the end, in reverse order: message 0 rejected
     // (dropped: no dead-letter exchange), message 5 dropped unsettled
     // (requeued, and acked when it comes back), the rest acked.
-    let unacked = || -> u64 {
-        let listing = vhost.list_queues(&["name", "messages_unacknowledged", "messages"]);
-        let line = listing.lines().find(|l| l.starts_with("q\t")).unwrap_or("");
-        line.split_whitespace()
-            .nth(1)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(u64::MAX)
-    };
     let mut held = Vec::new();
     let mut seen = Vec::new();
     while seen.len() < SENT {
@@ -613,15 +598,7 @@ async fn coalesced_acks_reach_the_broker_in_any_order() {
         "no delivery is left: {:?}",
         nothing.map(|d| d.map(|d| d.message.body.clone()))
     );
-    let deadline = Instant::now() + WAIT;
-    while unacked() != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "acks never reached the broker: {}",
-            vhost.list_queues(&["name", "messages_unacknowledged", "messages"])
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_settled(&vhost, "q").await;
     drop(consumer);
     t.close().await;
     // Nothing acked or rejected comes back to a new consumer.
@@ -671,21 +648,7 @@ async fn coalesced_acks_settled_from_many_tasks_go_out_in_order() {
     }
     let nothing = tokio::time::timeout(Duration::from_millis(300), consumer.next()).await;
     assert!(nothing.is_err(), "no delivery is left");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let listing = vhost.list_queues(&["name", "messages_unacknowledged", "messages"]);
-        if listing
-            .lines()
-            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["q", "0", "0"])
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "acks never reached the broker: {listing}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_settled(&vhost, "q").await;
     drop(consumer);
     t.close().await;
 }
@@ -699,4 +662,23 @@ async fn publish_numbered(t: &AmqpTransport, i: usize) {
     )
     .await
     .unwrap();
+}
+
+/// Waits until `queue` holds no message, unacknowledged or ready.
+async fn until_settled(vhost: &TestVhost, queue: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let listing = vhost.list_queues(&["name", "messages_unacknowledged", "messages"]);
+        if listing
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == [queue, "0", "0"])
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "acks never reached the broker: {listing}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
