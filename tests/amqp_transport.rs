@@ -544,22 +544,9 @@ async fn coalesced_acks_reach_the_broker_in_any_order() {
         return;
     };
     const SENT: usize = 40;
-    queue(&t, "q", "k").await;
-    for i in 0..SENT {
-        publish_numbered(&t, i).await;
-    }
-    let mut consumer = t
-        .consume(
-            "q",
-            // Unbounded: a held delivery holds back the acks of every later
-            // one, and so, at a prefetch, the deliveries after them.
-            ConsumeOptions {
-                prefetch: 0,
-                coalesce_acks: true,
-            },
-        )
-        .await
-        .unwrap();
+    // Unbounded: a held delivery holds back the acks of every later one,
+    // and so, at a prefetch, the deliveries after them.
+    let mut consumer = numbered_and_coalescing(&t, SENT, 0).await;
     // Every fifth delivery is held while the later ones are acked; the
     // held ones are settled at the end, in reverse order: message 0 rejected
     // (dropped: no dead-letter exchange), message 5 dropped unsettled
@@ -622,21 +609,8 @@ async fn coalesced_acks_settled_from_many_tasks_go_out_in_order() {
         return;
     };
     const SENT: usize = 600;
-    queue(&t, "q", "k").await;
-    for i in 0..SENT {
-        publish_numbered(&t, i).await;
-    }
-    let mut consumer = t
-        .consume(
-            "q",
-            // A small prefetch: a flush every second settlement.
-            ConsumeOptions {
-                prefetch: 4,
-                coalesce_acks: true,
-            },
-        )
-        .await
-        .unwrap();
+    // A small prefetch: a flush every second settlement.
+    let mut consumer = numbered_and_coalescing(&t, SENT, 4).await;
     let mut acks = Vec::with_capacity(SENT);
     for _ in 0..SENT {
         let d = next(&mut consumer).await;
@@ -653,15 +627,29 @@ async fn coalesced_acks_settled_from_many_tasks_go_out_in_order() {
     t.close().await;
 }
 
-async fn publish_numbered(t: &AmqpTransport, i: usize) {
-    t.publish(
-        "ex",
-        "k",
-        Message::json(i.to_string().into_bytes()),
-        PublishOptions::default(),
+/// Queue `q` with messages `0` to `sent - 1`, and a consumer of it that
+/// coalesces its acks.
+async fn numbered_and_coalescing(t: &AmqpTransport, sent: usize, prefetch: u16) -> Consumer {
+    queue(t, "q", "k").await;
+    for i in 0..sent {
+        t.publish(
+            "ex",
+            "k",
+            Message::json(i.to_string().into_bytes()),
+            PublishOptions::default(),
+        )
+        .await
+        .unwrap();
+    }
+    t.consume(
+        "q",
+        ConsumeOptions {
+            prefetch,
+            coalesce_acks: true,
+        },
     )
     .await
-    .unwrap();
+    .unwrap()
 }
 
 /// Waits until `queue` holds no message, unacknowledged or ready.

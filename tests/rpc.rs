@@ -429,6 +429,35 @@ impl Backlog {
     }
 }
 
+/// A throwaway vhost on RabbitMQ and a transport on it (`None`, with a
+/// message, when RabbitMQ is not reachable and `CI` is not set).
+async fn on_rabbitmq() -> Option<(
+    common::amqp::TestVhost,
+    std::sync::Arc<enoki::transport::AmqpTransport>,
+)> {
+    let vhost = common::amqp::TestVhost::create()?;
+    let transport = enoki::transport::AmqpTransport::connect(&vhost.uri, Default::default())
+        .await
+        .expect("connects");
+    Some((vhost, transport))
+}
+
+/// The backlog service with `max_workers`, started on `transport`, and a
+/// client.
+async fn backlog_with_client(
+    transport: std::sync::Arc<dyn enoki::transport::Transport>,
+    max_workers: u32,
+) -> (ServiceRunner, ClusterRpc) {
+    let settings = Settings::new().with("max_workers", json!(max_workers));
+    let mut runner = ServiceRunner::new(transport.clone(), settings.clone());
+    runner.add(enoki::service::<Backlog>());
+    runner.start().await.expect("starts");
+    let rpc = ClusterRpc::connect(transport, &settings)
+        .await
+        .expect("client");
+    (runner, rpc)
+}
+
 /// A request still queued when its caller's timeout passes is never
 /// executed: it carries the timeout as its AMQP `expiration`, and the
 /// broker drops it (nameko's `delivery_timeout`).
@@ -436,13 +465,7 @@ async fn requests_nobody_waits_for_are_not_executed(
     transport: std::sync::Arc<dyn enoki::transport::Transport>,
 ) {
     let key = uuid::Uuid::new_v4().to_string();
-    let settings = Settings::new().with("max_workers", json!(1));
-    let mut runner = ServiceRunner::new(transport.clone(), settings.clone());
-    runner.add(enoki::service::<Backlog>());
-    runner.start().await.expect("starts");
-    let rpc = ClusterRpc::connect(transport.clone(), &settings)
-        .await
-        .expect("client");
+    let (runner, rpc) = backlog_with_client(transport.clone(), 1).await;
 
     // The only worker is busy...
     let holding = tokio::spawn({
@@ -508,12 +531,9 @@ async fn expired_requests_are_dropped_on_the_embedded_broker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_requests_are_dropped_on_rabbitmq() {
-    let Some(vhost) = common::amqp::TestVhost::create() else {
+    let Some((_vhost, transport)) = on_rabbitmq().await else {
         return;
     };
-    let transport = enoki::transport::AmqpTransport::connect(&vhost.uri, Default::default())
-        .await
-        .expect("connects");
     requests_nobody_waits_for_are_not_executed(transport.clone()).await;
     enoki::transport::Transport::close(&*transport).await;
 }
@@ -716,19 +736,10 @@ async fn replies_go_to_the_queue_reply_to_names_or_through_the_rpc_exchange() {
 /// once the burst is over, none is left unacknowledged on the reply queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_calls_on_rabbitmq_leaves_no_reply_unacked() {
-    let Some(vhost) = common::amqp::TestVhost::create() else {
+    let Some((vhost, transport)) = on_rabbitmq().await else {
         return;
     };
-    let transport = enoki::transport::AmqpTransport::connect(&vhost.uri, Default::default())
-        .await
-        .expect("connects");
-    let settings = Settings::new().with("max_workers", json!(32));
-    let mut runner = ServiceRunner::new(transport.clone(), settings.clone());
-    runner.add(enoki::service::<Backlog>());
-    runner.start().await.expect("starts");
-    let rpc = ClusterRpc::connect(transport.clone(), &settings)
-        .await
-        .expect("client");
+    let (runner, rpc) = backlog_with_client(transport.clone(), 32).await;
     let key = uuid::Uuid::new_v4().to_string();
     let calls = (0..300).map(|i| {
         let (rpc, key) = (rpc.clone(), key.clone());

@@ -92,8 +92,7 @@ struct Active {
 /// yet, for a consumer that coalesces them: they go as one `basic.ack`
 /// with `multiple`, which covers every delivery up to its tag.
 struct AckBatch {
-    /// The run of settled tags; its "acker" is the tag itself.
-    run: Mutex<SettledRun<u64>>,
+    run: Mutex<SettledRun>,
     /// The consumer's channel: acks go on it directly, in order (a
     /// delivery's `lapin::Acker` hands its ack to a task of its own, and
     /// two such acks can overtake each other).
@@ -115,7 +114,7 @@ impl AckBatch {
     /// Delivery `tag` is settled: acked, or rejected (the reject sent).
     /// True when the batch is to be sent now.
     fn settled(&self, tag: u64, acked: bool) -> bool {
-        self.run.lock().settled(tag, acked.then_some(tag))
+        self.run.lock().settled(tag, acked)
     }
 
     /// Sends the acks settled so far (a lost connection loses them: the
@@ -155,19 +154,19 @@ impl AckBatch {
 
 /// The bookkeeping of coalesced acks on one channel, whose delivery tags
 /// start at 1: the run of settled deliveries from the first tag on, and
-/// the acker (`A`) of its last one while some of the run is unsent. A
-/// delivery settled while an earlier one is held waits for it: an ack
-/// with `multiple` covers only settled deliveries.
+/// its last acked tag while some of the run is unsent. A delivery settled
+/// while an earlier one is held waits for it: an ack with `multiple`
+/// covers only settled deliveries.
 #[derive(Debug)]
-struct SettledRun<A> {
+struct SettledRun {
     /// The lowest tag not known to be settled.
     next: u64,
-    /// Settled while an earlier tag was held: tag → its acker (`None`: it
-    /// was rejected, the reject sent). At most the prefetch many.
-    early: BTreeMap<u64, Option<A>>,
-    /// The acker of the run's last acked tag, while acks are unsent.
-    last: Option<A>,
-    /// How many acks `last` would send.
+    /// Settled while an earlier tag was held: tag → acked (false: it was
+    /// rejected, the reject sent). At most the prefetch many.
+    early: BTreeMap<u64, bool>,
+    /// The run's last acked tag, while acks are unsent.
+    last: Option<u64>,
+    /// How many acks an ack up to `last` would send.
     unsent: u64,
     /// Sent once this many acks wait, even while deliveries keep coming (a
     /// consumer at its prefetch would get nothing more).
@@ -177,7 +176,7 @@ struct SettledRun<A> {
     idle: bool,
 }
 
-impl<A> SettledRun<A> {
+impl SettledRun {
     fn new(limit: u64) -> Self {
         SettledRun {
             next: 1,
@@ -191,30 +190,31 @@ impl<A> SettledRun<A> {
 
     /// Records `tag` as settled; true when the unsent acks are to be sent
     /// now.
-    fn settled(&mut self, tag: u64, acker: Option<A>) -> bool {
+    fn settled(&mut self, tag: u64, acked: bool) -> bool {
         if tag != self.next {
             if tag > self.next {
-                self.early.insert(tag, acker);
+                self.early.insert(tag, acked);
             }
             return false;
         }
-        let mut acker = acker;
+        let mut acked = acked;
         loop {
-            self.next += 1;
-            if let Some(acker) = acker.take() {
-                self.last = Some(acker);
+            if acked {
+                self.last = Some(self.next);
                 self.unsent += 1;
             }
+            self.next += 1;
             match self.early.remove(&self.next) {
-                Some(early) => acker = early,
+                Some(early) => acked = early,
                 None => break,
             }
         }
         self.last.is_some() && (self.idle || self.unsent >= self.limit)
     }
 
-    /// The acker that acks the run so far, if any of it is unsent.
-    fn take(&mut self) -> Option<A> {
+    /// The tag an ack (with `multiple`) of the run so far goes to, if any
+    /// of it is unsent.
+    fn take(&mut self) -> Option<u64> {
         self.unsent = 0;
         self.last.take()
     }
@@ -667,54 +667,51 @@ mod tests {
     #[test]
     fn in_order_acks_wait_for_the_limit_then_go_as_one() {
         let mut run = SettledRun::new(3);
-        assert!(!run.settled(1, Some("a1")));
-        assert!(!run.settled(2, Some("a2")));
-        assert!(run.settled(3, Some("a3")), "the limit sends the batch");
-        assert_eq!(run.take(), Some("a3"), "one ack, with multiple, up to 3");
+        assert!(!run.settled(1, true));
+        assert!(!run.settled(2, true));
+        assert!(run.settled(3, true), "the limit sends the batch");
+        assert_eq!(run.take(), Some(3), "one ack, with multiple, up to 3");
         assert_eq!(run.take(), None, "nothing left to send");
-        assert!(!run.settled(4, Some("a4")));
-        assert_eq!(run.take(), Some("a4"));
+        assert!(!run.settled(4, true));
+        assert_eq!(run.take(), Some(4));
     }
 
     #[test]
     fn an_ack_never_covers_a_delivery_still_held() {
         let mut run = SettledRun::new(100);
         // 1 is held; 2 and 3 are settled: nothing may be sent for them.
-        assert!(!run.settled(2, Some("a2")));
-        assert!(!run.settled(3, Some("a3")));
+        assert!(!run.settled(2, true));
+        assert!(!run.settled(3, true));
         assert_eq!(run.take(), None);
         // 1 settles: the run reaches 3.
-        run.settled(1, Some("a1"));
-        assert_eq!(run.take(), Some("a3"));
+        run.settled(1, true);
+        assert_eq!(run.take(), Some(3));
         assert!(run.early.is_empty());
     }
 
     #[test]
     fn a_rejected_delivery_continues_the_run_without_an_ack_of_its_own() {
         let mut run = SettledRun::new(100);
-        run.settled(1, Some("a1"));
-        run.settled(2, None);
-        assert_eq!(run.take(), Some("a1"), "the reject is sent already");
-        run.settled(3, None);
+        run.settled(1, true);
+        run.settled(2, false);
+        assert_eq!(run.take(), Some(1), "the reject is sent already");
+        run.settled(3, false);
         assert_eq!(run.take(), None, "nothing acked since");
-        run.settled(4, Some("a4"));
-        assert_eq!(run.take(), Some("a4"));
+        run.settled(4, true);
+        assert_eq!(run.take(), Some(4));
         assert_eq!(run.next, 5);
     }
 
     #[test]
     fn while_the_consumer_waits_a_settlement_is_sent_at_once() {
         let mut run = SettledRun::new(100);
-        run.settled(1, Some("a1"));
+        run.settled(1, true);
         assert!(!run.start_waiting(), "unsent acks go before waiting");
-        assert_eq!(run.take(), Some("a1"));
+        assert_eq!(run.take(), Some(1));
         assert!(run.start_waiting());
-        assert!(
-            run.settled(2, Some("a2")),
-            "settled while waiting: sent now"
-        );
-        assert!(!run.settled(4, Some("a4")), "3 is held: nothing to send");
-        assert!(run.settled(3, Some("a3")));
-        assert_eq!(run.take(), Some("a4"));
+        assert!(run.settled(2, true), "settled while waiting: sent now");
+        assert!(!run.settled(4, true), "3 is held: nothing to send");
+        assert!(run.settled(3, true));
+        assert_eq!(run.take(), Some(4));
     }
 }
