@@ -58,6 +58,13 @@ pub fn active() -> bool {
     }
 }
 
+/// What [`MessagingSpan::enter_unsampled`] returns: the entered context, if
+/// any, current until dropped.
+pub(crate) struct UnsampledGuard {
+    #[cfg(feature = "otel")]
+    _entered: Option<opentelemetry::ContextGuard>,
+}
+
 /// An OpenTelemetry span of enoki's own: a message published, or one being
 /// processed. Built with the OpenTelemetry SDK directly (no `tracing` span
 /// in between: the cheapest way to the exporter); nothing at all when
@@ -107,26 +114,18 @@ impl MessagingSpan {
         }
     }
 
-    /// Runs `work` (the worker of this process span) in the span's trace
-    /// context when the span is not sampled: what the worker sends and the
-    /// spans it makes are then children of that context, without a
-    /// `worker` span that the exporter sees.
-    pub(crate) fn within<F: std::future::Future>(
-        &self,
-        work: F,
-    ) -> impl std::future::Future<Output = F::Output> {
-        #[cfg(feature = "otel")]
-        {
-            use futures::future::Either;
-            use opentelemetry::context::FutureExt as _;
-            match self.inner.as_ref().and_then(otel::Inner::unsampled_context) {
-                Some(context) => Either::Left(work.with_context(context)),
-                None => Either::Right(work),
-            }
-        }
-        #[cfg(not(feature = "otel"))]
-        {
-            work
+    /// Makes the span's trace context current until the guard drops, when
+    /// the span is not sampled: what a worker of this process span sends
+    /// while polled, and the spans it makes, are then children of that
+    /// context, without a `worker` span that the exporter sees.
+    pub(crate) fn enter_unsampled(&self) -> UnsampledGuard {
+        UnsampledGuard {
+            #[cfg(feature = "otel")]
+            _entered: self
+                .inner
+                .as_ref()
+                .and_then(otel::Inner::unsampled_context)
+                .map(opentelemetry::Context::attach),
         }
     }
 }

@@ -6,7 +6,9 @@
 //!
 //! - **The `max_workers` bound.** A worker runs only with a [`WorkerSlot`];
 //!   there are `max_workers` slots per container, shared by all its
-//!   entrypoints (a semaphore, as mini-redis bounds its connections).
+//!   entrypoints (a semaphore in all but name, as mini-redis bounds its
+//!   connections: a lock-free count of free slots, and a `Notify` for those
+//!   waiting).
 //!   [`WorkerPool::slot`] waits for one, so an entrypoint that asks for a
 //!   slot before taking the next message applies back-pressure to its
 //!   source. It answers `None` once the container stops.
@@ -34,17 +36,21 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::container_ctx::ContainerCtx;
 use crate::context::{Incoming, WorkerCtx};
@@ -102,7 +108,60 @@ pub struct WorkerRecord {
 /// Released when the worker it was given to ends (or when dropped unused).
 #[derive(Debug)]
 pub struct WorkerSlot {
-    _permit: OwnedSemaphorePermit,
+    slots: Arc<Slots>,
+}
+
+impl Drop for WorkerSlot {
+    fn drop(&mut self) {
+        self.slots.release();
+    }
+}
+
+/// The container's `max_workers` slots: a count taken and given back
+/// without a lock (a semaphore takes one to give a permit back), and a
+/// [`Notify`] for those waiting for one.
+#[derive(Debug)]
+struct Slots {
+    free: AtomicUsize,
+    freed: Notify,
+}
+
+impl Slots {
+    /// Takes a slot if one is free.
+    fn try_take(self: &Arc<Self>) -> Option<WorkerSlot> {
+        self.free
+            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |free| {
+                free.checked_sub(1)
+            })
+            .ok()
+            .map(|_| WorkerSlot {
+                slots: self.clone(),
+            })
+    }
+
+    /// Waits for a free slot.
+    async fn take(self: &Arc<Self>) -> WorkerSlot {
+        loop {
+            if let Some(slot) = self.try_take() {
+                return slot;
+            }
+            let freed = self.freed.notified();
+            let mut freed = std::pin::pin!(freed);
+            // Registered before looking again: a slot given back from now
+            // on wakes this waiter (or leaves it a permit), so none is
+            // missed between the look and the wait.
+            freed.as_mut().enable();
+            if let Some(slot) = self.try_take() {
+                return slot;
+            }
+            freed.await;
+        }
+    }
+
+    fn release(&self) {
+        self.free.fetch_add(1, Ordering::Release);
+        self.freed.notify_one();
+    }
 }
 
 /// A container's workers: the `max_workers` bound, spawning, stop and kill.
@@ -119,13 +178,15 @@ struct Inner {
     providers: ProviderSet,
     invoke: Invoke,
     max_workers: usize,
-    permits: Arc<Semaphore>,
+    slots: Arc<Slots>,
     workers: TaskTracker,
     /// The runtime the workers run on, whichever thread spawns them (a
     /// direct consumer spawns from the publisher's).
     runtime: Option<tokio::runtime::Handle>,
     managed: Mutex<Vec<JoinHandle<()>>>,
     stop: CancellationToken,
+    /// Set with `stop` cancelled.
+    stopping: AtomicBool,
     parent_calls_tracked: usize,
     records: broadcast::Sender<WorkerRecord>,
     /// Outcomes and latencies, when the container records metrics.
@@ -165,7 +226,11 @@ impl WorkerPool {
                 providers,
                 invoke,
                 max_workers,
-                permits: Arc::new(Semaphore::new(max_workers)),
+                slots: Arc::new(Slots {
+                    free: AtomicUsize::new(max_workers),
+                    freed: Notify::new(),
+                }),
+                stopping: AtomicBool::new(false),
                 workers: TaskTracker::new(),
                 runtime: tokio::runtime::Handle::try_current().ok(),
                 managed: Mutex::new(Vec::new()),
@@ -225,30 +290,20 @@ impl WorkerPool {
         if self.is_stopping() {
             return None;
         }
-        self.inner
-            .permits
-            .clone()
-            .try_acquire_owned()
-            .ok()
-            .map(|permit| WorkerSlot { _permit: permit })
+        self.inner.slots.try_take()
     }
 
     /// A slot, even while stopping (for calls made through the container
     /// itself, such as `entrypoint_hook`).
     pub(crate) async fn acquire(&self) -> WorkerSlot {
-        let permit = self
-            .inner
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the worker semaphore is never closed");
-        WorkerSlot { _permit: permit }
+        self.inner.slots.take().await
     }
 
     /// Whether the container is stopping.
     pub fn is_stopping(&self) -> bool {
-        self.inner.stop.is_cancelled()
+        // A flag beside the token: asked of every delivery, and a token's
+        // `is_cancelled` takes a lock.
+        self.inner.stopping.load(Ordering::Acquire)
     }
 
     /// Resolves when the container stops (gracefully or not): entrypoints
@@ -286,7 +341,7 @@ impl WorkerPool {
         on_result: F,
     ) where
         F: FnOnce(Outcome) -> Fut + Send + 'static,
-        Fut: Future<Output = Outcome> + Send,
+        Fut: Future<Output = Outcome> + Send + 'static,
     {
         self.spawn_task(self.worker(slot, method, payload, incoming, on_result));
     }
@@ -375,7 +430,7 @@ impl WorkerPool {
         P: Into<Payload>,
         I: Into<Incoming>,
         F: FnOnce(Outcome) -> Fut + Send + 'static,
-        Fut: Future<Output = Outcome> + Send,
+        Fut: Future<Output = Outcome> + Send + 'static,
     {
         let invoke = self.inner.invoke.payload;
         let payload = payload.into();
@@ -392,7 +447,10 @@ impl WorkerPool {
         }
     }
 
-    /// One worker's whole lifecycle, tracked as running.
+    /// One worker's whole lifecycle, tracked as running. Its parts are
+    /// built here, in one go, so that the future is no larger than what it
+    /// holds while it runs (an `async` block keeps what it captured beside
+    /// what it moved it into), and fits a small allocation when boxed.
     fn worker_call<C, F, Fut>(
         &self,
         slot: WorkerSlot,
@@ -404,86 +462,39 @@ impl WorkerPool {
     where
         C: Call,
         F: FnOnce(Outcome) -> Fut + Send + 'static,
-        Fut: Future<Output = Outcome> + Send,
+        Fut: Future<Output = Outcome> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        let task = async move {
-            let _slot = slot;
-            // The message's process span (none unless spans are exported),
-            // child of the trace context it carried; the worker's within.
-            let process = crate::telemetry::process_span(inner.name, method, &incoming);
-            let worker = WorkerCtx::with_cancel(
-                Cow::Borrowed(inner.name),
-                Cow::Borrowed(method),
-                incoming,
-                inner.parent_calls_tracked,
-                inner.ctx.kill_token().clone(),
-            );
-            // The call id is made when first needed: here, only for a span
-            // that someone records. A worker of an unsampled trace gets its
-            // span on a target the exporter does not see (see `telemetry`).
-            let span = if process.unsampled() {
-                tracing::info_span!(
-                    target: crate::telemetry::UNSAMPLED_TARGET,
-                    parent: None,
-                    "worker",
-                    service = inner.name,
-                    method,
-                    call_id = worker.call_id()
-                )
-            } else if tracing::enabled!(tracing::Level::INFO) {
-                let span = tracing::info_span!(
-                    parent: None,
-                    "worker",
-                    service = inner.name,
-                    method,
-                    call_id = worker.call_id()
-                );
-                process.adopt(&span);
-                span
-            } else {
-                tracing::Span::none()
-            };
-            let body = std::pin::pin!(
-                async {
-                    let started = inner.metrics.is_some().then(Instant::now);
-                    let outcome = run_method(&inner, &worker, call).await;
-                    if let (Some(metrics), Some(started)) = (&inner.metrics, started) {
-                        metrics.handled(method, outcome.is_ok(), started.elapsed());
-                    }
-                    let outcome = on_result(outcome).await;
-                    if !inner.providers.is_empty() {
-                        inner.providers.worker_result(&worker, &outcome).await;
-                        inner.providers.worker_teardown(&worker).await;
-                    }
-                    outcome
-                }
-                .instrument(span.clone()),
-            );
-            let body = process.within(AssertUnwindSafe(body).catch_unwind());
-            tokio::select! {
-                biased;
-                outcome = body => match outcome {
-                    Ok(outcome) => {
-                        if inner.records.receiver_count() > 0 {
-                            let _ = inner.records.send(WorkerRecord {
-                                entrypoint: method,
-                                worker: worker.clone(),
-                                outcome: Arc::new(outcome),
-                            });
-                        }
-                    }
-                    Err(panic) => span.in_scope(|| tracing::error!(
-                        message = %panic_message(&*panic),
-                        "worker lifecycle panicked"
-                    )),
-                },
-                () = inner.ctx.kill_token().cancelled() => {
-                    span.in_scope(|| tracing::warn!("worker killed"));
-                }
-            }
-        };
-        self.inner.workers.track_future(task)
+        let inner = &self.inner;
+        // The message's process span (none unless spans are exported),
+        // child of the trace context it carried; the worker's within.
+        let process = crate::telemetry::process_span(inner.name, method, &incoming);
+        let worker = WorkerCtx::with_cancel(
+            Cow::Borrowed(inner.name),
+            Cow::Borrowed(method),
+            incoming,
+            inner.parent_calls_tracked,
+            inner.ctx.kill_token().clone(),
+        );
+        let span = worker_span(inner.name, method, &worker, &process);
+        let started = inner.metrics.is_some().then(Instant::now);
+        Running {
+            lifecycle: lifecycle(
+                inner.clone(),
+                worker.clone(),
+                method,
+                started,
+                call,
+                on_result,
+            ),
+            killed: None,
+            span,
+            process,
+            worker,
+            inner: inner.clone(),
+            method,
+            _tracked: inner.workers.token(),
+            _slot: slot,
+        }
     }
 
     /// Spawns a task of an entrypoint (a consumer loop, a timer): the
@@ -499,6 +510,7 @@ impl WorkerPool {
 
     /// Starts stopping: entrypoints see [`stopped`](Self::stopped).
     pub(crate) fn begin_stop(&self) {
+        self.inner.stopping.store(true, Ordering::Release);
         self.inner.stop.cancel();
     }
 
@@ -528,6 +540,7 @@ impl WorkerPool {
     /// Kills: managed tasks are aborted, workers are cancelled where they
     /// wait. Returns once every worker has ended.
     pub(crate) async fn kill(&self) {
+        self.inner.stopping.store(true, Ordering::Release);
         self.inner.stop.cancel();
         self.inner.ctx.kill_token().cancel();
         let tasks: Vec<_> = self.inner.managed.lock().drain(..).collect();
@@ -545,29 +558,96 @@ impl WorkerPool {
     }
 }
 
-/// Injects, runs `worker_setup` and the method; a panic in either becomes
-/// a `WorkerPanic` error. Failures are logged (bad requests as warnings).
-async fn run_method(inner: &Inner, worker: &WorkerCtx, call: impl Call) -> Outcome {
-    // Dependencies are injected first, before `worker_setup` (nameko's order).
-    let call =
-        std::panic::catch_unwind(AssertUnwindSafe(|| call(&inner.providers, worker.clone())));
-    if !inner.providers.is_empty() {
-        inner.providers.worker_setup(worker).await;
+/// A worker's `tracing` span. The call id is made when first needed: here,
+/// only for a span that someone records. A worker of an unsampled trace
+/// gets its span on a target the exporter does not see (see `telemetry`).
+fn worker_span(
+    service: &'static str,
+    method: &'static str,
+    worker: &WorkerCtx,
+    process: &crate::telemetry::MessagingSpan,
+) -> tracing::Span {
+    if process.unsampled() {
+        tracing::info_span!(
+            target: crate::telemetry::UNSAMPLED_TARGET,
+            parent: None,
+            "worker",
+            service,
+            method,
+            call_id = worker.call_id()
+        )
+    } else if tracing::enabled!(tracing::Level::INFO) {
+        let span = tracing::info_span!(
+            parent: None,
+            "worker",
+            service,
+            method,
+            call_id = worker.call_id()
+        );
+        process.adopt(&span);
+        span
+    } else {
+        tracing::Span::none()
     }
-    let call = async move {
-        match call {
-            Ok(call) => call.await,
-            Err(panic) => std::panic::resume_unwind(panic),
+}
+
+/// A worker's lifecycle: injection, `worker_setup`, the method (a panic
+/// in it, or in the injection, becomes a `WorkerPanic` error; failures are
+/// logged, bad requests as warnings), `on_result`, then `worker_result`
+/// and `worker_teardown`.
+#[allow(clippy::manual_async_fn, reason = "an async fn's future is larger")]
+fn lifecycle<F, Fut>(
+    inner: Arc<Inner>,
+    worker: WorkerCtx,
+    method: &'static str,
+    started: Option<Instant>,
+    call: impl Call,
+    on_result: F,
+) -> impl Future<Output = Outcome>
+where
+    F: FnOnce(Outcome) -> Fut,
+    Fut: Future<Output = Outcome>,
+{
+    // An `async move` block that uses what it captured where it is (an
+    // `async fn` would copy its arguments into the future once more).
+    async move {
+        // Dependencies are injected first, before `worker_setup` (nameko's
+        // order); a panic here fails the worker as the method's would.
+        let call =
+            std::panic::catch_unwind(AssertUnwindSafe(|| call(&inner.providers, worker.clone())));
+        if !inner.providers.is_empty() {
+            inner.providers.worker_setup(&worker).await;
         }
-    };
-    let outcome = match AssertUnwindSafe(call).catch_unwind().await {
-        Ok(outcome) => outcome,
-        Err(panic) => {
-            let message = panic_message(&*panic);
-            tracing::error!(%message, "worker panicked");
-            Err(RemoteError::panic(message))
+        let outcome = match call {
+            Ok(call) => AssertUnwindSafe(call).catch_unwind().await,
+            Err(panic) => Err(panic),
+        };
+        let outcome = handled(&inner, method, started, outcome);
+        let outcome = on_result(outcome).await;
+        if !inner.providers.is_empty() {
+            inner.providers.worker_result(&worker, &outcome).await;
+            inner.providers.worker_teardown(&worker).await;
         }
-    };
+        outcome
+    }
+}
+
+/// What a worker's method ended with: a panic becomes a `WorkerPanic`
+/// error; failures are logged (bad requests as warnings) and counted.
+/// (Not in the lifecycle's `async` block: the outcome it borrows would be
+/// kept there for the rest of the worker.)
+#[inline(always)]
+fn handled(
+    inner: &Inner,
+    method: &'static str,
+    started: Option<Instant>,
+    outcome: std::thread::Result<Outcome>,
+) -> Outcome {
+    let outcome = outcome.unwrap_or_else(|panic| {
+        let message = panic_message(&*panic);
+        tracing::error!(%message, "worker panicked");
+        Err(RemoteError::panic(message))
+    });
     if let Err(error) = &outcome {
         if error.is_bad_request() {
             tracing::warn!(%error, "bad request");
@@ -575,7 +655,89 @@ async fn run_method(inner: &Inner, worker: &WorkerCtx, call: impl Call) -> Outco
             tracing::error!(%error, "worker failed");
         }
     }
+    if let (Some(metrics), Some(started)) = (&inner.metrics, started) {
+        metrics.handled(method, outcome.is_ok(), started.elapsed());
+    }
     outcome
+}
+
+pin_project_lite::pin_project! {
+    /// A running worker: its lifecycle in its spans (a panic in the
+    /// lifecycle itself is logged), unless the container is killed first:
+    /// then it ends where it waits, and `on_result` does not run. Written
+    /// out rather than built of combinators, each of which would move the
+    /// whole future once more.
+    struct Running<L> {
+        #[pin]
+        lifecycle: L,
+        // Made when the worker first waits: a worker that never does
+        // (most, on the embedded broker) needs none.
+        #[pin]
+        killed: Option<WaitForCancellationFutureOwned>,
+        span: tracing::Span,
+        // The message's process span (none unless spans are exported),
+        // child of the trace context it carried; ends with the worker.
+        process: crate::telemetry::MessagingSpan,
+        worker: WorkerCtx,
+        inner: Arc<Inner>,
+        method: &'static str,
+        // Counts the worker as running (the container's stop waits for it).
+        _tracked: TaskTrackerToken,
+        _slot: WorkerSlot,
+    }
+}
+
+impl<L> Future for Running<L>
+where
+    L: Future<Output = Outcome>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        let polled = {
+            let _context = this.process.enter_unsampled();
+            let _span = this.span.enter();
+            std::panic::catch_unwind(AssertUnwindSafe(|| this.lifecycle.poll(cx)))
+        };
+        match polled {
+            Ok(Poll::Ready(outcome)) => {
+                let records = &this.inner.records;
+                if records.receiver_count() > 0 {
+                    let _ = records.send(WorkerRecord {
+                        entrypoint: this.method,
+                        worker: this.worker.clone(),
+                        outcome: Arc::new(outcome),
+                    });
+                }
+                Poll::Ready(())
+            }
+            Err(panic) => {
+                this.span.in_scope(|| {
+                    tracing::error!(
+                        message = %panic_message(&*panic),
+                        "worker lifecycle panicked"
+                    );
+                });
+                Poll::Ready(())
+            }
+            Ok(Poll::Pending) => {
+                let mut killed = this.killed;
+                if killed.is_none() {
+                    let token = CancellationToken::clone(this.inner.ctx.kill_token());
+                    killed.set(Some(token.cancelled_owned()));
+                }
+                let killed = killed
+                    .as_pin_mut()
+                    .is_some_and(|killed| killed.poll(cx).is_ready());
+                if killed {
+                    this.span.in_scope(|| tracing::warn!("worker killed"));
+                    return Poll::Ready(());
+                }
+                Poll::Pending
+            }
+        }
+    }
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
@@ -585,5 +747,57 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "worker panicked".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slots(n: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            free: AtomicUsize::new(n),
+            freed: Notify::new(),
+        })
+    }
+
+    #[test]
+    fn slots_are_taken_up_to_the_bound_and_given_back_on_drop() {
+        let slots = slots(2);
+        let a = slots.try_take().expect("first slot");
+        let b = slots.try_take().expect("second slot");
+        assert!(slots.try_take().is_none(), "only two slots");
+        drop(a);
+        let c = slots.try_take().expect("a slot given back is free again");
+        assert!(slots.try_take().is_none());
+        drop((b, c));
+        assert_eq!(slots.free.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_waiter_gets_a_slot_as_they_are_given_back() {
+        let slots = slots(1);
+        let held = slots.try_take().expect("the one slot");
+        let in_use = Arc::new(AtomicUsize::new(0));
+        let waiters: Vec<_> = (0..64)
+            .map(|_| {
+                let (slots, in_use) = (slots.clone(), in_use.clone());
+                tokio::spawn(async move {
+                    let slot = slots.take().await;
+                    assert_eq!(in_use.fetch_add(1, Ordering::SeqCst), 0, "one at a time");
+                    tokio::task::yield_now().await;
+                    in_use.fetch_sub(1, Ordering::SeqCst);
+                    drop(slot);
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        drop(held);
+        let all = futures::future::join_all(waiters);
+        let done = tokio::time::timeout(Duration::from_secs(10), all)
+            .await
+            .expect("no waiter is left waiting for a slot given back");
+        assert!(done.into_iter().all(|joined| joined.is_ok()));
+        assert_eq!(slots.free.load(Ordering::Relaxed), 1);
     }
 }

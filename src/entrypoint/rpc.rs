@@ -281,27 +281,37 @@ impl Request {
 
 /// Publishes the reply, then acks the request. If the reply cannot be
 /// published, the request is requeued once (its worker runs again), then
-/// dropped.
-async fn reply_and_ack(ctx: &ContainerCtx, delivery: Delivery, outcome: &Outcome) {
-    // `check` made sure there is a reply_to.
-    let reply_to = delivery
-        .message
-        .properties
-        .reply_to
-        .as_deref()
-        .unwrap_or_default();
-    let correlation_id = &delivery.message.properties.correlation_id;
-    match publish_reply(ctx, reply_to, correlation_id, outcome).await {
-        Ok(()) => settle(delivery.ack().await),
-        Err(error) => {
-            let requeue = !delivery.redelivered;
-            tracing::error!(
-                service = ctx.service_name(),
-                %error,
-                requeue,
-                "could not publish an RPC reply"
-            );
-            settle(delivery.reject(requeue).await);
+/// dropped. (An `async move` block that settles the delivery where it was
+/// captured: an `async fn` would hold a second copy of it, in every RPC
+/// worker's future.)
+#[allow(clippy::manual_async_fn, reason = "an async fn's future is larger")]
+fn reply_and_ack<'a>(
+    ctx: &'a ContainerCtx,
+    delivery: Delivery,
+    outcome: &'a Outcome,
+) -> impl Future<Output = ()> + Send + 'a {
+    async move {
+        // `check` made sure there is a reply_to.
+        let properties = &delivery.message.properties;
+        let reply_to = properties.reply_to.as_deref().unwrap_or_default();
+        // The error is logged, and dropped, before the delivery is settled.
+        let requeue = match publish_reply(ctx, reply_to, &properties.correlation_id, outcome).await
+        {
+            Ok(()) => None,
+            Err(error) => {
+                let requeue = !delivery.redelivered;
+                tracing::error!(
+                    service = ctx.service_name(),
+                    %error,
+                    requeue,
+                    "could not publish an RPC reply"
+                );
+                Some(requeue)
+            }
+        };
+        match requeue {
+            None => settle(delivery.ack().await),
+            Some(requeue) => settle(delivery.reject(requeue).await),
         }
     }
 }
