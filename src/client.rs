@@ -103,16 +103,31 @@ struct ReplyListener {
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
+/// A standalone client's call id: `<owner>.call.<uuid>`.
+fn standalone_call_id(owner: &str) -> String {
+    let mut call_id = String::with_capacity(owner.len() + 42);
+    call_id.push_str(owner);
+    call_id.push_str(".call.");
+    push_uuid(&mut call_id);
+    call_id
+}
+
 impl CallContext {
     /// The context of a standalone client of `owner`: `data` and a call
     /// id of its own, `<owner>.call.<uuid>`.
     fn standalone(owner: &str, data: Map<String, Value>) -> Self {
-        let mut call_id = String::with_capacity(owner.len() + 42);
-        call_id.push_str(owner);
-        call_id.push_str(".call.");
-        push_uuid(&mut call_id);
-        let (headers, trace) = encode_own_headers(data, call_id);
+        let (headers, trace) = encode_own_headers(data, standalone_call_id(owner));
         CallContext::Standalone(headers, trace)
+    }
+
+    /// The same from context data given as pairs, with no trace context.
+    #[cfg(feature = "gateway")]
+    fn standalone_pairs<K: AsRef<str>>(
+        owner: &str,
+        data: impl IntoIterator<Item = (K, Value)>,
+    ) -> Self {
+        let headers = crate::context::own_headers(data, standalone_call_id(owner));
+        CallContext::Standalone(headers, None)
     }
 
     /// The headers and trace context of the calls made in this context.
@@ -321,6 +336,20 @@ impl ClusterRpc {
     pub fn with_context_data(&self, data: Map<String, Value>) -> Self {
         ClusterRpc {
             context: CallContext::standalone(&self.listener.owner, data),
+            ..self.clone()
+        }
+    }
+
+    /// The same client with other context data, given as pairs (the
+    /// gateway's, of each request: no map is built for it); a trace
+    /// context is given apart, with `with_trace`.
+    #[cfg(feature = "gateway")]
+    pub(crate) fn with_context_pairs<K: AsRef<str>>(
+        &self,
+        data: impl IntoIterator<Item = (K, Value)>,
+    ) -> Self {
+        ClusterRpc {
+            context: CallContext::standalone_pairs(&self.listener.owner, data),
             ..self.clone()
         }
     }

@@ -136,17 +136,28 @@ pub(crate) fn encode_own_headers(
     call_id: String,
 ) -> (Headers, Option<Arc<TraceContext>>) {
     let trace = TraceContext::from_headers(&data).map(Arc::new);
+    let data = data.into_iter().filter(|(key, _)| !is_trace_key(key));
+    (own_headers(data, call_id), trace)
+}
+
+/// Encodes context data (without a trace context: that goes in the
+/// message's own field) and a one-call call-id stack as `nameko.*`
+/// headers, with no map of the data built first.
+pub(crate) fn own_headers<K: AsRef<str>>(
+    data: impl IntoIterator<Item = (K, Value)>,
+    call_id: String,
+) -> Headers {
     let mut headers = Headers::new();
     for (key, value) in data {
-        if !value.is_null() && !is_trace_key(&key) {
-            headers.insert(prefixed(&key), value);
+        if !value.is_null() {
+            headers.insert(prefixed(key.as_ref()), value);
         }
     }
     headers.insert(
         prefixed(CALL_ID_STACK),
         Value::Array(vec![Value::String(call_id)]),
     );
-    (headers, trace)
+    headers
 }
 
 /// Encodes context data and a call-id stack as `nameko.*` headers; the

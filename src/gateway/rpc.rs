@@ -37,14 +37,18 @@ pub fn rpc_error(
     ApiError::from_rpc(err, service, method, status_by_type, retry_after)
 }
 
+/// The context data of a gateway call, as pairs (no map is built for it):
+/// the request id, the user and the language, if any.
+pub(crate) type ContextData = smallvec::SmallVec<[(&'static str, String); 3]>;
+
 /// Context data for a call: the request id and the user, if any.
-pub(crate) fn context_data(headers: &HeaderMap, user: Option<&str>) -> Map<String, Value> {
-    let mut data = Map::new();
+pub(crate) fn context_data(headers: &HeaderMap, user: Option<&str>) -> ContextData {
+    let mut data = ContextData::new();
     if let Some(id) = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
-        data.insert("request_id".into(), Value::String(id.to_owned()));
+        data.push(("request_id", id.to_owned()));
     }
     if let Some(user) = user {
-        data.insert("user_id".into(), Value::String(user.to_owned()));
+        data.push(("user_id", user.to_owned()));
     }
     if let Some(lang) = headers
         .get(header::ACCEPT_LANGUAGE)
@@ -53,7 +57,7 @@ pub(crate) fn context_data(headers: &HeaderMap, user: Option<&str>) -> Map<Strin
         .map(str::trim)
         .filter(|v| !v.is_empty() && *v != "*")
     {
-        data.insert("language".into(), Value::String(lang.to_owned()));
+        data.push(("language", lang.to_owned()));
     }
     data
 }
@@ -76,12 +80,15 @@ pub(crate) async fn call(
     method: &str,
     args: &Value,
     kwargs: &Map<String, Value>,
-    context: Map<String, Value>,
+    context: ContextData,
     timeout: Duration,
 ) -> Result<Box<serde_json::value::RawValue>, ApiError> {
+    let context = context
+        .into_iter()
+        .map(|(key, value)| (key, Value::String(value)));
     let rpc = state
         .rpc()
-        .with_context_data(context)
+        .with_context_pairs(context)
         .with_trace(crate::telemetry::current_trace())
         .with_timeout(timeout);
     let body = crate::message::encode_request(args, kwargs);

@@ -29,7 +29,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::auth::Identity;
 use super::bridge::{ClientQueue, EventPattern};
@@ -38,7 +38,7 @@ use super::leave::{Kind, Leave};
 use super::paths;
 use super::protocol::ClientFrame;
 use super::rate_limit::{Client, PeerAddr};
-use super::rpc::context_data;
+use super::rpc::{ContextData, context_data};
 use super::state::GatewayState;
 use crate::config::{MAX_CLIENT_SECONDS, positive_seconds};
 
@@ -79,7 +79,7 @@ async fn session(
     socket: WebSocket,
     user: Option<String>,
     peer: PeerAddr,
-    context: Map<String, Value>,
+    context: ContextData,
 ) {
     let shutdown = state.shutdown_token().clone();
     let client = state.event_client(user.as_deref());
@@ -165,7 +165,7 @@ async fn on_frame(
     calls: &Arc<AtomicUsize>,
     user: Option<&str>,
     peer: PeerAddr,
-    context: &Map<String, Value>,
+    context: &ContextData,
     text: &str,
 ) {
     let parsed = match ClientFrame::parse(text) {
