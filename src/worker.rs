@@ -476,16 +476,8 @@ impl WorkerPool {
             inner.ctx.kill_token().clone(),
         );
         let span = worker_span(inner.name, method, &worker, &process);
-        let started = inner.metrics.is_some().then(Instant::now);
         Running {
-            lifecycle: lifecycle(
-                inner.clone(),
-                worker.clone(),
-                method,
-                started,
-                call,
-                on_result,
-            ),
+            lifecycle: lifecycle(inner.clone(), worker.clone(), method, call, on_result),
             killed: None,
             span,
             process,
@@ -540,8 +532,7 @@ impl WorkerPool {
     /// Kills: managed tasks are aborted, workers are cancelled where they
     /// wait. Returns once every worker has ended.
     pub(crate) async fn kill(&self) {
-        self.inner.stopping.store(true, Ordering::Release);
-        self.inner.stop.cancel();
+        self.begin_stop();
         self.inner.ctx.kill_token().cancel();
         let tasks: Vec<_> = self.inner.managed.lock().drain(..).collect();
         for task in tasks {
@@ -600,7 +591,6 @@ fn lifecycle<F, Fut>(
     inner: Arc<Inner>,
     worker: WorkerCtx,
     method: &'static str,
-    started: Option<Instant>,
     call: impl Call,
     on_result: F,
 ) -> impl Future<Output = Outcome>
@@ -611,6 +601,7 @@ where
     // An `async move` block that uses what it captured where it is (an
     // `async fn` would copy its arguments into the future once more).
     async move {
+        let started = inner.metrics.is_some().then(Instant::now);
         // Dependencies are injected first, before `worker_setup` (nameko's
         // order); a panic here fails the worker as the method's would.
         let call =
