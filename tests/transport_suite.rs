@@ -55,6 +55,7 @@ macro_rules! transport_suite {
             dropped_consumer_returns_only_unhanded_deliveries,
             requeued_messages_keep_publish_order,
             closing_connection_requeues_and_cleans_up,
+            stale_ack_settles_nothing,
             closed_connection_consumer_yields_nothing_more,
             exclusive_queue_is_locked_to_its_connection,
             auto_delete_queue_vanishes_with_last_consumer,

@@ -317,6 +317,9 @@ impl Broker {
     }
 
     /// Routes a message to the queues its exchange and routing key name.
+    /// (Inlined into its two callers: the message is not copied into a
+    /// call.)
+    #[inline]
     fn route(
         &self,
         exchange: &str,
@@ -455,7 +458,9 @@ enum Taken {
 #[derive(Debug, Default)]
 struct QueueInner {
     ready: VecDeque<Entry>,
-    unacked: FastMap<u64, Unacked>,
+    /// Delivered, not yet settled: by the slot in the tag's low half
+    /// ([`delivery_tag`]).
+    unacked: slab::Slab<Unacked>,
     consumers: Vec<ConsumerSlot>,
     next_consumer: usize,
     next_tag: u64,
@@ -493,6 +498,9 @@ impl Entry {
 
 #[derive(Debug)]
 struct Unacked {
+    /// The delivery's tag: its slot and a stamp, so the tag of a delivery
+    /// already settled (or requeued) never settles the slot's next one.
+    tag: u64,
     entry: Entry,
     consumer: u64,
     connection: u64,
@@ -541,6 +549,21 @@ impl ConsumerSlot {
     }
 }
 
+/// A delivery's tag: the slot it has among the queue's unacked deliveries
+/// in the low 32 bits, and the low 32 bits of the queue's delivery count
+/// in the high ones. A slot is reused once its delivery is settled, so a
+/// stale tag (of a delivery requeued when its connection closed) matches
+/// the slot's next delivery only if 2^32 deliveries passed in between.
+fn delivery_tag(key: usize, count: u64) -> u64 {
+    let key = u32::try_from(key).expect("fewer than 2^32 unacked deliveries on one queue");
+    (count << 32) | u64::from(key)
+}
+
+/// The unacked slot a [`delivery_tag`] names.
+fn unacked_key(tag: u64) -> usize {
+    (tag & u64::from(u32::MAX)) as usize
+}
+
 /// A direct consumer's function, and the runtime that runs what it leaves
 /// to wait for (the publisher calling it may be on no runtime at all).
 #[derive(Clone)]
@@ -549,11 +572,27 @@ struct Direct {
     runtime: tokio::runtime::Handle,
 }
 
+/// What this thread is doing with direct deliveries ([`deliver_direct`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Handing {
+    /// Nothing: the next call hands out its deliveries itself.
+    Idle,
+    /// A call up the stack is handing deliveries out.
+    Busy,
+    /// And more wait in [`WAITING`] for it.
+    Waiting,
+    /// Nothing, but a consumer panicked with deliveries still waiting: the
+    /// next call hands them out too.
+    Left,
+}
+
 thread_local! {
-    /// Direct deliveries waiting on this thread, and whether a call up the
-    /// stack is handing them out already.
-    static DIRECT: std::cell::RefCell<(bool, VecDeque<(Direct, Delivery)>)> =
-        const { std::cell::RefCell::new((false, VecDeque::new())) };
+    /// Whether a call up the stack hands out direct deliveries already (a
+    /// plain cell: looking costs no more than a load).
+    static HANDING: std::cell::Cell<Handing> = const { std::cell::Cell::new(Handing::Idle) };
+    /// Direct deliveries waiting for that call, in order.
+    static WAITING: std::cell::RefCell<VecDeque<(Direct, Delivery)>> =
+        const { std::cell::RefCell::new(VecDeque::new()) };
 }
 
 /// Hands direct deliveries to their consumers, one after the other. A
@@ -561,24 +600,27 @@ thread_local! {
 /// message at once; those wait in a per-thread queue for this loop rather
 /// than nest a call per message (the stack stays flat whatever the
 /// backlog).
-fn deliver_direct(deliveries: SmallVec<[(Direct, Delivery); 1]>) {
-    let deliveries = DIRECT.with(|cell| {
-        let mut state = cell.borrow_mut();
-        if state.0 {
-            state.1.extend(deliveries);
-            return None;
-        }
-        state.0 = true;
-        Some(deliveries)
-    });
-    let Some(deliveries) = deliveries else {
+fn deliver_direct(mut deliveries: SmallVec<[(Direct, Delivery); 1]>) {
+    let state = HANDING.get();
+    if matches!(state, Handing::Busy | Handing::Waiting) {
+        WAITING.with_borrow_mut(|waiting| waiting.extend(deliveries));
+        HANDING.set(Handing::Waiting);
         return;
-    };
+    }
+    HANDING.set(if state == Handing::Left {
+        Handing::Waiting
+    } else {
+        Handing::Busy
+    });
     /// Lets the next call hand out deliveries, even if a consumer panics.
     struct Done;
     impl Drop for Done {
         fn drop(&mut self) {
-            DIRECT.with(|cell| cell.borrow_mut().0 = false);
+            HANDING.set(if HANDING.get() == Handing::Waiting {
+                Handing::Left
+            } else {
+                Handing::Idle
+            });
         }
     }
     let _done = Done;
@@ -587,29 +629,77 @@ fn deliver_direct(deliveries: SmallVec<[(Direct, Delivery); 1]>) {
     // What waits gets a task, whose first poll takes over the wakeup.
     let deliver = |(direct, delivery): (Direct, Delivery)| {
         if let Err(mut rest) = (direct.deliver)(delivery).into_ready() {
-            let _runtime = direct.runtime.enter();
+            // In the consumer's runtime (the publisher's thread may be in
+            // none, or in another).
+            let _runtime = tokio::runtime::Handle::try_current()
+                .map_or(true, |current| current.id() != direct.runtime.id())
+                .then(|| direct.runtime.enter());
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             if std::pin::Pin::new(&mut rest).poll(&mut cx).is_pending() {
                 direct.runtime.spawn(rest);
             }
         }
     };
-    deliveries.into_iter().for_each(deliver);
-    while let Some(next) = DIRECT.with(|cell| cell.borrow_mut().1.pop_front()) {
-        deliver(next);
+    // Almost always one: taken out as it is, with no iterator around it.
+    if deliveries.len() == 1 {
+        deliver(deliveries.pop().expect("one delivery"));
+    } else {
+        deliveries.drain(..).for_each(deliver);
+    }
+    while HANDING.get() == Handing::Waiting {
+        let next = WAITING.with_borrow_mut(|waiting| {
+            let next = waiting.pop_front();
+            if waiting.is_empty() {
+                HANDING.set(Handing::Busy);
+            }
+            next
+        });
+        if let Some(next) = next {
+            deliver(next);
+        }
     }
 }
 
-/// What to drop once the queue lock is released: dropping a delivery or a
-/// consumer's sender can requeue, which takes the lock again.
+/// What to do once the queue lock is released: hand out direct
+/// deliveries, and (rarely) drop what could requeue or dead-letter, which
+/// takes the lock again.
 #[derive(Default)]
 struct Deferred {
-    deliveries: Vec<Delivery>,
-    senders: Vec<mpsc::UnboundedSender<Delivery>>,
-    /// Messages to dead-letter, with the reason.
-    dead: Vec<(Entry, &'static str)>,
     /// Deliveries for direct consumers, in dispatch order.
     direct: SmallVec<[(Direct, Delivery); 1]>,
+    /// The rest, in one list: most operations leave nothing here.
+    rest: Vec<Later>,
+}
+
+/// What a queue leaves for after its lock, besides direct deliveries.
+enum Later {
+    /// A delivery its consumer never got: dropped.
+    Returned(Delivery),
+    /// A consumer's sender: dropped.
+    Sender(mpsc::UnboundedSender<Delivery>),
+    /// A message to dead-letter, with the reason.
+    Dead(Entry, &'static str),
+}
+
+/// Drops the deliveries and senders a queue left (which can requeue),
+/// and returns the messages to dead-letter.
+#[cold]
+fn drop_returned(rest: Vec<Later>) -> Vec<(Entry, &'static str)> {
+    let mut dead = Vec::new();
+    for later in rest {
+        match later {
+            Later::Dead(entry, reason) => dead.push((entry, reason)),
+            Later::Returned(delivery) => drop(delivery),
+            Later::Sender(sender) => drop(sender),
+        }
+    }
+    dead
+}
+
+impl Deferred {
+    fn dead(&mut self, entry: Entry, reason: &'static str) {
+        self.rest.push(Later::Dead(entry, reason));
+    }
 }
 
 impl Queue {
@@ -632,12 +722,20 @@ impl Queue {
                 }
                 // drop-head: the oldest ready message makes room.
                 if let Some(oldest) = inner.ready.pop_front() {
-                    deferred.dead.push((oldest, "maxlen"));
+                    deferred.dead(oldest, "maxlen");
                 }
             }
             entry.seq = inner.next_seq;
             inner.next_seq += 1;
-            inner.ready.push_back(entry);
+            // Nothing waits ahead of it: straight to a consumer with room.
+            if inner.ready.is_empty()
+                && !entry.expired()
+                && let Some(index) = self.next_with_room(&mut inner)
+            {
+                self.hand_out(&mut inner, index, entry, &mut deferred);
+            } else {
+                inner.ready.push_back(entry);
+            }
             self.dispatch(&mut inner, &mut deferred);
         }
         self.finish(deferred);
@@ -649,23 +747,29 @@ impl Queue {
         Taken::Queued
     }
 
-    /// Dead-letters what `deferred` holds, then drops the rest, with no
-    /// lock held.
+    /// Hands out the direct deliveries, drops what could requeue, then
+    /// dead-letters, with no lock held. (Inlined: `deferred` is not copied
+    /// into a call.)
+    #[inline(always)]
     fn finish(&self, deferred: Deferred) {
-        let Deferred {
-            deliveries,
-            senders,
-            dead,
-            direct,
-        } = deferred;
-        drop(deliveries);
-        drop(senders);
+        let Deferred { direct, rest } = deferred;
+        let dead = if rest.is_empty() {
+            Vec::new()
+        } else {
+            drop_returned(rest)
+        };
         if !direct.is_empty() {
             deliver_direct(direct);
         }
-        if dead.is_empty() {
-            return;
+        if !dead.is_empty() {
+            self.dead_letter(dead);
         }
+    }
+
+    /// Republishes messages to the queue's dead-letter exchange, if it has
+    /// one (they are dropped otherwise).
+    #[cold]
+    fn dead_letter(&self, dead: Vec<(Entry, &'static str)>) {
         let (Some(to), Some(broker)) = (&self.dead_letter, self.broker.upgrade()) else {
             return;
         };
@@ -703,7 +807,7 @@ impl Queue {
                 let mut kept = VecDeque::with_capacity(inner.ready.len());
                 for entry in inner.ready.drain(..) {
                     if entry.expired() {
-                        deferred.dead.push((entry, "expired"));
+                        deferred.dead(entry, "expired");
                     } else {
                         kept.push_back(entry);
                     }
@@ -714,70 +818,105 @@ impl Queue {
         });
     }
 
-    /// Hands ready messages to consumers with room, round-robin.
+    /// Hands ready messages to consumers with room, round-robin. (Most
+    /// calls find none ready: that look is inlined.)
+    #[inline(always)]
     fn dispatch(self: &Arc<Self>, inner: &mut QueueInner, deferred: &mut Deferred) {
-        while !inner.ready.is_empty() && !inner.consumers.is_empty() {
-            // A single active consumer is the earliest one still there.
-            let count = if self.single_active {
-                inner.next_consumer = 0;
-                1
-            } else {
-                inner.consumers.len()
-            };
-            let Some(offset) =
-                (0..count).find(|i| inner.consumers[(inner.next_consumer + i) % count].has_room())
-            else {
+        if !inner.ready.is_empty() {
+            self.dispatch_ready(inner, deferred);
+        }
+    }
+
+    fn dispatch_ready(self: &Arc<Self>, inner: &mut QueueInner, deferred: &mut Deferred) {
+        while !inner.ready.is_empty() {
+            let Some(index) = self.next_with_room(inner) else {
                 return;
             };
-            let index = (inner.next_consumer + offset) % count;
-            inner.next_consumer = (index + 1) % count;
             let entry = inner.ready.pop_front().expect("checked non-empty");
             if entry.expired() {
-                deferred.dead.push((entry, "expired"));
+                deferred.dead(entry, "expired");
                 continue;
             }
-            let tag = inner.next_tag;
-            inner.next_tag += 1;
-            let slot = &mut inner.consumers[index];
-            let delivery = Delivery {
-                exchange: entry.exchange.clone(),
-                routing_key: entry.routing_key.clone(),
-                redelivered: entry.redelivered,
-                message: entry.message.clone(),
-                acker: Acker::by_tag(Arc::downgrade(self) as Weak<dyn SettleByTag>, tag),
-            };
-            let (consumer, connection) = (slot.id, slot.connection);
-            let sent = match &slot.deliver {
-                Some(deliver) if !slot.tx.is_closed() => {
-                    deferred.direct.push((deliver.clone(), delivery));
-                    Ok(())
-                }
-                Some(_) => Err(mpsc::error::SendError(delivery)),
-                None => slot.tx.send(delivery),
-            };
-            match sent {
-                Ok(()) => {
-                    slot.in_flight += 1;
-                    inner.unacked.insert(
-                        tag,
-                        Unacked {
-                            entry,
-                            consumer,
-                            connection,
-                        },
-                    );
-                }
-                Err(returned) => {
-                    // The consumer went away: keep the message, drop the
-                    // consumer. The returned delivery's tag was never
-                    // recorded, so dropping it (later, unlocked) is a no-op.
-                    deferred.deliveries.push(returned.0);
-                    inner.ready.push_front(entry);
-                    let slot = inner.consumers.remove(index);
-                    deferred.senders.push(slot.tx);
-                    inner.next_consumer = 0;
-                }
+            self.hand_out(inner, index, entry, deferred);
+        }
+    }
+
+    /// The consumer that gets the next message, round-robin among those
+    /// with room in their prefetch window (a single active consumer is the
+    /// earliest one still there); it becomes the last one served.
+    fn next_with_room(&self, inner: &mut QueueInner) -> Option<usize> {
+        let count = if self.single_active {
+            inner.next_consumer = 0;
+            inner.consumers.len().min(1)
+        } else {
+            inner.consumers.len()
+        };
+        let offset =
+            (0..count).find(|i| inner.consumers[(inner.next_consumer + i) % count].has_room())?;
+        let index = (inner.next_consumer + offset) % count;
+        inner.next_consumer = (index + 1) % count;
+        Some(index)
+    }
+
+    /// Delivers `entry` to the consumer at `index` and records it as
+    /// unacked; if that consumer has gone, the entry goes back to the
+    /// head of the queue and the consumer is dropped.
+    fn hand_out(
+        self: &Arc<Self>,
+        inner: &mut QueueInner,
+        index: usize,
+        entry: Entry,
+        deferred: &mut Deferred,
+    ) {
+        let vacant = inner.unacked.vacant_entry();
+        let tag = delivery_tag(vacant.key(), inner.next_tag);
+        let slot = &mut inner.consumers[index];
+        let delivery = Delivery {
+            exchange: entry.exchange.clone(),
+            routing_key: entry.routing_key.clone(),
+            redelivered: entry.redelivered,
+            message: entry.message.clone(),
+            acker: Acker::by_tag(Arc::downgrade(self) as Weak<dyn SettleByTag>, tag),
+        };
+        let (consumer, connection) = (slot.id, slot.connection);
+        let sent = match &slot.deliver {
+            Some(deliver) if !slot.tx.is_closed() => {
+                deferred.direct.push((deliver.clone(), delivery));
+                Ok(())
             }
+            Some(_) => Err(mpsc::error::SendError(delivery)),
+            None => slot.tx.send(delivery),
+        };
+        match sent {
+            Ok(()) => {
+                slot.in_flight += 1;
+                inner.next_tag += 1;
+                vacant.insert(Unacked {
+                    tag,
+                    entry,
+                    consumer,
+                    connection,
+                });
+            }
+            Err(returned) => {
+                // The consumer went away: keep the message, drop the
+                // consumer. The returned delivery's tag was never
+                // recorded, so dropping it (later, unlocked) is a no-op.
+                deferred.rest.push(Later::Returned(returned.0));
+                inner.ready.push_front(entry);
+                let slot = inner.consumers.remove(index);
+                deferred.rest.push(Later::Sender(slot.tx));
+                inner.next_consumer = 0;
+            }
+        }
+    }
+
+    /// Takes the unacked delivery with `tag` out, if it is still unacked.
+    fn take_unacked(inner: &mut QueueInner, tag: u64) -> Option<Unacked> {
+        let key = unacked_key(tag);
+        match inner.unacked.get(key) {
+            Some(unacked) if unacked.tag == tag => Some(inner.unacked.remove(key)),
+            _ => None,
         }
     }
 
@@ -785,7 +924,7 @@ impl Queue {
         let mut deferred = Deferred::default();
         let result = {
             let mut inner = self.inner.lock();
-            match inner.unacked.remove(&tag) {
+            match Self::take_unacked(&mut inner, tag) {
                 None if inner.deleted => Ok(()),
                 None => Err(Error::TransportClosed),
                 Some(Unacked {
@@ -797,7 +936,7 @@ impl Queue {
                     match how {
                         Settlement::Ack => {}
                         Settlement::Requeue => self.put_back(&mut inner, entry, &mut deferred),
-                        Settlement::Reject => deferred.dead.push((entry, "rejected")),
+                        Settlement::Reject => deferred.dead(entry, "rejected"),
                     }
                     self.dispatch(&mut inner, &mut deferred);
                     Ok(())
@@ -816,7 +955,7 @@ impl Queue {
             .delivery_limit
             .is_some_and(|limit| entry.returns > limit)
         {
-            deferred.dead.push((entry, "delivery_limit"));
+            deferred.dead(entry, "delivery_limit");
             return;
         }
         if self.quorum {
@@ -900,23 +1039,22 @@ impl Queue {
             for slot in inner.consumers.drain(..) {
                 if slot.connection == connection {
                     slot.ended.store(true, Ordering::Release);
-                    deferred.senders.push(slot.tx);
+                    deferred.rest.push(Later::Sender(slot.tx));
                 } else {
                     kept.push(slot);
                 }
             }
             inner.consumers = kept;
             inner.next_consumer = 0;
-            let tags: Vec<u64> = inner
+            let keys: Vec<usize> = inner
                 .unacked
                 .iter()
                 .filter(|(_, u)| u.connection == connection)
-                .map(|(tag, _)| *tag)
+                .map(|(key, _)| key)
                 .collect();
-            for tag in tags {
-                if let Some(Unacked { entry, .. }) = inner.unacked.remove(&tag) {
-                    self.put_back(&mut inner, entry, &mut deferred);
-                }
+            for key in keys {
+                let Unacked { entry, .. } = inner.unacked.remove(key);
+                self.put_back(&mut inner, entry, &mut deferred);
             }
             self.dispatch(&mut inner, &mut deferred);
             had > 0 && inner.consumers.is_empty()
@@ -953,7 +1091,11 @@ impl SettleByTag for Queue {
     }
 
     fn holds_tag(&self, tag: u64) -> bool {
-        self.inner.lock().unacked.contains_key(&tag)
+        let inner = self.inner.lock();
+        inner
+            .unacked
+            .get(unacked_key(tag))
+            .is_some_and(|unacked| unacked.tag == tag)
     }
 }
 
@@ -1144,15 +1286,16 @@ impl Transport for MemoryTransport {
         options: PublishOptions,
     ) -> TransportFuture<'a, Result<()>> {
         // Routed at once: the message is in its queues when this returns.
-        let routed = self
+        let checked = self
             .check_open()
             .and_then(|()| check_name("exchange name", exchange))
-            .and_then(|()| check_name("routing key", routing_key))
-            .and_then(|()| {
-                self.broker
-                    .route(exchange, routing_key, message, options.mandatory)
-            });
-        TransportFuture::ready(routed)
+            .and_then(|()| check_name("routing key", routing_key));
+        TransportFuture::ready(match checked {
+            Ok(()) => self
+                .broker
+                .route(exchange, routing_key, message, options.mandatory),
+            Err(error) => Err(error),
+        })
     }
 
     async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer> {

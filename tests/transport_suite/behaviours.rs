@@ -754,6 +754,32 @@ pub(crate) async fn closing_connection_requeues_and_cleans_up(env: &dyn Transpor
     assert_closed(&conn_a, &q).await;
 }
 
+/// A delivery of a closed connection settles nothing when it is acked
+/// later, not even the copy another consumer now holds (which the broker
+/// may track in the same place).
+pub(crate) async fn stale_ack_settles_nothing(env: &dyn TransportEnv) {
+    let conn_a = env.connect().await;
+    let conn_b = env.connect().await;
+    let q = queue(&conn_b, "stale-ack").await;
+    let mut a = conn_a.consume(&q, prefetch(1)).await.expect("consume a");
+    publish(&conn_b, "", &q, "held").await;
+    let stale = recv(&mut a).await;
+    conn_a.close().await;
+
+    let mut b = conn_b.consume(&q, prefetch(0)).await.expect("consume b");
+    let again = recv(&mut b).await;
+    assert_eq!(body(&again), "held");
+    assert!(again.redelivered);
+    assert!(stale.ack().await.is_err(), "acking a stale delivery fails");
+    assert!(again.acker.is_held(), "b's copy is still unsettled");
+    // Still b's to settle: requeued, it comes back once more.
+    again.reject(true).await.expect("requeue on b");
+    let last = recv(&mut b).await;
+    assert_eq!(body(&last), "held");
+    last.ack().await.expect("ack on b");
+    assert_silent(&mut b, "a copy of a message acked once").await;
+}
+
 /// `x-single-active-consumer`: every message goes to the earliest
 /// consumer, none to the others; a delivery it holds unsettled is still
 /// held (`Acker::is_held`) until its connection closes, and then the next
