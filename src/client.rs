@@ -630,25 +630,47 @@ impl EventPublisher {
         event_type: &str,
         payload: &impl Serialize,
     ) -> Result<()> {
-        let publish = async |exchange: &str| {
-            let body = crate::message::json_body(payload)?;
-            let (trace, _span) = crate::telemetry::publish_span(exchange, event_type, None);
-            let message = Message::json(body).with_trace(trace);
-            self.transport
-                .publish(exchange, event_type, message, PublishOptions::default())
-                .await
+        let declared = self.declared.lock().get(source).cloned();
+        let exchange = match declared {
+            Some(exchange) => exchange,
+            None => self.exchange(source).await?,
         };
-        let exchange = self.exchange(source).await?;
-        match publish(&exchange).await {
+        let published = {
+            let (_span, publishing) = self.publish(&exchange, event_type, payload)?;
+            publishing.await
+        };
+        match published {
             // Gone since (an auto-delete exchange loses its last binding):
             // declared again, and published once more.
             Err(Error::ExchangeNotFound(_)) if self.settings.declare_event_exchanges() => {
                 self.declared.lock().remove(source);
                 let exchange = self.exchange(source).await?;
-                publish(&exchange).await
+                let (_span, publishing) = self.publish(&exchange, event_type, payload)?;
+                publishing.await
             }
             other => other,
         }
+    }
+
+    /// Encodes the event and starts publishing it (no future of its own
+    /// around the transport's), in its publish span: kept until published.
+    fn publish<'a>(
+        &'a self,
+        exchange: &'a str,
+        event_type: &'a str,
+        payload: &impl Serialize,
+    ) -> Result<(
+        crate::telemetry::MessagingSpan,
+        TransportFuture<'a, Result<()>>,
+    )> {
+        let body = crate::message::json_body(payload)?;
+        let (trace, span) = crate::telemetry::publish_span(exchange, event_type, None);
+        let mut message = Message::json(body);
+        message.properties.trace = trace;
+        let publishing =
+            self.transport
+                .publish(exchange, event_type, message, PublishOptions::default());
+        Ok((span, publishing))
     }
 }
 

@@ -221,7 +221,7 @@ pub struct ServiceContainer {
     ctx: ContainerCtx,
     entrypoints: Mutex<Vec<Box<dyn ErasedEntrypoint>>>,
     state: Mutex<State>,
-    records: broadcast::Sender<crate::worker::WorkerRecord>,
+    records: crate::worker::Records,
 }
 
 impl fmt::Debug for ServiceContainer {
@@ -241,7 +241,7 @@ impl ServiceContainer {
         settings: Settings,
     ) -> Self {
         let ctx = ContainerCtx::new(def.name, settings, transport);
-        let (records, _) = broadcast::channel(256);
+        let records = crate::worker::Records::new(256);
         ServiceContainer {
             def: Some(def),
             pool: None,

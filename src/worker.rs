@@ -104,6 +104,39 @@ pub struct WorkerRecord {
     pub outcome: Arc<Outcome>,
 }
 
+/// Where finished workers are announced ([`WorkerRecord`]): a broadcast
+/// channel, and whether anyone ever subscribed to it (looked at by every
+/// worker without the lock that counting its receivers takes).
+#[derive(Debug, Clone)]
+pub(crate) struct Records {
+    sender: broadcast::Sender<WorkerRecord>,
+    subscribed: Arc<AtomicBool>,
+}
+
+impl Records {
+    /// A channel holding up to `capacity` records for a slow subscriber.
+    pub(crate) fn new(capacity: usize) -> Self {
+        Records {
+            sender: broadcast::channel(capacity).0,
+            subscribed: Arc::default(),
+        }
+    }
+
+    /// A stream of the records from now on.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<WorkerRecord> {
+        self.subscribed.store(true, Ordering::Release);
+        self.sender.subscribe()
+    }
+
+    /// Announces a finished worker, if anyone listens; `record` is made
+    /// only then.
+    fn announce(&self, record: impl FnOnce() -> WorkerRecord) {
+        if self.subscribed.load(Ordering::Acquire) && self.sender.receiver_count() > 0 {
+            let _ = self.sender.send(record());
+        }
+    }
+}
+
 /// The right to run one worker: one of the container's `max_workers`.
 /// Released when the worker it was given to ends (or when dropped unused).
 #[derive(Debug)]
@@ -119,18 +152,28 @@ impl Drop for WorkerSlot {
 
 /// The container's `max_workers` slots: a count taken and given back
 /// without a lock (a semaphore takes one to give a permit back), and a
-/// [`Notify`] for those waiting for one.
+/// [`Notify`] for those waiting for one, told only when someone waits.
 #[derive(Debug)]
 struct Slots {
     free: AtomicUsize,
+    /// How many wait in [`Slots::take`].
+    waiting: AtomicUsize,
     freed: Notify,
 }
 
 impl Slots {
+    fn new(count: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            free: AtomicUsize::new(count),
+            waiting: AtomicUsize::new(0),
+            freed: Notify::new(),
+        })
+    }
+
     /// Takes a slot if one is free.
     fn try_take(self: &Arc<Self>) -> Option<WorkerSlot> {
         self.free
-            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |free| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |free| {
                 free.checked_sub(1)
             })
             .ok()
@@ -141,10 +184,22 @@ impl Slots {
 
     /// Waits for a free slot.
     async fn take(self: &Arc<Self>) -> WorkerSlot {
-        loop {
-            if let Some(slot) = self.try_take() {
-                return slot;
+        if let Some(slot) = self.try_take() {
+            return slot;
+        }
+        /// Counts this waiter out again, however the wait ends.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
             }
+        }
+        // Counted before looking again (all in one order, `SeqCst`): a
+        // release either sees this waiter and notifies, or gave its slot
+        // back before the look below, which then finds it.
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
+        loop {
             let freed = self.freed.notified();
             let mut freed = std::pin::pin!(freed);
             // Registered before looking again: a slot given back from now
@@ -159,8 +214,10 @@ impl Slots {
     }
 
     fn release(&self) {
-        self.free.fetch_add(1, Ordering::Release);
-        self.freed.notify_one();
+        self.free.fetch_add(1, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.freed.notify_one();
+        }
     }
 }
 
@@ -188,7 +245,7 @@ struct Inner {
     /// Set with `stop` cancelled.
     stopping: AtomicBool,
     parent_calls_tracked: usize,
-    records: broadcast::Sender<WorkerRecord>,
+    records: Records,
     /// Outcomes and latencies, when the container records metrics.
     metrics: Option<EntrypointMetrics>,
 }
@@ -210,7 +267,7 @@ impl WorkerPool {
         methods: Vec<&'static str>,
         providers: ProviderSet,
         invoke: Invoke,
-        records: broadcast::Sender<WorkerRecord>,
+        records: Records,
     ) -> Self {
         let settings = ctx.settings();
         let max_workers = settings.max_workers();
@@ -226,10 +283,7 @@ impl WorkerPool {
                 providers,
                 invoke,
                 max_workers,
-                slots: Arc::new(Slots {
-                    free: AtomicUsize::new(max_workers),
-                    freed: Notify::new(),
-                }),
+                slots: Slots::new(max_workers),
                 stopping: AtomicBool::new(false),
                 workers: TaskTracker::new(),
                 runtime: tokio::runtime::Handle::try_current().ok(),
@@ -693,14 +747,11 @@ where
         };
         match polled {
             Ok(Poll::Ready(outcome)) => {
-                let records = &this.inner.records;
-                if records.receiver_count() > 0 {
-                    let _ = records.send(WorkerRecord {
-                        entrypoint: this.method,
-                        worker: this.worker.clone(),
-                        outcome: Arc::new(outcome),
-                    });
-                }
+                this.inner.records.announce(|| WorkerRecord {
+                    entrypoint: this.method,
+                    worker: this.worker.clone(),
+                    outcome: Arc::new(outcome),
+                });
                 Poll::Ready(())
             }
             Err(panic) => {
@@ -746,10 +797,7 @@ mod tests {
     use super::*;
 
     fn slots(n: usize) -> Arc<Slots> {
-        Arc::new(Slots {
-            free: AtomicUsize::new(n),
-            freed: Notify::new(),
-        })
+        Slots::new(n)
     }
 
     #[test]
