@@ -73,13 +73,13 @@ fn outcome(result: &Result<Box<serde_json::value::RawValue>, Error>) -> &'static
     }
 }
 
-/// Calls `service.method` and answers with its JSON result and `status`.
+/// Calls `service.method` with `request` (its encoded `args` and
+/// `kwargs`) and answers with its JSON result.
 pub(crate) async fn call(
     state: &GatewayState,
     service: &str,
     method: &str,
-    args: &Value,
-    kwargs: &Map<String, Value>,
+    request: Vec<u8>,
     context: ContextData,
     timeout: Duration,
 ) -> Result<Box<serde_json::value::RawValue>, ApiError> {
@@ -91,9 +91,8 @@ pub(crate) async fn call(
         .with_context_pairs(context)
         .with_trace(crate::telemetry::current_trace())
         .with_timeout(timeout);
-    let body = crate::message::encode_request(args, kwargs);
     let started = Instant::now();
-    let result = rpc.call_raw(service, method, body).await;
+    let result = rpc.call_raw(service, method, request).await;
     // Label values only for names that exist: the gateway knows them, or
     // the service answered as having the method.
     let exists = match &result {
@@ -241,8 +240,7 @@ pub(crate) async fn generic(
             &state,
             &service,
             &method,
-            &args,
-            &kwargs,
+            crate::message::encode_request(&args, &kwargs),
             context,
             config.rpc_timeout(),
         )
@@ -325,15 +323,14 @@ pub(crate) async fn routed(
         } else {
             None
         };
-        let (args, kwargs) = arguments(&route, &params, &query, &parts.headers, body.as_ref())?;
+        let request = arguments(&route, &params, &query, &parts.headers, body)?.encode();
         let context = context_data(&parts.headers, identity.user());
         let timeout = route.timeout.unwrap_or_else(|| config.rpc_timeout());
         call(
             &state,
             &route.service,
             &route.rpc_method,
-            &args,
-            &kwargs,
+            request,
             context,
             timeout,
         )
@@ -348,18 +345,117 @@ pub(crate) async fn routed(
     }
 }
 
-/// Builds `args` and `kwargs` for a route from the request's parts.
-pub(crate) fn arguments(
+/// A call's arguments, as a route maps them from a request, encoded
+/// straight into its request body ([`encode`](Self::encode)).
+#[derive(Debug)]
+pub(crate) enum Arguments<'a> {
+    /// The default mapping: the body's fields, the query's parameters and
+    /// the path's, as keyword arguments. Where a name comes more than
+    /// once, the later one counts: a path parameter over a query
+    /// parameter, over a body field (and a later query parameter over an
+    /// earlier one).
+    Fields {
+        body: Map<String, Value>,
+        query: &'a [(String, String)],
+        params: &'a [(&'a str, &'a str)],
+    },
+    /// The route's `args` and `kwargs`, resolved.
+    Mapped {
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+    },
+}
+
+/// The most query and path parameters the default mapping encodes as they
+/// are; with more, they are merged into a map first (so a request cannot
+/// make the check for repeated names cost the square of its length).
+const FIELDS_UNMERGED: usize = 16;
+
+impl Arguments<'_> {
+    /// The request body: `{"args": [...], "kwargs": {...}}`.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        crate::message::json_body(self).expect("JSON values and strings always serialise")
+    }
+}
+
+impl serde::Serialize for Arguments<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut request = serializer.serialize_struct("Request", 2)?;
+        match self {
+            Arguments::Fields {
+                body,
+                query,
+                params,
+            } => {
+                request.serialize_field("args", &[(); 0])?;
+                request.serialize_field(
+                    "kwargs",
+                    &FieldKwargs {
+                        body,
+                        query,
+                        params,
+                    },
+                )?;
+            }
+            Arguments::Mapped { args, kwargs } => {
+                request.serialize_field("args", args)?;
+                request.serialize_field("kwargs", kwargs)?;
+            }
+        }
+        request.end()
+    }
+}
+
+/// The default mapping's keyword arguments, each name once (the last of
+/// its kind counts).
+struct FieldKwargs<'a> {
+    body: &'a Map<String, Value>,
+    query: &'a [(String, String)],
+    params: &'a [(&'a str, &'a str)],
+}
+
+impl serde::Serialize for FieldKwargs<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let FieldKwargs {
+            body,
+            query,
+            params,
+        } = *self;
+        let in_params = |name: &str| params.iter().any(|(k, _)| *k == name);
+        let mut kwargs = serializer.serialize_map(None)?;
+        for (name, value) in body {
+            if !in_params(name) && !query.iter().any(|(k, _)| k == name) {
+                kwargs.serialize_entry(name, value)?;
+            }
+        }
+        for (i, (name, value)) in query.iter().enumerate() {
+            if !in_params(name) && !query[i + 1..].iter().any(|(k, _)| k == name) {
+                kwargs.serialize_entry(name, value)?;
+            }
+        }
+        for (i, (name, value)) in params.iter().enumerate() {
+            if !params[i + 1..].iter().any(|(k, _)| k == name) {
+                kwargs.serialize_entry(name, value)?;
+            }
+        }
+        kwargs.end()
+    }
+}
+
+/// Maps a request's parts to a call's arguments, as `route` says.
+pub(crate) fn arguments<'a>(
     route: &Route,
-    params: &[(&str, &str)],
-    query: &[(String, String)],
+    params: &'a [(&'a str, &'a str)],
+    query: &'a [(String, String)],
     headers: &HeaderMap,
-    body: Option<&Value>,
-) -> Result<(Value, Map<String, Value>), ApiError> {
+    body: Option<Value>,
+) -> Result<Arguments<'a>, ApiError> {
     if route.default_mapping() {
-        let mut kwargs = match body {
+        let mut body = match body {
             None => Map::new(),
-            Some(Value::Object(map)) => map.clone(),
+            Some(Value::Object(map)) => map,
             Some(_) => {
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
@@ -368,12 +464,23 @@ pub(crate) fn arguments(
                 ));
             }
         };
+        if query.len() + params.len() <= FIELDS_UNMERGED {
+            return Ok(Arguments::Fields {
+                body,
+                query,
+                params,
+            });
+        }
         let pairs = query.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         for (k, v) in pairs.chain(params.iter().copied()) {
-            kwargs.insert(k.to_owned(), Value::String(v.to_owned()));
+            body.insert(k.to_owned(), Value::String(v.to_owned()));
         }
-        return Ok((Value::Array(vec![]), kwargs));
+        return Ok(Arguments::Mapped {
+            args: Vec::new(),
+            kwargs: body,
+        });
     }
+    let body = body.as_ref();
     let resolve = |source: &Source| resolve(source, params, query, headers, body);
     let mut args = Vec::new();
     for source in route.args.iter().flatten() {
@@ -389,7 +496,7 @@ pub(crate) fn arguments(
             kwargs.insert(name.clone(), value);
         }
     }
-    Ok((Value::Array(args), kwargs))
+    Ok(Arguments::Mapped { args, kwargs })
 }
 
 fn resolve(
@@ -482,6 +589,73 @@ mod tests {
     fn conv(source: &str, value: Value) -> Option<Value> {
         let source = Source::parse(source).expect("a good source");
         convert(value, &source).ok()
+    }
+
+    /// The default mapping's kwargs as encoded, and how often each name
+    /// appears in the encoding.
+    fn default_kwargs(
+        body: Value,
+        query: &[(&str, &str)],
+        params: &[(&str, &str)],
+    ) -> (Value, Vec<(String, usize)>) {
+        let route = Route {
+            method: Method::GET,
+            path: "/t".into(),
+            params: Vec::new(),
+            service: "svc".into(),
+            rpc_method: "method".into(),
+            args: None,
+            kwargs: None,
+            status: StatusCode::OK,
+            timeout: None,
+            summary: None,
+            rate_limit: None,
+            origin: "test".into(),
+        };
+        let query: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let arguments = arguments(&route, params, &query, &HeaderMap::new(), Some(body))
+            .expect("an object body");
+        let encoded = arguments.encode();
+        let request: Value = serde_json::from_slice(&encoded).expect("JSON");
+        assert_eq!(request["args"], json!([]));
+        let text = String::from_utf8(encoded).expect("UTF-8");
+        let counts = request["kwargs"]
+            .as_object()
+            .expect("kwargs")
+            .keys()
+            .map(|k| (k.clone(), text.matches(&format!("\"{k}\":")).count()))
+            .collect();
+        (request["kwargs"].clone(), counts)
+    }
+
+    #[test]
+    fn default_mapping_names_each_argument_once_the_last_counting() {
+        let (kwargs, counts) = default_kwargs(
+            json!({"a": 1, "b": 2, "keep": true}),
+            &[("b", "q"), ("c", "1"), ("c", "2")],
+            &[("a", "p")],
+        );
+        assert_eq!(kwargs, json!({"a": "p", "b": "q", "c": "2", "keep": true}));
+        assert!(counts.iter().all(|(_, n)| *n == 1), "{counts:?}");
+    }
+
+    #[test]
+    fn default_mapping_merges_many_parameters_the_same_way() {
+        let many: Vec<(String, String)> = (0..40)
+            .map(|i| (format!("k{}", i % 7), i.to_string()))
+            .collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let (kwargs, counts) = default_kwargs(json!({"k1": "body", "x": 0}), &many, &[("k2", "p")]);
+        let mut expected = json!({"x": 0});
+        for (k, v) in &many {
+            expected[*k] = json!(v);
+        }
+        expected["k2"] = json!("p");
+        assert_eq!(kwargs, expected);
+        assert!(counts.iter().all(|(_, n)| *n == 1), "{counts:?}");
     }
 
     #[test]

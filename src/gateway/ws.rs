@@ -302,9 +302,9 @@ async fn on_frame(
                 } else {
                     args
                 };
+                let request = crate::message::encode_request(&args, &kwargs);
                 let result =
-                    super::rpc::call(&state, &service, &method, &args, &kwargs, context, timeout)
-                        .await;
+                    super::rpc::call(&state, &service, &method, request, context, timeout).await;
                 calls.fetch_sub(1, Ordering::AcqRel);
                 client.push_control(match result {
                     Ok(raw) => Utf8Bytes::from(format!(
