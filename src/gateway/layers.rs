@@ -11,7 +11,7 @@
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, Version, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, Version};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
@@ -32,7 +32,7 @@ use super::config::CorsConfig;
 use super::error::ApiError;
 use super::paths;
 use super::record::RecordLayer;
-use super::rpc::REQUEST_ID;
+use super::rpc::REQUEST_ID_HEADER;
 use super::shed::ShedLayer;
 use super::span::HttpSpanLayer;
 use super::state::GatewayState;
@@ -46,7 +46,7 @@ pub(crate) fn apply(app: Router<GatewayState>, state: &GatewayState) -> Router<G
         .make_span_with(|request: &Request<Body>| {
             let id = request
                 .headers()
-                .get(REQUEST_ID)
+                .get(&REQUEST_ID_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             // For logs; the request's OpenTelemetry span is the
@@ -148,7 +148,7 @@ fn cors(config: &CorsConfig) -> CorsLayer {
     let layer = layer
         .allow_methods(Any)
         .allow_headers(Any)
-        .expose_headers([header::HeaderName::from_static(REQUEST_ID)]);
+        .expose_headers([REQUEST_ID_HEADER.clone()]);
     match config.max_age {
         Some(secs) => layer.max_age(std::time::Duration::from_secs(secs)),
         None => layer,

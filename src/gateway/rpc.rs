@@ -25,6 +25,10 @@ use crate::error::Error;
 /// The header carrying the request id.
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// [`REQUEST_ID`] as a header name: looked up without parsing the name.
+pub(crate) static REQUEST_ID_HEADER: axum::http::HeaderName =
+    axum::http::HeaderName::from_static(REQUEST_ID);
+
 /// Moved to [`ApiError::from_rpc`].
 #[deprecated(since = "0.1.0", note = "use `ApiError::from_rpc`")]
 pub fn rpc_error(
@@ -44,7 +48,10 @@ pub(crate) type ContextData = smallvec::SmallVec<[(&'static str, String); 3]>;
 /// Context data for a call: the request id and the user, if any.
 pub(crate) fn context_data(headers: &HeaderMap, user: Option<&str>) -> ContextData {
     let mut data = ContextData::new();
-    if let Some(id) = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
+    if let Some(id) = headers
+        .get(&REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
         data.push(("request_id", id.to_owned()));
     }
     if let Some(user) = user {

@@ -12,7 +12,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use tower::{Layer, Service};
 
-use super::rpc::REQUEST_ID;
+use super::rpc::REQUEST_ID_HEADER;
 use crate::telemetry::HttpSpan;
 
 /// Gives each request its [`HttpSpan`] (see the [module docs](self)).
@@ -48,7 +48,7 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         let request_id = request
             .headers()
-            .get(REQUEST_ID)
+            .get(&REQUEST_ID_HEADER)
             .and_then(|id| id.to_str().ok())
             .unwrap_or("");
         let span = HttpSpan::start(&request, request_id);
