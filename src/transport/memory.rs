@@ -1354,3 +1354,82 @@ impl Transport for MemoryTransport {
         "memory"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::QueueSpec;
+
+    fn text(delivery: &Delivery) -> String {
+        String::from_utf8(delivery.message.body.to_vec()).expect("UTF-8")
+    }
+
+    /// A direct consumer that panics while a delivery it made possible
+    /// waits on this thread: the waiting one goes out with the thread's
+    /// next hand-out (to any queue), and is not lost.
+    #[tokio::test(flavor = "current_thread")]
+    async fn deliveries_a_panicking_consumer_left_go_out_with_the_next_hand_out() {
+        let broker = MemoryTransport::new();
+        for queue in ["first", "second"] {
+            broker
+                .declare_queue(&QueueSpec::durable(queue))
+                .await
+                .expect("declare");
+        }
+        let got: Arc<Mutex<Vec<String>>> = Arc::default();
+        let held: Arc<Mutex<Option<Delivery>>> = Arc::default();
+        // "one" is held; "two" is acked at once (which hands out "three"
+        // on this thread, to wait for this call), then the consumer panics.
+        let deliver: DeliverFn = Arc::new({
+            let (got, held) = (got.clone(), held.clone());
+            move |delivery: Delivery| {
+                match text(&delivery).as_str() {
+                    "one" => *held.lock() = Some(delivery),
+                    "two" => {
+                        let _ = delivery.ack().into_ready();
+                        panic!("the consumer panics");
+                    }
+                    other => {
+                        got.lock().push(other.to_owned());
+                        let _ = delivery.ack().into_ready();
+                    }
+                }
+                TransportFuture::ready(())
+            }
+        });
+        let one_at_a_time = ConsumeOptions {
+            prefetch: 1,
+            ..ConsumeOptions::default()
+        };
+        let _first = broker
+            .consume_with("first", one_at_a_time, deliver.clone())
+            .await
+            .expect("consume first");
+        let _second = broker
+            .consume_with("second", ConsumeOptions::default(), deliver)
+            .await
+            .expect("consume second");
+        for body in ["one", "two", "three"] {
+            broker
+                .publish("", "first", Message::json(body), PublishOptions::default())
+                .await
+                .expect("publish");
+        }
+        let one = held.lock().take().expect("one is held");
+        let acked =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| one.ack().into_ready()));
+        assert!(acked.is_err(), "the consumer's panic reaches the acker");
+        assert!(got.lock().is_empty(), "three waits");
+
+        broker
+            .publish(
+                "",
+                "second",
+                Message::json("four"),
+                PublishOptions::default(),
+            )
+            .await
+            .expect("publish");
+        assert_eq!(*got.lock(), ["four", "three"]);
+    }
+}
