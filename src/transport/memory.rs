@@ -869,7 +869,10 @@ impl Queue {
         deferred: &mut Deferred,
     ) {
         let vacant = inner.unacked.vacant_entry();
+        // Counted whether or not the consumer takes it: the slot of a
+        // delivery returned below is the next one's, and its tag must not be.
         let tag = delivery_tag(vacant.key(), inner.next_tag);
+        inner.next_tag += 1;
         let slot = &mut inner.consumers[index];
         let delivery = Delivery {
             exchange: entry.exchange.clone(),
@@ -890,7 +893,6 @@ impl Queue {
         match sent {
             Ok(()) => {
                 slot.in_flight += 1;
-                inner.next_tag += 1;
                 vacant.insert(Unacked {
                     tag,
                     entry,
@@ -1362,6 +1364,33 @@ mod tests {
 
     fn text(delivery: &Delivery) -> String {
         String::from_utf8(delivery.message.body.to_vec()).expect("UTF-8")
+    }
+
+    /// A delivery a consumer that went away never got is dropped once the
+    /// lock is released; its tag settles nothing, though the next
+    /// consumer's delivery took its slot.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_delivery_no_consumer_got_settles_nothing() {
+        let broker = MemoryTransport::new();
+        broker
+            .declare_queue(&QueueSpec::durable("q"))
+            .await
+            .expect("declare");
+        let queue = broker.broker.queue("q").expect("the queue");
+        // The first consumer's receiver is gone, though it is still listed.
+        let (_, gone, _) = queue.add_consumer(0, 0, None).expect("consumer");
+        drop(gone);
+        let (_, mut rx, _) = queue.add_consumer(0, 0, None).expect("consumer");
+        broker
+            .publish("", "q", Message::json("m"), PublishOptions::default())
+            .await
+            .expect("publish");
+        let delivery = rx.try_recv().expect("the live consumer gets it");
+        assert_eq!(text(&delivery), "m");
+        assert!(rx.try_recv().is_err(), "and only once");
+        assert_eq!(queue.inner.lock().unacked.len(), 1, "still unacked");
+        delivery.ack().await.expect("ack");
+        assert!(queue.inner.lock().unacked.is_empty());
     }
 
     /// A direct consumer that panics while a delivery it made possible
