@@ -30,9 +30,11 @@
 //!
 //! One line each: `budget: SCENARIO I instructions, A allocations per op`.
 //! With `--check`, a scenario whose instructions grow more than 2%, or its
-//! allocations by one or more, against the file fails the run. Without
-//! valgrind, instructions are skipped (and `--check` fails under
-//! `CI=true`).
+//! allocations by one or more, against the file fails the run; so does one
+//! over its target ([`TARGETS`]: the echo round trip at most 15,000
+//! instructions and 15 allocations, one event at most 5,000 and 5), which
+//! `--update` cannot move. Without valgrind, instructions are skipped (and
+//! `--check` fails under `CI=true`).
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/greeter.rs"]
@@ -391,6 +393,32 @@ fn write_budget(figures: &[(&str, Figures)]) {
     println!("budget: wrote {BUDGET_FILE}");
 }
 
+/// The most a scenario may cost per op, whatever `benches/budget.txt`
+/// says: scenario, instructions, allocations.
+const TARGETS: &[(&str, f64, f64)] = &[("rpc_echo", 15_000.0, 15.0), ("event", 5_000.0, 5.0)];
+
+/// Whether `name` is over its target (printed, if so).
+fn over_target(name: &str, f: &Figures) -> bool {
+    let Some(&(_, max_i, max_a)) = TARGETS.iter().find(|(n, _, _)| *n == name) else {
+        return false;
+    };
+    let mut over = false;
+    if let Some(i) = f.instructions
+        && i > max_i
+    {
+        println!("budget: {name}: {i:.0} instructions per op, over its target of {max_i:.0}");
+        over = true;
+    }
+    if f.allocations > max_a + 0.5 {
+        println!(
+            "budget: {name}: {:.2} allocations per op, over its target of {max_a:.0}",
+            f.allocations
+        );
+        over = true;
+    }
+    over
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -436,6 +464,9 @@ fn main() -> ExitCode {
         figures.push((*name, f));
     }
     if update {
+        for (name, f) in &figures {
+            over_target(name, f);
+        }
         write_budget(&figures);
         return ExitCode::SUCCESS;
     }
@@ -443,7 +474,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let budget = read_budget();
-    let mut failed = false;
+    let (mut failed, mut over) = (false, false);
     for (name, f) in &figures {
         let Some((_, base_i, base_a)) = budget.iter().find(|(n, _, _)| n == name) else {
             println!("budget: {name}: not in benches/budget.txt (./scripts/budget --update)");
@@ -472,6 +503,13 @@ fn main() -> ExitCode {
             );
             failed = true;
         }
+        over |= over_target(name, f);
+    }
+    if over {
+        println!(
+            "budget: over a target (TARGETS in benches/budget.rs): --update does not move those"
+        );
+        return ExitCode::FAILURE;
     }
     if failed {
         println!(
