@@ -609,10 +609,15 @@ impl EventPublisher {
         }
     }
 
+    /// `<source>.events`, if it was declared already.
+    fn declared(&self, source: &str) -> Option<Arc<str>> {
+        self.declared.lock().get(source).cloned()
+    }
+
     /// `<source>.events`, declared once (per settings).
     async fn exchange(&self, source: &str) -> Result<Arc<str>> {
-        if let Some(exchange) = self.declared.lock().get(source) {
-            return Ok(exchange.clone());
+        if let Some(exchange) = self.declared(source) {
+            return Ok(exchange);
         }
         let exchange: Arc<str> = names::event_exchange(source).into();
         declare_event_exchange(&self.transport, &self.settings, &exchange).await?;
@@ -630,8 +635,8 @@ impl EventPublisher {
         event_type: &str,
         payload: &impl Serialize,
     ) -> Result<()> {
-        let declared = self.declared.lock().get(source).cloned();
-        let exchange = match declared {
+        // Looked up without a wait first: declared, it is almost always.
+        let exchange = match self.declared(source) {
             Some(exchange) => exchange,
             None => self.exchange(source).await?,
         };

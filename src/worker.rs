@@ -796,13 +796,9 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 mod tests {
     use super::*;
 
-    fn slots(n: usize) -> Arc<Slots> {
-        Slots::new(n)
-    }
-
     #[test]
     fn slots_are_taken_up_to_the_bound_and_given_back_on_drop() {
-        let slots = slots(2);
+        let slots = Slots::new(2);
         let a = slots.try_take().expect("first slot");
         let b = slots.try_take().expect("second slot");
         assert!(slots.try_take().is_none(), "only two slots");
@@ -815,7 +811,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_waiter_gets_a_slot_as_they_are_given_back() {
-        let slots = slots(1);
+        let slots = Slots::new(1);
         let held = slots.try_take().expect("the one slot");
         let in_use = Arc::new(AtomicUsize::new(0));
         let waiters: Vec<_> = (0..64)

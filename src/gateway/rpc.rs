@@ -361,11 +361,7 @@ pub(crate) enum Arguments<'a> {
     /// once, the later one counts: a path parameter over a query
     /// parameter, over a body field (and a later query parameter over an
     /// earlier one).
-    Fields {
-        body: Map<String, Value>,
-        query: &'a [(String, String)],
-        params: &'a [(&'a str, &'a str)],
-    },
+    Fields(FieldKwargs<'a>),
     /// The route's `args` and `kwargs`, resolved.
     Mapped {
         args: Vec<Value>,
@@ -390,20 +386,9 @@ impl serde::Serialize for Arguments<'_> {
         use serde::ser::SerializeStruct;
         let mut request = serializer.serialize_struct("Request", 2)?;
         match self {
-            Arguments::Fields {
-                body,
-                query,
-                params,
-            } => {
+            Arguments::Fields(kwargs) => {
                 request.serialize_field("args", &[(); 0])?;
-                request.serialize_field(
-                    "kwargs",
-                    &FieldKwargs {
-                        body,
-                        query,
-                        params,
-                    },
-                )?;
+                request.serialize_field("kwargs", kwargs)?;
             }
             Arguments::Mapped { args, kwargs } => {
                 request.serialize_field("args", args)?;
@@ -416,8 +401,9 @@ impl serde::Serialize for Arguments<'_> {
 
 /// The default mapping's keyword arguments, each name once (the last of
 /// its kind counts).
-struct FieldKwargs<'a> {
-    body: &'a Map<String, Value>,
+#[derive(Debug)]
+pub(crate) struct FieldKwargs<'a> {
+    body: Map<String, Value>,
     query: &'a [(String, String)],
     params: &'a [(&'a str, &'a str)],
 }
@@ -429,7 +415,7 @@ impl serde::Serialize for FieldKwargs<'_> {
             body,
             query,
             params,
-        } = *self;
+        } = self;
         let in_params = |name: &str| params.iter().any(|(k, _)| *k == name);
         let mut kwargs = serializer.serialize_map(None)?;
         for (name, value) in body {
@@ -472,11 +458,11 @@ pub(crate) fn arguments<'a>(
             }
         };
         if query.len() + params.len() <= FIELDS_UNMERGED {
-            return Ok(Arguments::Fields {
+            return Ok(Arguments::Fields(FieldKwargs {
                 body,
                 query,
                 params,
-            });
+            }));
         }
         let pairs = query.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         for (k, v) in pairs.chain(params.iter().copied()) {
