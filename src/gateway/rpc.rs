@@ -651,6 +651,33 @@ mod tests {
         assert!(counts.iter().all(|(_, n)| *n == 1), "{counts:?}");
     }
 
+    proptest::proptest! {
+        /// Whatever names the body, the query and the path repeat (below
+        /// the merging bound and above it): the encoded kwargs are the
+        /// body's fields overwritten by the query's parameters, then the
+        /// path's, in order, and each name is encoded once.
+        #[test]
+        fn default_mapping_is_a_merge_in_order(
+            body in proptest::collection::btree_map("[a-e]", 0u8..9, 0..5),
+            query in proptest::collection::vec(("[a-e]", "[a-z]{0,3}"), 0..24),
+            params in proptest::collection::vec(("[a-e]", "[a-z]{0,3}"), 0..3),
+        ) {
+            let body: Map<String, Value> =
+                body.into_iter().map(|(k, v)| (k, json!(v))).collect();
+            let mut expected = body.clone();
+            for (k, v) in query.iter().chain(&params) {
+                expected.insert(k.clone(), json!(v));
+            }
+            let query: Vec<(&str, &str)> =
+                query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let params: Vec<(&str, &str)> =
+                params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let (kwargs, counts) = default_kwargs(Value::Object(body), &query, &params);
+            proptest::prop_assert_eq!(kwargs, Value::Object(expected));
+            proptest::prop_assert!(counts.iter().all(|(_, n)| *n == 1), "{:?}", counts);
+        }
+    }
+
     #[test]
     fn conversions_keep_convert_or_refuse() {
         assert_eq!(conv("path.a", json!("x")), Some(json!("x")));
