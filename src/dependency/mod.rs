@@ -82,7 +82,7 @@ pub trait DependencyProvider: Send + Sync + 'static {
 
     /// Before the worker runs.
     fn worker_setup(&self, _worker: &WorkerCtx) -> impl Future<Output = ()> + Send {
-        async {}
+        Nothing
     }
 
     /// After the worker ran, with its outcome (and, for RPC, after the
@@ -92,12 +92,29 @@ pub trait DependencyProvider: Send + Sync + 'static {
         _worker: &WorkerCtx,
         _outcome: &Outcome,
     ) -> impl Future<Output = ()> + Send {
-        async {}
+        Nothing
     }
 
     /// Last, for every worker.
     fn worker_teardown(&self, _worker: &WorkerCtx) -> impl Future<Output = ()> + Send {
-        async {}
+        Nothing
+    }
+}
+
+/// The default worker hooks' future: done at once. It has no size, so the
+/// container boxes it without allocating (an `async {}` block has a state
+/// byte, and boxing it allocates): a provider that keeps the defaults
+/// costs its workers no allocation for its hooks.
+struct Nothing;
+
+impl Future for Nothing {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        std::task::Poll::Ready(())
     }
 }
 
@@ -326,4 +343,34 @@ pub fn assert_provides<P, D>(_provider: &P)
 where
     P: DependencyProvider<Dependency = D>,
 {
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::ContextData;
+
+    struct Plain;
+
+    impl DependencyProvider for Plain {
+        type Dependency = ();
+        fn get_dependency(&self, _worker: &WorkerCtx) {}
+    }
+
+    /// A box of a zero-sized value takes no allocation: the container
+    /// boxes a provider's worker hooks, and the defaults must cost nothing.
+    #[test]
+    fn default_worker_hooks_box_without_allocating() {
+        let worker = WorkerCtx::new("svc", "method", ContextData::default(), 10);
+        let outcome: Outcome = Ok(crate::outcome::Encoded::null());
+        let hooks = [
+            ErasedProvider::worker_setup(&Plain, &worker),
+            ErasedProvider::worker_result(&Plain, &worker, &outcome),
+            ErasedProvider::worker_teardown(&Plain, &worker),
+        ];
+        for hook in hooks {
+            assert_eq!(std::mem::size_of_val(&*hook), 0);
+            futures::executor::block_on(hook);
+        }
+    }
 }
