@@ -26,6 +26,11 @@
 //!    and the gateway process's memory per connection (the gateway runs in
 //!    a child process, so the clients' memory is not counted).
 //!
+//! The gateway runs on its own server ([`enoki::gateway::serve::serve`]:
+//! header deadline, connection limit, `TCP_NODELAY`), as `enoki gateway`
+//! runs it; the bare axum baselines on `axum::serve`, as axum's docs
+//! have it.
+//!
 //! Everything listens on 127.0.0.1 only. Environment: `ENOKI_BENCH_SECS`
 //! (wrk duration, default 5), `ENOKI_BENCH_CONNS` (wrk connections, 64),
 //! `ENOKI_BENCH_ONLY` (`http` or `ws`: one half), and the WebSocket ones
@@ -113,10 +118,33 @@ fn routes() -> RouteTable {
         .expect("routes load")
 }
 
+/// A bare axum server, as axum's docs have it (`axum::serve`): the
+/// baselines. (With `TCP_NODELAY` on, the bare WebSocket server, which
+/// writes each frame on its own, does worse: half the capacity and twice
+/// the p99 in one run, as Nagle's algorithm no longer merges its frames.)
 async fn serve(app: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// The gateway's router on the gateway's own server, as `enoki gateway`
+/// runs it: [`enoki::gateway::serve::serve`], with the header deadline and
+/// the connection limit of `state`'s config.
+async fn serve_gateway(state: &GatewayState) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = router(state.clone());
+    let limits = enoki::gateway::serve::ServeLimits::from_config(state.config());
+    let metrics = Some(state.metrics().clone());
+    tokio::spawn(enoki::gateway::serve::serve(
+        listener,
+        app,
+        limits,
+        metrics,
+        std::future::pending(),
+    ));
     addr
 }
 
@@ -213,7 +241,7 @@ async fn http_benches() {
                     .await
                     .expect("connect to RabbitMQ");
             let (state, runner) = gateway_on(transport.clone(), services.clone()).await;
-            let addr = serve(router(state.clone())).await;
+            let addr = serve_gateway(&state).await;
             let enoki_url = format!("http://{addr}/hello/Ann");
             // The incumbent: a nameko @http entrypoint making the same call
             // (to the same enoki greeter), interleaved with enoki's route.
@@ -264,7 +292,7 @@ async fn hello_embedded() {
 
     let transport: Arc<dyn Transport> = MemoryTransport::new();
     let (state, runner) = gateway_on(transport.clone(), transport.clone()).await;
-    let addr = serve(router(state.clone())).await;
+    let addr = serve_gateway(&state).await;
     interleaved(
         &format!("http://{bare}/hello/Ann"),
         "bare axum route",
@@ -312,7 +340,7 @@ async fn users_bench() {
         .create("ann".into(), Some("Ann".into()))
         .await
         .unwrap();
-    let gateway = serve(router(state.clone())).await;
+    let gateway = serve_gateway(&state).await;
 
     sqlx::any::install_default_drivers();
     let pool = sqlx::any::AnyPoolOptions::new()
@@ -546,7 +574,7 @@ async fn ws_server() {
         .build()
         .await
         .unwrap();
-    let addr = serve(router(state.clone())).await;
+    let addr = serve_gateway(&state).await;
     println!("ADDR {addr}");
     let publisher = EventPublisher::new(transport.clone(), &Settings::new());
     commands(
