@@ -120,8 +120,9 @@ fn routes() -> RouteTable {
 
 /// A bare axum server, as axum's docs have it (`axum::serve`): the
 /// baselines. (With `TCP_NODELAY` on, the bare WebSocket server, which
-/// writes each frame on its own, does worse: half the capacity and twice
-/// the p99 in one run, as Nagle's algorithm no longer merges its frames.)
+/// writes each frame on its own, does worse: about half the capacity and
+/// 1.6-1.8 times the p99 in one run, as Nagle's algorithm no longer merges
+/// its frames.)
 async fn serve(app: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
